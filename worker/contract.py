@@ -1,0 +1,273 @@
+"""The job contract: what a producer sends, what a worker stores, and where in Redis.
+
+This module is the single home of the request and result models, the Redis key names and the
+JSON codec. The producer and the worker both import it; nothing re-declares it.
+
+Jobs and results cross Redis as JSON only (never pickle), so whoever can write to Redis can at
+worst make a job fail, never run code in a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, Literal
+
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from worker.errors import InvalidRequest
+
+#: The name the worker registers its job function under (what ``enqueue_job`` is given).
+JOB_FUNCTION = "answer_question"
+#: Bumped when the result format changes incompatibly.
+RESULT_VERSION = 1
+
+SourceStatus = Literal["ok", "error", "timeout", "deadline"]
+JobStatus = Literal["ok", "partial", "failed"]
+ExecutorName = Literal["interpreter", "process", "thread"]
+
+_ALLOWED_CONTROL = {"\n", "\t"}
+
+
+# --------------------------------------------------------------------------------------------
+# Request
+# --------------------------------------------------------------------------------------------
+class QuestionRequest(BaseModel):
+    """One user question and how to answer it. Validated on both sides of the queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Strict types: a number where the question belongs is a caller's bug, not something to coerce.
+    question: StrictStr
+    sources: tuple[StrictStr, ...] | None = Field(None, description="default: every registered source")
+    source_timeout_s: StrictFloat | None = Field(None, description="per-source fetch timeout")
+    deadline_s: StrictFloat | None = Field(None, description="whole-query deadline")
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("question is empty")
+        limit = _context(info).get("max_question_chars", 2000)
+        if len(value) > limit:
+            raise ValueError(f"question is {len(value):,} characters; the limit is {limit:,}")
+        for ch in value:
+            category = unicodedata.category(ch)
+            if category == "Cs":
+                raise ValueError("question is not valid UTF-8")
+            if category == "Cc" and ch not in _ALLOWED_CONTROL:
+                raise ValueError(f"question contains a control character (U+{ord(ch):04X})")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        names = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+        if not names:
+            raise ValueError("no source named")
+        known: Collection[str] | None = _context(info).get("known_sources")
+        if known is not None:
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"unknown source {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+        return names
+
+    @field_validator("source_timeout_s", "deadline_s")
+    @classmethod
+    def _timeout(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return None
+        limit = _context(info).get(f"max_{info.field_name}", 3600.0)
+        if not (0 < value <= limit):  # also rejects NaN
+            raise ValueError(f"{info.field_name} must be > 0 and <= {limit:g} seconds, got {value!r}")
+        return value
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context or {}
+
+
+def parse_request(
+    data: object,
+    *,
+    known_sources: Collection[str],
+    max_question_chars: int,
+    max_source_timeout_s: float,
+    max_deadline_s: float,
+) -> QuestionRequest:
+    """Validate raw request data against the limits in force; raise :class:`InvalidRequest`."""
+    context = {
+        "known_sources": known_sources,
+        "max_question_chars": max_question_chars,
+        "max_source_timeout_s": max_source_timeout_s,
+        "max_deadline_s": max_deadline_s,
+    }
+    try:
+        return QuestionRequest.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming every field that is wrong and why."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "request"
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------
+class RanIn(BaseModel):
+    """Where an inference ran: proves which executor did the work."""
+
+    executor: ExecutorName
+    pid: int
+    interpreter_id: int
+    thread_id: int
+
+
+class InferenceOutput(BaseModel):
+    """What the CPU-bound analysis of one source's text produced."""
+
+    summary: str
+    top_terms: list[str]
+    relevance: float
+    work_units: int
+    ran_in: RanIn
+
+
+class SourceOutcome(BaseModel):
+    """One source's part of the answer. Offsets are seconds from the start of the job."""
+
+    name: str
+    status: SourceStatus = "deadline"
+    data: str | None = None
+    inference: InferenceOutput | None = None
+    error: str | None = None
+    timeout_s: float | None = None
+    fetch_start_s: float | None = None
+    fetch_end_s: float | None = None
+    fetch_s: float | None = None
+    inference_submit_s: float | None = None
+    inference_start_s: float | None = None
+    inference_end_s: float | None = None
+    inference_s: float | None = None
+    inference_cpu_s: float | None = None
+
+
+class ExecutorInfo(BaseModel):
+    """Which pool ran inference, how big it is and why it was chosen."""
+
+    kind: ExecutorName
+    size: int
+    reason: str
+
+
+class Timing(BaseModel):
+    """Where the time went. Durations are seconds."""
+
+    queued_at: datetime | None = None
+    started_at: datetime
+    finished_at: datetime
+    queue_wait_s: float | None = None
+    total_s: float
+    fetch_wall_s: float
+    inference_cpu_s: float
+    critical_path_s: float
+    sequential_estimate_s: float
+    speedup: float
+
+
+class JobResult(BaseModel):
+    """The aggregated answer to one question, as stored in Redis and shown to callers."""
+
+    version: int = RESULT_VERSION
+    job_id: str
+    question: str
+    status: JobStatus
+    answer: list[str] = Field(default_factory=list)
+    sources: list[SourceOutcome] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    timing: Timing | None = None
+    executor: ExecutorInfo | None = None
+    worker_id: str | None = None
+    job_try: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Redis keys and the codec
+# --------------------------------------------------------------------------------------------
+class Keys:
+    """Every Redis key the system uses. arq's own keys carry arq's fixed prefixes."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @staticmethod
+    def job(job_id: str) -> str:
+        return job_key_prefix + job_id
+
+    @staticmethod
+    def result(job_id: str) -> str:
+        return result_key_prefix + job_id
+
+    @staticmethod
+    def in_progress(job_id: str) -> str:
+        return in_progress_key_prefix + job_id
+
+    def done_channel(self, job_id: str) -> str:
+        """Pub/sub channel told when a job's result has been stored."""
+        return f"{self.prefix}:done:{job_id}"
+
+    def health(self, queue_name: str) -> str:
+        """arq's own health-check key (shared by all workers on the queue)."""
+        return f"{queue_name}:health-check"
+
+    def worker(self, worker_id: str) -> str:
+        """One worker's heartbeat record (see ``worker.health``)."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def workers_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, BaseException):
+        # arq stores an exception as the result of a job it could not run (bad payload, too
+        # many tries): keep its name and message rather than losing the reason.
+        return {"error": type(obj).__name__, "message": str(obj)}
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps(obj: object) -> bytes:
+    """arq ``job_serializer``: JSON, UTF-8, never pickle."""
+    return json.dumps(obj, default=_json_default, separators=(",", ":"), allow_nan=False).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """arq ``job_deserializer``: JSON only; anything else raises and the job fails cleanly."""
+    return json.loads(data)

@@ -1,0 +1,40 @@
+"""The project's exceptions, one tree, converted from lower-level errors at the edges.
+
+AgentQError
+├── InvalidRequest        permanent: the request breaks the contract (CLI exit 2)
+├── JobNotFound           permanent: no such job id, or its result has expired (CLI exit 3)
+├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
+├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
+└── SourceError           one source failed; recorded in its outcome, never fatal to the job
+    └── TransientSourceError   worth retrying (a later issue adds retries)
+"""
+
+from __future__ import annotations
+
+
+class AgentQError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InvalidRequest(AgentQError):
+    """The request does not satisfy the job contract."""
+
+
+class JobNotFound(AgentQError):
+    """No job with this id is queued, running or finished (or its result expired)."""
+
+
+class WaitTimeout(AgentQError):
+    """The result did not arrive within the time the caller was willing to wait."""
+
+
+class RedisUnavailable(AgentQError):
+    """Redis could not be reached; the message names the URL without its password."""
+
+
+class SourceError(AgentQError):
+    """A data source failed to answer."""
+
+
+class TransientSourceError(SourceError):
+    """A data source failed in a way that may succeed when tried again."""

@@ -1,0 +1,95 @@
+"""The worker's local inference pool: one per worker process, chosen and sized at start-up.
+
+``auto`` picks ``InterpreterPoolExecutor`` on CPython 3.14+ (true parallelism, one GIL per
+interpreter, no process per core) and ``ProcessPoolExecutor`` before that. ``thread`` exists
+only so benchmarks can show what the GIL does to CPU-bound work.
+
+Work in the pool cannot be cancelled once started: a deadline abandons the future and the core
+stays busy until the task returns, which is why the pool is capped at the usable CPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from worker import inference
+from worker.contract import ExecutorInfo, ExecutorName
+from worker.settings import ExecutorKind
+
+T = TypeVar("T")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (honours affinity masks and cgroup-pinned containers)."""
+    if hasattr(os, "process_cpu_count"):  # 3.13+
+        return os.process_cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def interpreter_pool_available() -> bool:
+    """True on CPython 3.14+, where ``concurrent.futures.InterpreterPoolExecutor`` exists."""
+    return hasattr(cf, "InterpreterPoolExecutor")
+
+
+def choose(kind: ExecutorKind) -> tuple[ExecutorName, str]:
+    """Resolve ``auto`` and say why: the reason ends up in every result."""
+    version = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+    if kind == "auto":
+        if interpreter_pool_available():
+            return "interpreter", f"auto: {version} has InterpreterPoolExecutor"
+        return "process", f"auto: {version} has no InterpreterPoolExecutor (3.14+), using processes"
+    if kind == "interpreter" and not interpreter_pool_available():
+        raise RuntimeError(f"executor=interpreter needs Python 3.14+, this is {version}")
+    return kind, f"forced by settings on {version}"
+
+
+@dataclass
+class InferencePool:
+    """An executor plus what the result reports about it."""
+
+    executor: cf.Executor
+    info: ExecutorInfo
+    broken: bool = False
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in the pool; note it if the pool itself has broken."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, fn, *args)
+        except cf.BrokenExecutor:
+            self.broken = True
+            raise
+
+    @property
+    def kind(self) -> ExecutorName:
+        return self.info.kind
+
+    def shutdown(self) -> None:
+        """Stop the pool and wait for its workers, so no process or interpreter outlives us."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def create_pool(kind: ExecutorKind, size: int | None = None) -> InferencePool:
+    """Start a pool of ``size`` workers (default: usable CPUs) and warm every worker up."""
+    name, reason = choose(kind)
+    size = size or usable_cpus()
+    executor: cf.Executor
+    if name == "interpreter":
+        executor = cf.InterpreterPoolExecutor(max_workers=size)  # type: ignore[attr-defined,unused-ignore]
+    elif name == "process":
+        # forkserver: never fork a process that runs an event loop and Redis connections.
+        context = multiprocessing.get_context("forkserver")
+        executor = cf.ProcessPoolExecutor(max_workers=size, mp_context=context)
+    else:
+        executor = cf.ThreadPoolExecutor(max_workers=size, thread_name_prefix="inference")
+    # Start every worker now rather than during the first job, so its timing is honest.
+    # Only functions of ``worker.inference`` may cross: it is the one module a subinterpreter loads.
+    list(executor.map(inference.warm_up, range(size)))
+    return InferencePool(executor, ExecutorInfo(kind=name, size=size, reason=reason))
