@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +20,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import redis
 from rich.console import Console
 
 from producer.client import Client
 from producer.display import summary
 from producer.embedded import EmbeddedRedis
-from worker.contract import JobResult
+from worker.contract import JobResult, Keys
 from worker.executor import choose
 from worker.settings import get_settings
 
@@ -64,26 +66,32 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> N
             p.wait()
 
 
-async def wait_until_live(client: Client, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
-    """Wait until every started worker has sent its first heartbeat (its pool is warm)."""
+def wait_for_heartbeats(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
+    """Block until every process in ``procs`` has written its heartbeat (its pool is warm)."""
     pids = {p.pid for p in procs}
+    pattern = Keys(get_settings().key_prefix).workers_pattern
+    client = redis.Redis.from_url(url)
     give_up = time.monotonic() + timeout
-    while pids - {r.get("pid") for r in await client.workers()}:
-        dead = [p for p in procs if p.poll() is not None]
-        if dead:
-            raise RuntimeError(f"a worker exited with code {dead[0].returncode} before it was ready")
-        if time.monotonic() > give_up:
-            raise RuntimeError(f"workers not ready after {timeout:g}s")
-        await asyncio.sleep(0.1)
+    try:
+        while True:
+            values = [client.get(k) for k in client.scan_iter(match=pattern)]
+            if pids <= {json.loads(v)["pid"] for v in values if v}:
+                return
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a worker exited with code {dead[0].returncode} before it was ready")
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"workers not ready after {timeout:g}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
-async def ask_reference(procs: list[subprocess.Popen[bytes]]) -> JobResult:
+async def ask_reference() -> JobResult:
     """Enqueue the reference question and wait for it with the live display."""
     from producer.cli import _wait_live
 
     async with Client(get_settings()) as client:
-        with console.status("waiting for the workers to start their inference pools..."):
-            await wait_until_live(client, procs)
         job_id = await client.enqueue(REFERENCE_QUESTION)
         console.print(f"question: {REFERENCE_QUESTION}\njob {job_id} queued", highlight=False)
         return await _wait_live(client, job_id, timeout=120, live=console.is_terminal)
@@ -118,7 +126,9 @@ def run_demo(workers: int = 2, time_scale: float = 1.0) -> int:
                 f"{', '.join(str(p.pid) for p in procs)})",
                 highlight=False,
             )
-            result = asyncio.run(ask_reference(procs))
+            with console.status("waiting for the workers to start their inference pools..."):
+                wait_for_heartbeats(url, procs)
+            result = asyncio.run(ask_reference())
         except KeyboardInterrupt:
             console.print("\ninterrupted: stopping the workers and Redis")
             return 130
