@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -50,8 +51,13 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (InvalidRequest, JobNotFound, WaitTimeout, RedisUnavailable) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        _error(exc)
         raise typer.Exit(_EXIT_FOR[type(exc)]) from None
+
+
+def _error(exc: Exception) -> None:
+    """One line on stderr: never wrapped, never styled, so scripts can read it."""
+    print(f"error: {exc}", file=sys.stderr)
 
 
 def _show(result: JobResult, as_json: bool) -> None:
@@ -106,7 +112,7 @@ def ask(
     try:
         Client(load_settings()).validate(question, sources=names, source_timeout_s=source_timeout, deadline_s=deadline)
     except InvalidRequest as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        _error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     outcome = _run(body)
     if isinstance(outcome, str):

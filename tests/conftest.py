@@ -7,6 +7,7 @@ processes started with the documented command; fakeredis serves the fast unit te
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -19,6 +20,7 @@ import redis
 from producer.client import Client
 from producer.demo import start_workers, stop_workers, wait_for_heartbeats
 from producer.embedded import EmbeddedRedis
+from worker.contract import ExecutorInfo, InferenceOutput, JobResult, RanIn, SourceOutcome, Timing
 from worker.settings import Settings
 
 #: Latencies and inference work at 2% of the reference: a reference query takes ~0.1 s.
@@ -98,3 +100,31 @@ def start_worker_processes(worker_env: dict[str, str], tmp_path: Path) -> Iterat
 def fake_redis() -> Any:
     """An in-memory async Redis for unit tests of logic."""
     return fakeredis.FakeAsyncRedis()
+
+
+@pytest.fixture
+def sample_result() -> JobResult:
+    """A complete result as a worker would store it: two sources answered, one timed out."""
+    now = datetime.now(UTC)
+    ran_in = RanIn(executor="interpreter", pid=1, interpreter_id=3, thread_id=7)
+    inference = InferenceOutput(summary="s.", top_terms=["rain"], relevance=0.5, work_units=30, ran_in=ran_in)
+    ok = {"status": "ok", "data": "text", "inference": inference, "fetch_start_s": 0.0, "fetch_end_s": 0.2,
+          "fetch_s": 0.2, "inference_start_s": 0.2, "inference_end_s": 0.4, "inference_s": 0.2}
+    return JobResult(
+        job_id="abc",
+        question="rain?",
+        status="partial",
+        answer=["[weather] s."],
+        sources=[
+            SourceOutcome(name="weather", **ok),  # type: ignore[arg-type]
+            SourceOutcome(name="news", **ok),  # type: ignore[arg-type]
+            SourceOutcome(name="knowledge_base", status="timeout", error="no answer within 5s", fetch_s=5.0),
+        ],
+        errors=["knowledge_base: timeout: no answer within 5s"],
+        timing=Timing(queued_at=now, started_at=now, finished_at=now, queue_wait_s=0.0, total_s=5.0,
+                      fetch_wall_s=5.0, inference_cpu_s=0.4, critical_path_s=5.0, sequential_estimate_s=5.8,
+                      speedup=1.16),
+        executor=ExecutorInfo(kind="interpreter", size=2, reason="auto"),
+        worker_id="host:1:abc",
+        job_try=1,
+    )

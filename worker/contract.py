@@ -94,7 +94,7 @@ class QuestionRequest(BaseModel):
             return None
         limit = _context(info).get(f"max_{info.field_name}", 3600.0)
         if not (0 < value <= limit):  # also rejects NaN
-            raise ValueError(f"{info.field_name} must be > 0 and <= {limit:g} seconds, got {value!r}")
+            raise ValueError(f"must be > 0 and <= {limit:g} seconds, got {value!r}")
         return value
 
 

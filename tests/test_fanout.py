@@ -1,0 +1,104 @@
+"""The fan-out in one process, with the real inference pool and the simulated sources.
+
+At ``time_scale`` 0.05 the reference latencies are 100, 75 and 150 ms and each inference is
+about 0.1 s of CPU; margins are generous because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from worker.contract import QuestionRequest, SourceOutcome
+from worker.executor import InferencePool, create_pool
+from worker.fanout import FanOut
+from worker.settings import Settings
+from worker.sources import REGISTRY, Source, SourceContext, source_names
+from worker.timing import overall_status
+
+SCALE = 0.05
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[InferencePool]:
+    """The best pool this Python has (interpreters on 3.14, processes before), two workers."""
+    p = create_pool("auto", 2)
+    yield p
+    p.shutdown()
+
+
+async def run(pool: InferencePool, question: str = "rain in Paris?", *, timeout: float = 5.0,
+              deadline: float = 15.0, sources: tuple[str, ...] | None = None,
+              **settings: object) -> dict[str, SourceOutcome]:
+    s = Settings(time_scale=SCALE, **settings)  # type: ignore[arg-type]
+    fan = FanOut(pool, inference_units=round(s.inference_units * SCALE))
+    outcomes, _ = await fan.run(QuestionRequest(question=question), SourceContext(s, "job-1"),
+                                source_names=sources or source_names(), source_timeout_s=timeout,
+                                deadline_s=deadline)
+    return {o.name: o for o in outcomes}
+
+
+async def test_fetches_start_together_and_overlap(pool: InferencePool) -> None:
+    """All fetches start at once, so the fetch wall time is the slowest fetch, not the sum."""
+    o = await run(pool)
+    assert all(x.status == "ok" for x in o.values()), o
+    starts = [x.fetch_start_s or 0.0 for x in o.values()]
+    ends = [x.fetch_end_s or 0.0 for x in o.values()]
+    assert max(starts) - min(starts) < 0.05
+    slowest, total = 3.0 * SCALE, (2.0 + 1.5 + 3.0) * SCALE
+    assert slowest * 0.95 <= max(ends) - min(starts) < (slowest + total) / 2
+
+
+async def test_fast_source_inference_overlaps_slow_fetch(pool: InferencePool) -> None:
+    """The first inference starts before the last fetch ends, right after its own fetch."""
+    o = await run(pool)
+    news, kb = o["news"], o["knowledge_base"]
+    assert news.inference_start_s is not None and kb.fetch_end_s is not None
+    assert news.inference_start_s < kb.fetch_end_s
+    # The slow knowledge base does not delay the news inference: it starts at once (a core is free).
+    assert news.inference_start_s - (news.fetch_end_s or 0.0) < 0.05
+    assert min(x.inference_start_s or 9.0 for x in o.values()) < max(x.fetch_end_s or 0.0 for x in o.values())
+
+
+async def test_one_timeout_gives_partial_and_others_ok(pool: InferencePool) -> None:
+    """A source past its own timeout is 'timeout'; its siblings still answer."""
+    o = await run(pool, timeout=0.5, source_latency_s={"knowledge_base": 100.0})
+    assert o["knowledge_base"].status == "timeout"
+    assert "no answer within 0.5s" in (o["knowledge_base"].error or "")
+    assert o["knowledge_base"].fetch_s == pytest.approx(0.5, abs=0.2)
+    assert o["weather"].status == o["news"].status == "ok"
+    assert overall_status(list(o.values())) == "partial"
+
+
+async def test_failing_source_is_recorded_not_fatal(pool: InferencePool) -> None:
+    """An injected error is that source's 'error' with the message; the others are fine."""
+    o = await run(pool, source_fail=frozenset({"news"}))
+    assert o["news"].status == "error" and "injected failure" in (o["news"].error or "")
+    assert o["news"].inference is None
+    assert o["weather"].status == o["knowledge_base"].status == "ok"
+
+
+async def test_deadline_returns_what_finished(pool: InferencePool) -> None:
+    """When the whole-query deadline passes, finished sources keep their answers, the rest say 'deadline'."""
+    o = await run(pool, timeout=30, deadline=0.8, source_latency_s={"knowledge_base": 100.0})
+    assert o["knowledge_base"].status == "deadline"
+    assert "deadline of 0.8s passed during fetch" in (o["knowledge_base"].error or "")
+    assert o["weather"].status == o["news"].status == "ok"
+
+
+async def test_a_registered_source_joins_the_fan_out(pool: InferencePool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a source is one async function in the registry; a bad return value is its error."""
+
+    async def echo(question: str, ctx: SourceContext) -> str:
+        return f"Echo says {question}."
+
+    async def broken(question: str, ctx: SourceContext) -> str:
+        return 42  # type: ignore[return-value]
+
+    monkeypatch.setitem(REGISTRY, "echo", Source("echo", echo))
+    monkeypatch.setitem(REGISTRY, "broken", Source("broken", broken))
+    o = await run(pool, "paris", sources=("echo", "broken"))
+    assert o["echo"].status == "ok" and o["echo"].data == "Echo says paris."
+    assert o["echo"].inference is not None and "paris" in o["echo"].inference.top_terms
+    assert o["broken"].status == "error" and "returned int, not str" in (o["broken"].error or "")
