@@ -1,0 +1,53 @@
+"""The worker answers whatever it finds in Redis with a result, and keeps serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from subprocess import Popen
+
+import pytest
+from arq.connections import ArqRedis
+
+from producer.client import Client
+from worker.contract import JOB_FUNCTION, Keys
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (({"question": ""},), "invalid request: question: question is empty"),
+        (({"question": "q", "sources": ["nope"]},), "invalid request: sources: unknown source 'nope'"),
+        (("just a string",), "invalid request: request: Input should be a valid dictionary"),
+        ((), "the job takes exactly one argument"),
+    ],
+)
+async def test_bad_request_in_redis_gets_a_failed_result(
+    client: Client, start_worker_processes: Callable[..., list[Popen[bytes]]], args: tuple[object, ...], reason: str
+) -> None:
+    """A request that skipped the producer's validation fails with the reason; the next job still works."""
+    start_worker_processes(1)
+    redis: ArqRedis = client.redis
+    bad = await redis.enqueue_job(JOB_FUNCTION, *args, _queue_name=client.settings.queue_name)
+    assert bad is not None
+    result = await client.result(bad.job_id, timeout=30)
+    assert result.status == "failed" and reason in result.errors[0]
+
+    good = await client.result(await client.enqueue("still there?"), timeout=30)
+    assert good.status == "ok"
+
+
+async def test_unreadable_job_payload_fails_cleanly(
+    client: Client, start_worker_processes: Callable[..., list[Popen[bytes]]]
+) -> None:
+    """Garbage bytes where a job should be: that job fails with a reason, the worker goes on."""
+    start_worker_processes(1)
+    job_id = "garbage-job"
+    await client.redis.set(Keys.job(job_id), b"\x80\x04not json at all")
+    await client.redis.zadd(client.settings.queue_name, {job_id: time.time() * 1000})
+    result = await client.result(job_id, timeout=30)
+    assert result.status == "failed"
+    assert "job failed before it could answer" in result.errors[0] and "deserialize" in result.errors[0]
+    assert (await client.result(await client.enqueue("next"), timeout=30)).status == "ok"
