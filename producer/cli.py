@@ -78,6 +78,7 @@ async def _wait_live(client: Client, job_id: str, timeout: float | None, live: b
     spinner = Spinner("dots", text=f"job {job_id}: queued")
     with Live(spinner, console=err, refresh_per_second=12, transient=True):
         while not waiting.done():
+            state: str
             try:
                 state = await client.status(job_id)
             except JobNotFound:

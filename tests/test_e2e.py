@@ -45,8 +45,16 @@ def alive(pid: int) -> bool:
 def test_jobs_through_cli_and_two_workers(worker_env: dict[str, str], start_worker_processes: StartWorkers) -> None:
     """Six questions enqueued with `producer ask` are each answered once, by both workers, timing filled."""
     workers = start_worker_processes(2, AGENTQ_MAX_JOBS="1")
-    asks = [subprocess.Popen([PRODUCER, "ask", f"question number {i}"], env=worker_env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for i in range(6)]
+    asks = [
+        subprocess.Popen(
+            [PRODUCER, "ask", f"question number {i}"],
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(6)
+    ]
     job_ids = [a.communicate(timeout=60)[0].strip() for a in asks]
     assert all(a.returncode == 0 for a in asks)
     assert len(set(job_ids)) == 6 and all(len(j) == 32 for j in job_ids)
@@ -120,8 +128,9 @@ def test_workers_stop_cleanly_and_leave_no_processes(start_worker_processes: Sta
         (["ask", "ok", "--source-timeout", "99999"], "source_timeout_s: must be > 0 and <= 30"),
     ],
 )
-def test_cli_refuses_bad_input_before_enqueueing(settings_env: dict[str, str], redis_url: str,
-                                                 args: list[str], message: str) -> None:
+def test_cli_refuses_bad_input_before_enqueueing(
+    settings_env: dict[str, str], redis_url: str, args: list[str], message: str
+) -> None:
     """Bad input exits 2 with one line saying what is wrong, and nothing reaches Redis."""
     done = producer(settings_env, *args)
     assert done.returncode == 2

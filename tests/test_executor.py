@@ -39,7 +39,7 @@ async def test_interpreter_pool_runs_in_another_interpreter() -> None:
 @pytest.mark.skipif(ON_314, reason="the fallback is for Pythons without InterpreterPoolExecutor")
 def test_forcing_interpreters_before_314_is_a_clear_error() -> None:
     """executor=interpreter on 3.11 fails at start-up with the reason, not at the first job."""
-    with pytest.raises(RuntimeError, match="needs Python 3.14"):
+    with pytest.raises(RuntimeError, match=r"needs Python 3\.14"):
         choose("interpreter")
 
 

@@ -28,14 +28,24 @@ def pool() -> Iterator[InferencePool]:
     p.shutdown()
 
 
-async def run(pool: InferencePool, question: str = "rain in Paris?", *, timeout: float = 5.0,
-              deadline: float = 15.0, sources: tuple[str, ...] | None = None,
-              **settings: object) -> dict[str, SourceOutcome]:
+async def run(
+    pool: InferencePool,
+    question: str = "rain in Paris?",
+    *,
+    timeout: float = 5.0,
+    deadline: float = 15.0,
+    sources: tuple[str, ...] | None = None,
+    **settings: object,
+) -> dict[str, SourceOutcome]:
     s = Settings(time_scale=SCALE, **settings)  # type: ignore[arg-type]
     fan = FanOut(pool, inference_units=round(s.inference_units * SCALE))
-    outcomes, _ = await fan.run(QuestionRequest(question=question), SourceContext(s, "job-1"),
-                                source_names=sources or source_names(), source_timeout_s=timeout,
-                                deadline_s=deadline)
+    outcomes, _ = await fan.run(
+        QuestionRequest(question=question),
+        SourceContext(s, "job-1"),
+        source_names=sources or source_names(),
+        source_timeout_s=timeout,
+        deadline_s=deadline,
+    )
     return {o.name: o for o in outcomes}
 
 

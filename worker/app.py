@@ -40,7 +40,8 @@ def worker_options(s: Settings, **overrides: Any) -> dict[str, Any]:
     """Every argument of ``arq.worker.Worker``, written out, derived from our settings."""
     ctx: job.WorkerContext = {"settings": s, "worker_id": job.new_worker_id(), "keys": Keys(s.key_prefix)}
     options: dict[str, Any] = {
-        "functions": [func(job.answer_question, name=JOB_FUNCTION)],
+        # arq types ctx as a plain dict; ours is a TypedDict of the same keys.
+        "functions": [func(job.answer_question, name=JOB_FUNCTION)],  # type: ignore[arg-type]
         "queue_name": s.queue_name,
         "redis_settings": redis_settings(s),
         "on_startup": job.startup,

@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from typing import Any
 
 HASHES_PER_UNIT = 1000
 DIMENSIONS = 256
@@ -79,7 +80,7 @@ def _where_am_i() -> tuple[int, int]:
     return os.getpid(), int(interpreters.get_current().id)
 
 
-def analyse(question: str, text: str, units: int, executor: str) -> dict[str, object]:
+def analyse(question: str, text: str, units: int, executor: str) -> dict[str, Any]:
     """Rank the text's sentences by similarity to the question and summarise it.
 
     Takes and returns only plain strings, numbers, lists and dicts, so that crossing into a
