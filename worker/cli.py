@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-import sys
 
+import redis.exceptions
 import typer
 from pydantic import ValidationError
 
+from worker import health, logs
 from worker.app import create_worker
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
+EXIT_NOT_ALIVE = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_REDIS_UNREACHABLE = 5
 
@@ -32,20 +34,34 @@ def load_settings() -> Settings:
 def main(
     burst: bool = typer.Option(False, "--burst", help="Exit once the queue is empty."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    check: bool = typer.Option(
+        False, "--check", help="Health check: exit 0 if this container's worker (AGENTQ_WORKER_ID_FILE) heartbeats."
+    ),
 ) -> None:
     """Take jobs from the queue and answer them until stopped (SIGINT/SIGTERM)."""
     settings = load_settings()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if check:
+        run_check(settings)
+        return
     worker = create_worker(settings, burst=burst)
+    logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))
     try:
         worker.run()
-    except (OSError, ConnectionError) as exc:
+    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         typer.echo(f"error: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
+
+
+def run_check(settings: Settings) -> None:
+    """``worker --check``: print the verdict; exit 0 alive, 1 not alive, 5 Redis unreachable."""
+    try:
+        alive, reason = health.check(settings)
+    except (OSError, ConnectionError, redis.exceptions.RedisError) as exc:
+        typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
+        raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
+    typer.echo(("healthy: " if alive else "unhealthy: ") + reason, err=not alive)
+    if not alive:
+        raise typer.Exit(EXIT_NOT_ALIVE)
 
 
 def run() -> None:

@@ -15,8 +15,11 @@ import socket
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from worker.contract import Keys
+
 if TYPE_CHECKING:
     from worker.job import WorkerContext
+    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ def record(ctx: WorkerContext) -> dict[str, Any]:
         "started_at": stats["started_at"],
         "jobs_done": stats["jobs_done"],
         "jobs_in_flight": stats["jobs_in_flight"],
+        "metrics_port": ctx.get("metrics_port"),
         "beat_at": datetime.now(UTC).isoformat(),
     }
 
@@ -65,3 +69,48 @@ async def stop(ctx: WorkerContext, task: asyncio.Task[None]) -> None:
         await task
     with contextlib.suppress(Exception):
         await ctx["redis"].delete(ctx["keys"].worker(ctx["worker_id"]))
+    path = ctx["settings"].worker_id_file
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def write_id_file(ctx: WorkerContext) -> None:
+    """Write this worker's id to ``worker_id_file`` (if set), for ``worker --check``.
+
+    Written to a temporary name and renamed, so a health check never reads half an id.
+    """
+    path = ctx["settings"].worker_id_file
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(ctx["worker_id"])
+    os.replace(tmp, path)
+
+
+def check(s: Settings) -> tuple[bool, str]:
+    """Is the worker whose id ``s.worker_id_file`` holds alive, i.e. is its heartbeat key in Redis?
+
+    Returns the verdict and a one-line reason; raises ``OSError`` or a ``redis`` error when Redis
+    cannot be reached.
+    """
+    import redis
+
+    if not s.worker_id_file:
+        return False, "AGENTQ_WORKER_ID_FILE is not set: no way to know which worker to check"
+    try:
+        with open(s.worker_id_file, encoding="utf-8") as f:
+            worker_id = f.read().strip()
+    except OSError as exc:
+        return False, f"no worker id in {s.worker_id_file}: {exc.strerror}"
+    if not worker_id:
+        return False, f"{s.worker_id_file} is empty"
+    tls: dict[str, Any] = {"ssl_ca_certs": s.redis_ca_file} if s.redis_url.startswith("rediss:") else {}
+    timeout = s.redis_connect_timeout_s
+    client = redis.Redis.from_url(s.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, **tls)
+    try:
+        alive = bool(client.exists(Keys(s.key_prefix).worker(worker_id)))
+    finally:
+        client.close()
+    return alive, f"worker {worker_id} is {'alive' if alive else 'not heartbeating'}"

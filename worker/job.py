@@ -11,19 +11,23 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from worker import health
+from worker import health, metrics
 from worker.contract import JobResult, Keys, Timing, parse_request
 from worker.errors import InvalidRequest
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
+from worker.logs import current_job_id
 from worker.sources import SourceContext, source_names
 from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from arq.connections import ArqRedis
 
     from worker.settings import Settings
@@ -54,6 +58,12 @@ class WorkerContext(TypedDict, total=False):
     """Counters the heartbeat reports."""
     heartbeat: asyncio.Task[None]
     """The task that keeps this worker's heartbeat key alive."""
+    queue_depth_task: asyncio.Task[None]
+    """The task that refreshes the queue-depth gauge (``worker.metrics``)."""
+    metrics_server: WSGIServer
+    """The /metrics endpoint, when ``metrics_port`` is set."""
+    metrics_port: int
+    """The port /metrics actually listens on (reported in the heartbeat)."""
 
 
 class WorkerStats(TypedDict):
@@ -75,7 +85,9 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["pool"] = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
     info = ctx["pool"].info
     ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
+    metrics.start(ctx)  # before the first beat, which reports the metrics port
     ctx["heartbeat"] = asyncio.create_task(health.heartbeat_forever(ctx))
+    health.write_id_file(ctx)
     log.info("worker %s ready: %s pool of %d (%s)", ctx["worker_id"], info.kind, info.size, info.reason)
 
 
@@ -83,13 +95,15 @@ async def shutdown(ctx: WorkerContext) -> None:
     """arq ``on_shutdown``: stop heartbeating, stop the pool and wait for its workers."""
     if "heartbeat" in ctx:
         await health.stop(ctx, ctx["heartbeat"])
+    await metrics.stop(ctx)
     pool = ctx.get("pool")
     if pool is not None:
         await asyncio.to_thread(pool.shutdown)
 
 
 async def job_started(ctx: WorkerContext) -> None:
-    """arq ``on_job_start``: count the job as in flight."""
+    """arq ``on_job_start``: count the job as in flight; tag this job's log lines with its id."""
+    current_job_id.set(ctx["job_id"])
     ctx["stats"]["jobs_in_flight"] += 1
 
 
@@ -102,7 +116,7 @@ async def notify_done(ctx: WorkerContext) -> None:
 
 async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict."""
-    started_at = datetime.now(UTC)
+    started_at, t0 = datetime.now(UTC), time.monotonic()
     job_id = ctx["job_id"]
     try:
         result = await _answer(ctx, started_at, *args, **kwargs)
@@ -113,6 +127,9 @@ async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict
         log.exception("job %s crashed", job_id)
         result = _failed(ctx, started_at, args, f"internal error: {type(exc).__name__}: {exc}")
     await _replace_pool_if_broken(ctx)
+    seconds = time.monotonic() - t0
+    metrics.observe_job(result, seconds)
+    log.info("job %s %s in %.3fs (try %s)", job_id, result.status, seconds, ctx.get("job_try"))
     return result.model_dump(mode="json")
 
 

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         0, ge=0, description="on SIGTERM, seconds to let running jobs finish before re-queueing"
     )
     health_check_interval_s: PositiveInt = Field(10, description="how often the worker heartbeats")
+    worker_id_file: str | None = Field(
+        None, description="file the worker writes its id to, for 'worker --check' (the image sets one)"
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus /metrics on this port; 0 = any free port (shown in the heartbeat); unset = off",
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds (0.0.0.0 in containers)")
+    queue_depth_interval_s: PositiveFloat = Field(5.0, description="how often the queue-depth gauge is refreshed")
+    log_format: Literal["text", "json"] = Field("text", description="worker log lines: text, or JSON with the job id")
 
     # --- input limits --------------------------------------------------------------------------
     max_question_chars: PositiveInt = Field(2000, description="longest question accepted")
