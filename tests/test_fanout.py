@@ -91,9 +91,9 @@ async def test_failing_source_is_recorded_not_fatal(pool: InferencePool) -> None
 
 async def test_deadline_returns_what_finished(pool: InferencePool) -> None:
     """When the whole-query deadline passes, finished sources keep their answers, the rest say 'deadline'."""
-    o = await run(pool, timeout=30, deadline=0.8, source_latency_s={"knowledge_base": 100.0})
+    o = await run(pool, timeout=30, deadline=2.0, source_latency_s={"knowledge_base": 100.0})
     assert o["knowledge_base"].status == "deadline"
-    assert "deadline of 0.8s passed during fetch" in (o["knowledge_base"].error or "")
+    assert "deadline of 2s passed during fetch" in (o["knowledge_base"].error or "")
     assert o["weather"].status == o["news"].status == "ok"
 
 
