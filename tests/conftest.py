@@ -7,8 +7,8 @@ processes started with the documented command; fakeredis serves the fast unit te
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
@@ -108,8 +108,17 @@ def sample_result() -> JobResult:
     now = datetime.now(UTC)
     ran_in = RanIn(executor="interpreter", pid=1, interpreter_id=3, thread_id=7)
     inference = InferenceOutput(summary="s.", top_terms=["rain"], relevance=0.5, work_units=30, ran_in=ran_in)
-    ok = {"status": "ok", "data": "text", "inference": inference, "fetch_start_s": 0.0, "fetch_end_s": 0.2,
-          "fetch_s": 0.2, "inference_start_s": 0.2, "inference_end_s": 0.4, "inference_s": 0.2}
+    ok = {
+        "status": "ok",
+        "data": "text",
+        "inference": inference,
+        "fetch_start_s": 0.0,
+        "fetch_end_s": 0.2,
+        "fetch_s": 0.2,
+        "inference_start_s": 0.2,
+        "inference_end_s": 0.4,
+        "inference_s": 0.2,
+    }
     return JobResult(
         job_id="abc",
         question="rain?",
@@ -121,9 +130,18 @@ def sample_result() -> JobResult:
             SourceOutcome(name="knowledge_base", status="timeout", error="no answer within 5s", fetch_s=5.0),
         ],
         errors=["knowledge_base: timeout: no answer within 5s"],
-        timing=Timing(queued_at=now, started_at=now, finished_at=now, queue_wait_s=0.0, total_s=5.0,
-                      fetch_wall_s=5.0, inference_cpu_s=0.4, critical_path_s=5.0, sequential_estimate_s=5.8,
-                      speedup=1.16),
+        timing=Timing(
+            queued_at=now,
+            started_at=now,
+            finished_at=now,
+            queue_wait_s=0.0,
+            total_s=5.0,
+            fetch_wall_s=5.0,
+            inference_cpu_s=0.4,
+            critical_path_s=5.0,
+            sequential_estimate_s=5.8,
+            speedup=1.16,
+        ),
         executor=ExecutorInfo(kind="interpreter", size=2, reason="auto"),
         worker_id="host:1:abc",
         job_try=1,
