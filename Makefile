@@ -7,12 +7,13 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test lint workers clean
+.PHONY: help install demo test lint workers clean bench
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
 	@echo "make test     run the whole test suite"
 	@echo "make lint     ruff and mypy"
+	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
 	@echo "PYTHON=$(PYTHON)  VENV=$(VENV)"
 
@@ -24,6 +25,13 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 install: $(BIN)/.installed
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	@touch $@
+
+bench: $(BIN)/.bench-installed
+	$(BIN)/producer bench --out bench-results --publish docs/benchmarks $(ARGS)
 
 demo: install
 	$(BIN)/producer demo

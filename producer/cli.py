@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -174,6 +175,18 @@ def demo(
     from producer.demo import run_demo
 
     raise typer.Exit(run_demo(workers=workers_count, time_scale=time_scale))
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="A small run (seconds) that checks everything works."),
+    out: str = typer.Option("bench-results", "--out", help="Where to write summary.json, tables, charts."),
+    publish: str | None = typer.Option(None, "--publish", help="Also copy a full run's results and README here."),
+) -> None:
+    """Run the benchmarks on a throw-away Redis (~3 minutes on 2 cores): table, JSON, PNG charts."""
+    from producer.bench.runner import run_bench
+
+    run_bench(quick=quick, out=Path(out), publish=Path(publish) if publish else None)
 
 
 def run() -> None:

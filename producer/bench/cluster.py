@@ -1,0 +1,108 @@
+"""Real worker processes for one benchmark, against the run's redis-server, and their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import psutil  # type: ignore[import-untyped,unused-ignore]
+import redis
+
+from producer.demo import stop_workers, wait_for_heartbeats
+
+WORKER_COMMAND = [sys.executable, "-m", "producer.bench.worker"]
+
+
+class Cluster:
+    """Workers sharing one configuration; add more with :meth:`add`, all stopped on exit."""
+
+    def __init__(self, redis_url: str, log_dir: Path, **settings: object) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}
+        self.env["AGENTQ_REDIS_URL"] = redis_url
+        for name, value in settings.items():
+            text = json.dumps(value) if isinstance(value, dict) else str(value)
+            self.env[f"AGENTQ_{name.upper()}"] = text
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def add(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
+        """Start ``count`` more workers and wait until each has warmed its pool and heartbeats."""
+        new: list[subprocess.Popen[bytes]] = []
+        for _ in range(count):
+            log = open(self.log_dir / f"worker-{len(self.procs) + len(new)}-{time.time_ns()}.log", "wb")  # noqa: SIM115
+            new.append(
+                subprocess.Popen(
+                    WORKER_COMMAND, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            log.close()
+        self.procs.extend(new)
+        try:
+            wait_for_heartbeats(self.redis_url, new, timeout=60)
+        except RuntimeError as exc:
+            logs = "\n".join(p.read_text()[-1500:] for p in sorted(self.log_dir.glob("worker-*.log")))
+            raise RuntimeError(f"{exc}\n{logs}") from None
+        return new
+
+    def stop(self) -> None:
+        """Stop every worker, then empty Redis for the next benchmark."""
+        stop_workers(self.procs)
+        self.procs.clear()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants (its pool), in bytes."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total
+
+
+@contextmanager
+def peak_rss(pids: list[int], every_s: float = 0.1) -> Iterator[dict[int, int]]:
+    """Sample each worker's tree RSS in a thread while the block runs; yields pid → peak bytes."""
+    peaks = dict.fromkeys(pids, 0)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for pid in pids:
+                peaks[pid] = max(peaks[pid], tree_rss(pid))
+            stop.wait(every_s)
+
+    thread = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+    thread.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        thread.join()
+        for pid in pids:
+            peaks[pid] = max(peaks[pid], tree_rss(pid))

@@ -1,0 +1,115 @@
+"""Run every benchmark in order, print the table, write the JSON summary and the charts."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from producer.bench import executors, growth, queue, report, throughput, workload
+from producer.bench import sources as _sources  # noqa: F401  (the producer must know the extra sources)
+from producer.bench.config import BenchConfig, machine_info
+from producer.embedded import EmbeddedRedis
+
+#: Wide enough for the table when the output is a file or a pipe (as under make).
+console = Console(width=None if sys.stdout.isatty() else 130)
+
+
+def run_bench(*, quick: bool, out: Path, redis_url: str | None = None, publish: Path | None = None) -> dict[str, Any]:
+    """Run the whole benchmark; return its summary (also written to ``out``).
+
+    Without ``redis_url`` a throw-away redis-server is started: the benchmark empties Redis
+    between its parts, so never point it at a Redis that holds anything of value. ``publish``
+    (full runs only) receives a copy of the summary, table and charts, plus a README.
+    """
+    cfg = BenchConfig.make(quick)
+    started = time.monotonic()
+    figures: list[report.Figure] = []
+    summary: dict[str, Any] = {
+        "schema_version": report.SCHEMA_VERSION,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": machine_info(cfg.workload_time_scale),
+        "config": cfg.as_dict(),
+    }
+    m = summary["machine"]
+    console.print(
+        f"[bold]agentq bench[/] ({'quick' if quick else 'full'}) on Python {m['python_version']}, "
+        f"{m['usable_cpus']} cores, {m['executor_kind']} pool"
+    )
+    with contextlib.ExitStack() as stack:
+        if redis_url is None:
+            redis_url = stack.enter_context(EmbeddedRedis()).url
+        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentq-bench-")))
+
+        with _step("calibrating the inference cost"):
+            calibration = executors.calibrate()
+        summary["machine"]["calibration"] = calibration
+        with _step("2. executors"):
+            summary["executors"], figs = executors.run(cfg, calibration)
+        executor_figures = figs
+        with _step("1. one reference query"):
+            summary["workload"], figs = workload.run(cfg, calibration, redis_url, log_dir)
+        figures += figs + executor_figures
+        with _step("3 and 6. queue overhead and no-op jobs"):
+            summary["queue"], summary["noop"], figs = queue.run(cfg, redis_url, log_dir)
+        figures += figs
+        with _step("4. throughput at saturation"):
+            summary["throughput"], figs = throughput.run(cfg, calibration, redis_url, log_dir)
+        figures += figs
+        with _step("5. growth"):
+            summary["growth"], figs = growth.run(cfg, calibration, redis_url, log_dir)
+        figures += figs
+
+    summary["duration_s"] = time.monotonic() - started
+    title = (
+        f"agentq bench ({'quick' if quick else 'full'}), Python {m['python_version']}, {m['usable_cpus']} cores, "
+        f"{m['executor_kind']} pool, {summary['generated_at']}, {summary['duration_s']:.0f} s"
+    )
+    summary["figures"] = figures
+    report.write(out, summary, figures, title)
+    _charts(summary, out)
+    console.print(report.table(figures, title))
+    for name, law in summary["growth"]["laws"].items():
+        console.print(f"[bold]law ({name}):[/] {law}", highlight=False)
+    console.print(f"wrote {out}/summary.json, table.md, table.txt and the charts", highlight=False)
+    if publish is not None and not quick:
+        _publish(out, publish, summary, figures, title)
+        console.print(f"published to {publish}", highlight=False)
+    return summary
+
+
+def _charts(summary: dict[str, Any], out: Path) -> None:
+    from producer.bench.charts import draw_all
+
+    try:
+        draw_all(summary, out)
+    except ImportError:
+        console.print("[yellow]no charts: matplotlib is missing (pip install -e '.[bench]')[/]")
+
+
+def _publish(out: Path, docs: Path, summary: dict[str, Any], figures: list[report.Figure], title: str) -> None:
+    from producer.bench.charts import CHARTS
+    from producer.bench.docs import readme
+
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "table.md", "table.txt", *CHARTS):
+        if (out / name).exists():
+            shutil.copy2(out / name, docs / name)
+    (docs / "README.md").write_text(readme(summary, figures, title))
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    t0 = time.monotonic()
+    with console.status(f"{what}..."):
+        yield
+    console.print(f"  {what}: {time.monotonic() - t0:.1f} s", highlight=False)
