@@ -41,13 +41,17 @@ def worker_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
 
 
-def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    """Start ``count`` worker processes, each logging to its own file."""
+def start_workers(
+    count: int, env: dict[str, str], log_dir: Path, command: list[str] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` worker processes (``command``, default the ``worker`` command), each logging to its own file."""
     procs = []
     for i in range(count):
-        log = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
+        log = open(log_dir / f"worker-{i}-{time.time_ns()}.log", "wb")  # noqa: SIM115  (closed with the process)
         procs.append(
-            subprocess.Popen(worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                command or worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         )
         log.close()
     return procs

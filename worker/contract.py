@@ -15,7 +15,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import job_key_prefix, result_key_prefix
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -229,10 +229,6 @@ class Keys:
     @staticmethod
     def result(job_id: str) -> str:
         return result_key_prefix + job_id
-
-    @staticmethod
-    def in_progress(job_id: str) -> str:
-        return in_progress_key_prefix + job_id
 
     def done_channel(self, job_id: str) -> str:
         """Pub/sub channel told when a job's result has been stored."""

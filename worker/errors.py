@@ -6,7 +6,6 @@ AgentQError
 ├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
 ├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
 └── SourceError           one source failed; recorded in its outcome, never fatal to the job
-    └── TransientSourceError   worth retrying (a later issue adds retries)
 """
 
 from __future__ import annotations
@@ -34,7 +33,3 @@ class RedisUnavailable(AgentQError):
 
 class SourceError(AgentQError):
     """A data source failed to answer."""
-
-
-class TransientSourceError(SourceError):
-    """A data source failed in a way that may succeed when tried again."""

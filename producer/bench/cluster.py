@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from types import TracebackType
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import redis
 
-from producer.demo import stop_workers, wait_for_heartbeats
+from producer.demo import start_workers, stop_workers, wait_for_heartbeats
 
 WORKER_COMMAND = [sys.executable, "-m", "producer.bench.worker"]
 
@@ -37,15 +36,7 @@ class Cluster:
 
     def add(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` more workers and wait until each has warmed its pool and heartbeats."""
-        new: list[subprocess.Popen[bytes]] = []
-        for _ in range(count):
-            log = open(self.log_dir / f"worker-{len(self.procs) + len(new)}-{time.time_ns()}.log", "wb")  # noqa: SIM115
-            new.append(
-                subprocess.Popen(
-                    WORKER_COMMAND, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
-            log.close()
+        new = start_workers(count, self.env, self.log_dir, command=WORKER_COMMAND)
         self.procs.extend(new)
         try:
             wait_for_heartbeats(self.redis_url, new, timeout=60)
