@@ -95,8 +95,6 @@ def check(s: Settings) -> tuple[bool, str]:
     Returns the verdict and a one-line reason; raises ``OSError`` or a ``redis`` error when Redis
     cannot be reached.
     """
-    import redis
-
     if not s.worker_id_file:
         return False, "AGENTQ_WORKER_ID_FILE is not set: no way to know which worker to check"
     try:
@@ -106,11 +104,18 @@ def check(s: Settings) -> tuple[bool, str]:
         return False, f"no worker id in {s.worker_id_file}: {exc.strerror}"
     if not worker_id:
         return False, f"{s.worker_id_file} is empty"
-    tls: dict[str, Any] = {"ssl_ca_certs": s.redis_ca_file} if s.redis_url.startswith("rediss:") else {}
-    timeout = s.redis_connect_timeout_s
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, **tls)
-    try:
-        alive = bool(client.exists(Keys(s.key_prefix).worker(worker_id)))
-    finally:
-        client.close()
+    alive = asyncio.run(_key_exists(s, Keys(s.key_prefix).worker(worker_id)))
     return alive, f"worker {worker_id} is {'alive' if alive else 'not heartbeating'}"
+
+
+async def _key_exists(s: Settings, key: str) -> bool:
+    """Connect exactly as the worker does (TLS, CA file, hostname check, timeouts) and test ``key``."""
+    from arq.connections import create_pool
+
+    from worker.app import redis_settings  # here, not at the top: worker.app imports this module
+
+    pool = await create_pool(redis_settings(s, connect_retries=0))
+    try:
+        return bool(await pool.exists(key))
+    finally:
+        await pool.aclose()
