@@ -42,12 +42,15 @@ def worker_command() -> list[str]:
 
 
 def start_workers(
-    count: int, env: dict[str, str], log_dir: Path, command: list[str] | None = None
+    count: int, env: dict[str, str], log_dir: Path, command: list[str] | None = None, first: int = 0
 ) -> list[subprocess.Popen[bytes]]:
-    """Start ``count`` worker processes (``command``, default the ``worker`` command), each logging to its own file."""
+    """Start ``count`` worker processes (``command``, default the ``worker`` command).
+
+    Each logs to ``log_dir/worker-<n>.log``, numbered from ``first``.
+    """
     procs = []
-    for i in range(count):
-        log = open(log_dir / f"worker-{i}-{time.time_ns()}.log", "wb")  # noqa: SIM115  (closed with the process)
+    for i in range(first, first + count):
+        log = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
         procs.append(
             subprocess.Popen(
                 command or worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -33,10 +33,12 @@ class Cluster:
             text = json.dumps(value) if isinstance(value, dict) else str(value)
             self.env[f"AGENTQ_{name.upper()}"] = text
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.started = 0  # numbers the log files, across stop()
 
     def add(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` more workers and wait until each has warmed its pool and heartbeats."""
-        new = start_workers(count, self.env, self.log_dir, command=WORKER_COMMAND)
+        new = start_workers(count, self.env, self.log_dir, command=WORKER_COMMAND, first=self.started)
+        self.started += count
         self.procs.extend(new)
         try:
             wait_for_heartbeats(self.redis_url, new, timeout=60)
