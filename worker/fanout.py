@@ -12,15 +12,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from worker import inference
 from worker.contract import InferenceOutput, QuestionRequest, SourceOutcome
 from worker.executor import InferencePool
-from worker.sources import REGISTRY, SourceContext
+from worker.sources import REGISTRY, Source, SourceContext
 
 log = logging.getLogger(__name__)
+
+#: The moments of one source's life that :attr:`FanOut.on_event` hears about.
+FanOutEvent = Literal["fetch_start", "fetch_end", "inference_start", "done"]
+
+#: Called synchronously at each event with the source's outcome as it stands; must not block.
+EventHook = Callable[[FanOutEvent, SourceOutcome], None]
+
+
+class SourceSkipped(Exception):
+    """Raised by a fetch policy to end a source without fetching (``status`` says why)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class FetchPolicy(Protocol):
+    """How one source's text is obtained: the place for caching, retries, breakers and limits.
+
+    It returns the text, or raises: ``TimeoutError`` (status ``timeout``), :class:`SourceSkipped`
+    (its own status), anything else (``error``). It may record what it did on ``outcome``.
+    """
+
+    async def fetch(self, source: Source, question: str, ctx: SourceContext, outcome: SourceOutcome) -> str: ...
+
+
+class DirectFetch:
+    """The plain policy: one call under the outcome's timeout."""
+
+    async def fetch(self, source: Source, question: str, ctx: SourceContext, outcome: SourceOutcome) -> str:
+        async with asyncio.timeout(outcome.timeout_s or 0.0):
+            return await source.fetch(question, ctx)
 
 
 @dataclass
@@ -29,6 +62,16 @@ class FanOut:
 
     pool: InferencePool
     inference_units: int
+    policy: FetchPolicy = field(default_factory=DirectFetch)
+    on_event: EventHook | None = None
+
+    def _emit(self, event: FanOutEvent, outcome: SourceOutcome) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, outcome)
+        except Exception:  # progress reporting must never break a query
+            log.warning("progress hook failed on %s/%s", outcome.name, event, exc_info=True)
 
     async def run(
         self,
@@ -66,26 +109,36 @@ class FanOut:
 
     async def _one(self, o: SourceOutcome, question: str, ctx: SourceContext, t0: float) -> None:
         """Fetch one source, then run its inference; record everything in ``o``."""
-        source = REGISTRY[o.name]
-        timeout_s = o.timeout_s or 0.0
-        o.fetch_start_s = time.monotonic() - t0
         try:
-            async with asyncio.timeout(timeout_s):
-                text = await source.fetch(question, ctx)
+            await self._fetch_and_infer(o, question, ctx, t0)
+        finally:
+            self._emit("done", o)
+
+    async def _fetch_and_infer(self, o: SourceOutcome, question: str, ctx: SourceContext, t0: float) -> None:
+        source = REGISTRY[o.name]
+        o.fetch_start_s = time.monotonic() - t0
+        self._emit("fetch_start", o)
+        try:
+            text = await self.policy.fetch(source, question, ctx, o)
             if not isinstance(text, str):
                 raise TypeError(f"source returned {type(text).__name__}, not str")
         except TimeoutError:
+            o.status, o.error = "timeout", f"no answer within {o.timeout_s or 0.0:g}s"
             self._fetch_ended(o, t0)
-            o.status, o.error = "timeout", f"no answer within {timeout_s:g}s"
+            return
+        except SourceSkipped as skipped:
+            o.status, o.error = skipped.status, str(skipped)  # type: ignore[assignment]
+            self._fetch_ended(o, t0)
             return
         except Exception as exc:
-            self._fetch_ended(o, t0)
             o.status, o.error = "error", f"{type(exc).__name__}: {exc}"
+            self._fetch_ended(o, t0)
             return
         self._fetch_ended(o, t0)
         o.data = text
 
         o.inference_submit_s = time.monotonic() - t0
+        self._emit("inference_start", o)
         try:
             raw = await self.pool.run(inference.analyse, question, text, self.inference_units, self.pool.kind)
         except Exception as exc:
@@ -98,7 +151,7 @@ class FanOut:
         o.inference_s, o.inference_cpu_s = ended - started, cpu_s
         o.status = "ok"
 
-    @staticmethod
-    def _fetch_ended(o: SourceOutcome, t0: float) -> None:
+    def _fetch_ended(self, o: SourceOutcome, t0: float) -> None:
         o.fetch_end_s = time.monotonic() - t0
         o.fetch_s = o.fetch_end_s - (o.fetch_start_s or 0.0)
+        self._emit("fetch_end", o)
