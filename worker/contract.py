@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictStr,
     ValidationError,
@@ -54,6 +55,7 @@ class QuestionRequest(BaseModel):
     sources: tuple[StrictStr, ...] | None = Field(None, description="default: every registered source")
     source_timeout_s: StrictFloat | None = Field(None, description="per-source fetch timeout")
     deadline_s: StrictFloat | None = Field(None, description="whole-query deadline")
+    no_cache: StrictBool = Field(False, description="fetch every source afresh, bypassing the shared cache")
 
     @field_validator("question")
     @classmethod
