@@ -9,6 +9,7 @@ worst make a job fail, never run code in a worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import unicodedata
 from collections.abc import Collection
@@ -35,9 +36,15 @@ JOB_FUNCTION = "answer_question"
 #: Bumped when the result format changes incompatibly.
 RESULT_VERSION = 1
 
-SourceStatus = Literal["ok", "error", "timeout", "deadline"]
+SourceStatus = Literal["ok", "error", "timeout", "deadline", "circuit_open", "rate_limited"]
+#: How a source's shared cache was used: ``off`` (no cache), ``bypass`` (the request said no_cache).
+CacheUse = Literal["hit", "miss", "bypass", "off"]
+#: The circuit breaker's state when a fetch began (``half_open``: this fetch was the probe).
+CircuitState = Literal["closed", "half_open", "open"]
 JobStatus = Literal["ok", "partial", "failed"]
 ExecutorName = Literal["interpreter", "process", "thread"]
+#: How soon a queued job is taken when workers are busy (see ``producer.client``).
+Priority = Literal["high", "normal", "low"]
 
 _ALLOWED_CONTROL = {"\n", "\t"}
 
@@ -125,11 +132,25 @@ def parse_request(
         raise InvalidRequest(describe_validation_error(exc)) from exc
 
 
+def request_fingerprint(request: QuestionRequest) -> str:
+    """sha256 of what makes two requests the same work: the question casefolded with its whitespace
+    collapsed, the sources (in any order), the timeouts and ``no_cache``. Deduplication keys on it."""
+    body = {
+        "question": " ".join(request.question.casefold().split()),
+        "sources": sorted(request.sources) if request.sources is not None else None,
+        "source_timeout_s": request.source_timeout_s,
+        "deadline_s": request.deadline_s,
+        "no_cache": request.no_cache,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming every field that is wrong and why."""
     parts = []
     for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "request"
+        # A field name comes from the caller and may hold a newline: quote what is not printable.
+        where = ".".join(s if (s := str(p)).isprintable() else repr(s) for p in err["loc"]) or "request"
         message = err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
@@ -174,6 +195,13 @@ class SourceOutcome(BaseModel):
     inference_end_s: float | None = None
     inference_s: float | None = None
     inference_cpu_s: float | None = None
+    # What the source policies (worker.resilience) did; see README "Source policies".
+    timeout_mode: Literal["fixed", "adaptive"] = "fixed"
+    attempts: int = 0
+    attempt_errors: list[str] = Field(default_factory=list)
+    cache: CacheUse | None = None
+    circuit: CircuitState | None = None
+    rate_limit_wait_s: float = 0.0
 
 
 class ExecutorInfo(BaseModel):
@@ -215,6 +243,27 @@ class JobResult(BaseModel):
     job_try: int | None = None
 
 
+ProgressKind = Literal["fetch_start", "fetch_end", "inference_start", "done", "job_done", "requeued"]
+
+
+class ProgressEvent(BaseModel):
+    """One moment of a running job, as the worker appends it to the job's progress log.
+
+    Source events (``fetch_start`` ... ``done``) carry the source's status as it stands; ``job_done``
+    comes once the result is stored, ``requeued`` when a start ended without one (it will run again).
+    """
+
+    job_id: str
+    event: ProgressKind
+    t: float = Field(description="seconds since this start of the job, on the worker's clock")
+    source: str | None = None
+    status: str | None = None
+    error: str | None = None
+    detail: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="what else the fetch recorded so far: timeout used, attempts, cache ..."
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Redis keys and the codec
 # --------------------------------------------------------------------------------------------
@@ -236,6 +285,14 @@ class Keys:
         """Pub/sub channel told when a job's result has been stored."""
         return f"{self.prefix}:done:{job_id}"
 
+    def progress(self, job_id: str) -> str:
+        """A job's progress log: a capped stream of :class:`ProgressEvent` JSON (``worker.progress``)."""
+        return f"{self.prefix}:progress:{job_id}"
+
+    def inflight(self, fingerprint: str) -> str:
+        """The id of the job answering a request with this fingerprint, while it is queued or running."""
+        return f"{self.prefix}:inflight:{fingerprint}"
+
     def health(self, queue_name: str) -> str:
         """arq's own health-check key (shared by all workers on the queue)."""
         return f"{queue_name}:health-check"
@@ -247,6 +304,23 @@ class Keys:
     @property
     def workers_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
+
+    def cache(self, source: str, question_digest: str) -> str:
+        """A source's fetched text for one normalised question (``worker.resilience.cache``)."""
+        return f"{self.prefix}:cache:{source}:{question_digest}"
+
+    def breaker(self, source: str) -> str:
+        """A source's circuit-breaker hash, shared by every worker."""
+        return f"{self.prefix}:breaker:{source}"
+
+    def latencies(self, source: str) -> str:
+        """A source's recent fetch durations, newest first (adaptive timeouts)."""
+        return f"{self.prefix}:latency:{source}"
+
+    @property
+    def rate_limit_prefix(self) -> str:
+        """Prefix of the ``limits`` library's moving-window keys, one per rate-limited source."""
+        return f"{self.prefix}:rate"
 
 
 def _json_default(obj: object) -> object:

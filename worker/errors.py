@@ -6,6 +6,7 @@ AgentQError
 ├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
 ├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
 └── SourceError           one source failed; recorded in its outcome, never fatal to the job
+    └── TransientSourceError  it may pass: 5xx, 429, a connection error (worth retrying)
 """
 
 from __future__ import annotations
@@ -33,3 +34,14 @@ class RedisUnavailable(AgentQError):
 
 class SourceError(AgentQError):
     """A data source failed to answer."""
+
+
+class TransientSourceError(SourceError):
+    """A source failed in a way that may pass on its own (5xx, 429, connection trouble): retry it.
+
+    ``retry_after_s`` is the upstream's ``Retry-After`` hint, when it gave one.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -16,18 +16,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from worker import health, metrics
+from worker import health, metrics, progress
 from worker.contract import JobResult, Keys, Timing, parse_request
 from worker.errors import InvalidRequest
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
 from worker.logs import current_job_id
-from worker.sources import SourceContext, source_names
+from worker.resilience import ResilientFetch
+from worker.sources import SourceContext, default_sources, source_names
+from worker.sources.http import create_client
 from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    import httpx
     from arq.connections import ArqRedis
 
     from worker.settings import Settings
@@ -52,6 +55,8 @@ class WorkerContext(TypedDict, total=False):
     """This worker's inference pool; replaced if it breaks."""
     worker_id: str
     """``host:pid:random``, unique per worker process."""
+    http: httpx.AsyncClient
+    """The one pooled HTTP client every HTTP source of every job shares; closed at shutdown."""
     keys: Keys
     """Our Redis key names."""
     stats: WorkerStats
@@ -64,6 +69,8 @@ class WorkerContext(TypedDict, total=False):
     """The /metrics endpoint, when ``metrics_port`` is set."""
     metrics_port: int
     """The port /metrics actually listens on (reported in the heartbeat)."""
+    progress: progress.ProgressPublisher
+    """This job start's progress publisher (per job; set when the fan-out starts)."""
 
 
 class WorkerStats(TypedDict):
@@ -80,8 +87,10 @@ def new_worker_id() -> str:
 
 
 async def startup(ctx: WorkerContext) -> None:
-    """arq ``on_startup``: start and warm the inference pool."""
+    """arq ``on_startup``: open the HTTP client, start and warm the inference pool."""
     s = ctx["settings"]
+    default_sources(s)  # a bad AGENTQ_DEFAULT_SOURCES stops the worker here, not every job
+    ctx["http"] = create_client(s, ctx["worker_id"])
     ctx["pool"] = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
     info = ctx["pool"].info
     ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
@@ -92,10 +101,12 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def shutdown(ctx: WorkerContext) -> None:
-    """arq ``on_shutdown``: stop heartbeating, stop the pool and wait for its workers."""
+    """arq ``on_shutdown``: stop heartbeating, close the HTTP client, stop the pool and wait for its workers."""
     if "heartbeat" in ctx:
         await health.stop(ctx, ctx["heartbeat"])
     await metrics.stop(ctx)
+    if "http" in ctx:
+        await ctx["http"].aclose()
     pool = ctx.get("pool")
     if pool is not None:
         await asyncio.to_thread(pool.shutdown)
@@ -112,6 +123,7 @@ async def notify_done(ctx: WorkerContext) -> None:
     ctx["stats"]["jobs_in_flight"] -= 1
     ctx["stats"]["jobs_done"] += 1
     await ctx["redis"].publish(ctx["keys"].done_channel(ctx["job_id"]), b"1")
+    await progress.finish(ctx)  # the progress log's last entry; the dedup marker goes
 
 
 async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -145,11 +157,16 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         max_deadline_s=s.max_deadline_s,
     )
     pool = ctx["pool"]
-    fan_out = FanOut(pool, inference_units=max(1, round(s.inference_units * s.time_scale)))
+    fan_out = FanOut(
+        pool,
+        inference_units=max(1, round(s.inference_units * s.time_scale)),
+        policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
+        on_event=progress.start(ctx, request).on_event,
+    )
     outcomes, total_s = await fan_out.run(
         request,
-        SourceContext(s, ctx["job_id"], ctx.get("job_try", 1)),
-        source_names=request.sources or source_names(),
+        SourceContext(s, ctx["job_id"], ctx.get("job_try", 1), http=ctx.get("http")),
+        source_names=request.sources or default_sources(s),
         source_timeout_s=request.source_timeout_s or s.source_timeout_s,
         deadline_s=request.deadline_s or s.deadline_s,
     )
@@ -203,5 +220,12 @@ async def _replace_pool_if_broken(ctx: WorkerContext) -> None:
         return
     s = ctx["settings"]
     log.error("inference pool broken; starting a new one")
-    ctx["pool"] = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
-    await asyncio.to_thread(pool.executor.shutdown, wait=False, cancel_futures=True)
+    broken = pool.executor
+    fresh = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
+    if pool.executor is not broken:  # a concurrent job replaced it meanwhile
+        await asyncio.to_thread(fresh.shutdown)
+        return
+    # arq hands each job a copy of the worker's ctx: replace the pool's insides, not ctx["pool"],
+    # so the next jobs (and shutdown) see the new pool.
+    pool.executor, pool.info, pool.broken = fresh.executor, fresh.info, False
+    await asyncio.to_thread(broken.shutdown, wait=False, cancel_futures=True)

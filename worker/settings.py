@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from limits import parse as parse_rate_limit
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -70,6 +71,21 @@ class Settings(BaseSettings):
         0.0, ge=0.0, le=1.0, description="chance that any simulated fetch fails (fault injection)"
     )
 
+    # --- sources -------------------------------------------------------------------------------
+    default_sources: tuple[str, ...] = Field(
+        (), description="sources a request that names none fans out to; empty = every source that can run here"
+    )
+    upstream_url: str | None = Field(
+        None, description="base URL of the HTTP sources' upstream (<url>/weather?q=...); unset = HTTP sources off"
+    )
+    source_urls: dict[str, str] = Field(
+        default_factory=dict, description="an HTTP source's own URL, overriding upstream_url for that source"
+    )
+    upstream_connect_timeout_s: PositiveFloat = Field(2.0, description="TCP/TLS connect timeout of HTTP sources")
+    upstream_max_connections: PositiveInt = Field(
+        100, description="connections one worker's HTTP client may hold open at once (all upstreams)"
+    )
+
     # --- the worker ----------------------------------------------------------------------------
     executor: ExecutorKind = Field("auto", description="inference pool kind; auto picks the best")
     pool_size: PositiveInt | None = Field(None, description="inference pool size; default: usable CPUs")
@@ -79,6 +95,16 @@ class Settings(BaseSettings):
     max_tries: PositiveInt = Field(3, description="starts of one job before it fails for good")
     shutdown_grace_s: int = Field(
         0, ge=0, description="on SIGTERM, seconds to let running jobs finish before re-queueing"
+    )
+    lease_s: PositiveFloat = Field(
+        10.0,
+        description="a running job's lease: renewed every third of it; a dead worker's jobs run again after it",
+    )
+    redis_outage_s: PositiveFloat = Field(
+        30.0, description="worker: how long it rides through Redis being unreachable before it exits"
+    )
+    redis_socket_timeout_s: PositiveFloat = Field(
+        10.0, description="a Redis command without an answer this long counts as a connection error"
     )
     health_check_interval_s: PositiveInt = Field(10, description="how often the worker heartbeats")
     worker_id_file: str | None = Field(
@@ -94,6 +120,50 @@ class Settings(BaseSettings):
     queue_depth_interval_s: PositiveFloat = Field(5.0, description="how often the queue-depth gauge is refreshed")
     log_format: Literal["text", "json"] = Field("text", description="worker log lines: text, or JSON with the job id")
 
+    # --- progress, deduplication, priorities -----------------------------------------------------
+    progress_ttl_s: PositiveInt = Field(
+        600, description="how long a job's progress log stays in Redis after its last event (late watchers replay it)"
+    )
+    dedup_ttl_s: PositiveInt = Field(
+        300,
+        description="lifetime of the marker that lets an identical question join a queued or running job "
+        "(each join checks the job's real state; this only bounds a marker a lost worker never cleared)",
+    )
+    priority_step_s: PositiveFloat = Field(
+        300.0,
+        description="queue-score gap between priorities: a job waits behind higher-priority jobs enqueued "
+        "up to this long after it, never longer (the bound on starvation)",
+    )
+
+    # --- source policies (worker.resilience) ---------------------------------------------------
+    cache_ttl_s: int = Field(
+        60, ge=0, description="seconds a source's fetched text stays in the shared Redis cache; 0 = no cache"
+    )
+    source_retries: int = Field(
+        2, ge=0, description="extra attempts for a fetch that timed out or failed transiently; 0 = no retries"
+    )
+    retry_backoff_s: PositiveFloat = Field(
+        0.1, description="back-off before the first retry; doubles each retry, plus up to as much jitter"
+    )
+    retry_backoff_max_s: PositiveFloat = Field(2.0, description="longest back-off between two attempts")
+    breaker_failures: int = Field(
+        5, ge=0, description="consecutive failed calls to a source (all workers) that open its circuit; 0 = no breaker"
+    )
+    breaker_cooldown_s: PositiveFloat = Field(
+        30.0, description="how long an open circuit skips its source before one probe call is let through"
+    )
+    adaptive_timeouts: bool = Field(True, description="per-source timeout from recent latencies (p95 x 1.5)")
+    adaptive_min_samples: int = Field(20, ge=2, description="latency samples a source needs before its timeout adapts")
+    adaptive_window: PositiveInt = Field(100, description="recent latency samples kept per source")
+    adaptive_timeout_min_s: PositiveFloat = Field(0.5, description="shortest adaptive timeout")
+    adaptive_timeout_max_s: PositiveFloat | None = Field(
+        None, description="longest adaptive timeout; default: the fixed one (request's or source_timeout_s)"
+    )
+    rate_limits: dict[str, int | str] = Field(
+        default_factory=dict,
+        description='per-source request limit shared by all workers: requests per second, or "100/minute"',
+    )
+
     # --- input limits --------------------------------------------------------------------------
     max_question_chars: PositiveInt = Field(2000, description="longest question accepted")
 
@@ -102,6 +172,36 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_scheme(cls, value: str | None) -> str | None:
+        if not value:  # an empty variable turns the HTTP sources off, as an unset one does
+            return None
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("source_urls")
+    @classmethod
+    def _source_url_schemes(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name, url in value.items() if urlsplit(url).scheme not in {"http", "https"}]
+        if bad:
+            raise ValueError(f"URLs must start with http:// or https:// (not so for {', '.join(bad)})")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        for name, limit in value.items():
+            try:
+                if isinstance(limit, str):
+                    parse_rate_limit(limit)
+                elif limit <= 0:
+                    raise ValueError("must be > 0")
+            except ValueError as exc:
+                raise ValueError(f"{name}: {limit!r} is not a rate limit ({exc})") from None
         return value
 
     @cached_property
@@ -118,11 +218,6 @@ class Settings(BaseSettings):
     def job_timeout_s(self) -> float:
         """arq's hard limit on one job: the largest deadline a request may ask, plus margin."""
         return self.max_deadline_s + 5.0
-
-    @property
-    def in_progress_expiry_s(self) -> float:
-        """How long ``arq:in-progress:<id>`` lives: arq sets it to the job timeout + 10 s."""
-        return self.job_timeout_s + 10.0
 
 
 def get_settings(**overrides: object) -> Settings:
