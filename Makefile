@@ -7,7 +7,7 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test lint workers clean bench
+.PHONY: help install demo test lint workers clean bench soak
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
+	@echo "make soak     10 minutes at a steady rate (SOAK_SECONDS, SOAK_RATE): throughput, p99, lost/doubled, RSS"
 	@echo "PYTHON=$(PYTHON)  VENV=$(VENV)"
 
 $(BIN)/.installed: pyproject.toml
@@ -32,6 +33,9 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 
 bench: $(BIN)/.bench-installed
 	$(BIN)/producer bench --out bench-results --publish docs/benchmarks $(ARGS)
+
+soak: $(BIN)/.bench-installed
+	$(BIN)/python -m tests.reliability.soak
 
 demo: install
 	$(BIN)/producer demo

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -39,13 +40,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedRedis:
-    """Start with ``with EmbeddedRedis() as r:``; ``r.url`` is its address."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only server: its certificate chain, its key and the CA of its clients."""
 
-    def __init__(self, *, password: str | None = None, appendonly: bool = False, data_dir: Path | None = None) -> None:
+    cert: Path
+    key: Path
+    ca: Path
+    hostname: str = "localhost"
+
+
+class EmbeddedRedis:
+    """Start with ``with EmbeddedRedis() as r:``; ``r.url`` is its address.
+
+    ``appendonly`` keeps an AOF (fsync every second) in ``data_dir``, so :meth:`kill` and a second
+    :meth:`start` on the same port restart it with its data, as a crashed server would. With
+    ``tls`` it listens with TLS only (``rediss://`` on ``tls.hostname``), no plain port.
+    """
+
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        appendonly: bool = False,
+        data_dir: Path | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
+        self.tls = tls
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="agentq-redis-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,14 +77,25 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}{self.tls.hostname}:{self.port}/0"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _ping_client(self) -> redis.Redis:
+        if self.tls:
+            return redis.Redis.from_url(self.url, ssl_ca_certs=str(self.tls.ca))
+        return redis.Redis.from_url(self.url)
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert)]
+            ports += ["--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca)]
+            ports += ["--tls-auth-clients", "no"]
         args = [
             find_redis_server(),
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -77,7 +112,7 @@ class EmbeddedRedis:
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url)
+        client = self._ping_client()
         give_up = time.monotonic() + timeout
         while True:
             try:
@@ -91,6 +126,12 @@ class EmbeddedRedis:
             finally:
                 client.close()
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its data directory stays for the next :meth:`start`."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its files."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
 import time
 from collections.abc import Callable
+from pathlib import Path
 from subprocess import Popen
 
 import pytest
@@ -51,3 +55,39 @@ async def test_unreadable_job_payload_fails_cleanly(
     assert result.status == "failed"
     assert "job failed before it could answer" in result.errors[0] and "deserialize" in result.errors[0]
     assert (await client.result(await client.enqueue("next"), timeout=30)).status == "ok"
+
+
+class _Canary:
+    """Unpickling this creates the directory ``path``: proof that a pickle payload was executed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (str(self.path),))
+
+
+async def test_hostile_job_payloads_fail_cleanly_and_never_execute(
+    client: Client, start_worker_processes: Callable[..., list[Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Truncated JSON, wrong shapes, an unknown function and a pickle: each fails with a reason; no code runs."""
+    canary, control = tmp_path / "canary", tmp_path / "control"
+    pickle.loads(pickle.dumps(_Canary(control)))  # the payload is live: unpickling it makes the directory
+    assert control.is_dir()
+
+    good = json.dumps({"t": 1, "f": JOB_FUNCTION, "a": [{"question": "q"}], "k": {}, "et": int(time.time() * 1000)})
+    hostile = {
+        "truncated": (good[: len(good) // 2].encode(), "deserialize"),
+        "pickled": (pickle.dumps({"t": 1, "f": JOB_FUNCTION, "a": [_Canary(canary)], "k": {}, "et": 0}), "deserialize"),
+        "wrong-shape": (b"[1, 2, 3]", "deserialize"),
+        "unknown-function": (good.replace(JOB_FUNCTION, "os.system").encode(), "function 'os.system' not found"),
+    }
+    start_worker_processes(1)
+    for job_id, (payload, _) in hostile.items():
+        await client.redis.set(Keys.job(job_id), payload)
+        await client.redis.zadd(client.settings.queue_name, {job_id: time.time() * 1000})
+    for job_id, (_, reason) in hostile.items():
+        result = await client.result(job_id, timeout=30)
+        assert result.status == "failed" and reason in result.errors[0], (job_id, result.errors)
+    assert (await client.result(await client.enqueue("next"), timeout=30)).status == "ok"
+    assert not canary.exists()

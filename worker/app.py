@@ -1,19 +1,31 @@
-"""Our settings turned into arq's, in one place, for the worker and the producer alike."""
+"""Our settings turned into arq's, in one place, for the worker and the producer alike.
+
+:class:`AgentQWorker` is arq's ``Worker`` with the delivery guarantees arq leaves out: heartbeated
+leases instead of timeout-based crash recovery, a poll loop that rides through Redis restarts,
+and result writes where the first complete result of a job wins (see ``worker.leases``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 from typing import Any
 
 import redis.exceptions
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.worker import Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from worker import job
 from worker.contract import JOB_FUNCTION, Keys, dumps, loads
+from worker.leases import REDIS_DOWN, OutageBudget, explain_failure, renew_leases_forever
 from worker.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Errors on which a Redis command is retried: the builtin OSError covers "connection refused"
 #: while Redis restarts, which redis-py's own ConnectionError does not.
@@ -52,8 +64,8 @@ def worker_options(s: Settings, **overrides: Any) -> dict[str, Any]:
         # JSON both ways: a payload in Redis can never become code in the worker.
         "job_serializer": dumps,
         "job_deserializer": loads,
-        # Above the longest deadline a request may ask, so arq never kills a job that is
-        # still inside its own deadline; arq derives the in-progress expiry from it (+10 s).
+        # Above the longest deadline a request may ask, so arq never kills a job that is still
+        # inside its own deadline. (The in-progress key is a renewed lease instead: AgentQWorker.)
         "job_timeout": s.job_timeout_s,
         "max_jobs": s.max_jobs,
         "max_tries": s.max_tries,
@@ -69,6 +81,159 @@ def worker_options(s: Settings, **overrides: Any) -> dict[str, Any]:
     return options
 
 
-def create_worker(s: Settings, **overrides: Any) -> Worker:
-    """An arq worker configured from ``s`` (``overrides`` for tests: ``burst=True`` ...)."""
-    return Worker(**worker_options(s, **overrides))
+def create_worker(s: Settings, **overrides: Any) -> AgentQWorker:
+    """A worker configured from ``s`` (``overrides`` for tests: ``burst=True`` ...)."""
+    return AgentQWorker(s, **worker_options(s, **overrides))
+
+
+async def create_redis(s: Settings, *, connect_retries: int | None = None) -> ArqRedis:
+    """The worker's Redis pool: arq's settings plus what ``RedisSettings`` cannot carry.
+
+    Socket timeouts (a Redis that stopped answering is a connection error, not a hang), TCP
+    keep-alive and redis-py's health checks (an idle connection is PINGed before reuse, so a
+    connection cut by a Redis restart is noticed and replaced, not used).
+    """
+    rs = redis_settings(s, connect_retries=connect_retries)
+    attempts = 0
+    while True:
+        pool = ArqRedis(
+            host=rs.host,
+            port=rs.port,
+            db=rs.database,
+            username=rs.username,
+            password=rs.password,
+            ssl=rs.ssl,
+            ssl_cert_reqs=rs.ssl_cert_reqs,
+            ssl_ca_certs=rs.ssl_ca_certs,
+            ssl_check_hostname=rs.ssl_check_hostname,
+            socket_connect_timeout=rs.conn_timeout,
+            socket_timeout=s.redis_socket_timeout_s,
+            socket_keepalive=True,
+            health_check_interval=5,
+            retry=rs.retry,
+            retry_on_timeout=rs.retry_on_timeout,
+            retry_on_error=rs.retry_on_error,
+            encoding="utf8",
+            job_serializer=dumps,
+            job_deserializer=loads,
+            default_queue_name=s.queue_name,
+        )
+        try:
+            await pool.ping()
+            return pool
+        except (OSError, redis.exceptions.RedisError) as exc:
+            await pool.aclose()
+            if attempts >= rs.conn_retries:
+                raise
+            attempts += 1
+            log.warning("cannot reach Redis at %s (%s); %d attempts left", s.redis_url_safe, exc, rs.conn_retries)
+            await asyncio.sleep(rs.conn_retry_delay)
+
+
+class AgentQWorker(Worker):
+    """arq's worker with leases, outage riding and first-result-wins writes."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__(**options)
+        self.settings = settings
+        # start_jobs sets the in-progress key to this: one lease, renewed while the job runs.
+        self.in_progress_timeout_s = settings.lease_s
+        self.outage = OutageBudget(settings.redis_outage_s)
+        self.results_discarded = 0
+
+    async def main(self) -> None:
+        """Connect with our own pool, keep the leases of running jobs, then run arq's loop."""
+        if self._pool is None:
+            self._pool = await create_redis(self.settings)
+        renewer = asyncio.create_task(renew_leases_forever(self._pool, self._running, self.settings.lease_s))
+        try:
+            await super().main()
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    def _running(self) -> list[str]:
+        return [job_id for job_id, task in self.tasks.items() if not task.done()]
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll, but a Redis outage shorter than ``redis_outage_s`` is waited out, not fatal."""
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            await asyncio.sleep(self.outage.failed(exc))
+        else:
+            self.outage.succeeded()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs, one id at a time, skipping jobs this worker already runs, never leaking a slot.
+
+        A job whose lease lapsed (an outage, a stalled loop) is free for any worker, this one included;
+        arq keys its tasks by job id, so running the same id twice in one worker corrupts its books.
+        """
+        for job_id in job_ids:
+            if job_id.decode() in self._running():
+                continue
+            try:
+                await super().start_jobs([job_id])
+            except REDIS_DOWN:
+                # arq takes the slot (semaphore and counter) before talking to Redis and only gives
+                # it back on a WATCH conflict; without this each outage would cost one slot for good.
+                if job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+            if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
+                return
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's finish_job with ``SET NX``: a job run twice keeps the result stored first."""
+        async with self.pool.pipeline(transaction=True) as tr:
+            in_progress_key = in_progress_key_prefix + job_id
+            delete_keys = []
+            if keep_in_progress is None:
+                delete_keys.append(in_progress_key)
+            else:
+                tr.pexpire(in_progress_key, round(keep_in_progress * 1000))
+            wrote_at = None
+            if finish:
+                if result_data:
+                    wrote_at = len(tr.command_stack)
+                    px = _ms(result_timeout_s, keep_result_forever)
+                    tr.set(result_key_prefix + job_id, result_data, px=px, nx=True)
+                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            replies = await tr.execute()
+        if wrote_at is not None and not replies[wrote_at]:
+            self.results_discarded += 1
+            log.warning("job %s already had a result (an earlier try finished first); this one is discarded", job_id)
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq's finish_failed_job with ``SET NX`` and a reason a caller can act on."""
+        result_data = explain_failure(result_data, self.max_tries)
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(retry_key_prefix + job_id, in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            tr.zrem(abort_jobs_ss, job_id)
+            tr.zrem(self.queue_name, job_id)
+            if result_data is not None and (self.keep_result_forever or self.keep_result_s > 0):
+                px = _ms(self.keep_result_s, self.keep_result_forever)
+                tr.set(result_key_prefix + job_id, result_data, px=px, nx=True)
+            await tr.execute()
+
+
+def _ms(seconds: float | None, forever: bool) -> int | None:
+    return None if forever or seconds is None else round(seconds * 1000)

@@ -1,0 +1,1 @@
+"""Reliability: crashes, restarts, bursts and hostile input, with real Redis and real workers."""

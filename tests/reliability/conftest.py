@@ -1,0 +1,106 @@
+"""Helpers for the reliability suite: worker processes by log and pid, waiting, process trees."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+from typing import TypeVar
+
+import psutil
+import pytest
+
+from producer.demo import start_workers, stop_workers, wait_for_heartbeats
+
+CRASHING_WORKER = [sys.executable, str(Path(__file__).with_name("crashing_worker.py"))]
+#: Latency of every simulated source, before scaling: at the test time scale (0.02) 50 is 1 s.
+ONE_SECOND = 50.0
+T = TypeVar("T")
+
+
+@dataclass
+class Workers:
+    """Starts worker processes for a test and stops whatever is left of them afterwards."""
+
+    env: dict[str, str]
+    log_dir: Path
+    started: list[Popen[bytes]]
+
+    def start(self, count: int = 1, command: list[str] | None = None, **extra_env: str) -> list[Popen[bytes]]:
+        """Start ``count`` workers with the test's environment plus ``extra_env``; wait until they beat."""
+        procs = start_workers(count, {**self.env, **extra_env}, self.log_dir, command, first=len(self.started))
+        self.started.extend(procs)
+        try:
+            wait_for_heartbeats(extra_env.get("AGENTQ_REDIS_URL", self.env["AGENTQ_REDIS_URL"]), procs)
+        except RuntimeError:
+            print(self.logs())
+            raise
+        return procs
+
+    def log(self, proc: Popen[bytes]) -> str:
+        """Everything ``proc`` has logged so far."""
+        return (self.log_dir / f"worker-{self.started.index(proc)}.log").read_text(errors="replace")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {p.pid}\n{self.log(p)[-3000:]}" for p in self.started)
+
+    def running(self, job_id: str, timeout: float = 30.0) -> Popen[bytes]:
+        """The worker that has started ``job_id`` (arq logs ``→ <id>:answer_question``)."""
+        return wait_for(lambda: next((p for p in self.started if f"→ {job_id}:" in self.log(p)), None), timeout)
+
+    def runs_of(self, job_id: str) -> list[tuple[str, int]]:
+        """``(time, try)`` of every finished run of ``job_id``, from the workers' own log lines."""
+        pattern = re.compile(rf"^(\S+ \S+) .*job {re.escape(job_id)} \w+ in [\d.]+s \(try (\d+)\)$", re.M)
+        return sorted((m[1], int(m[2])) for p in self.started for m in pattern.finditer(self.log(p)))
+
+
+@pytest.fixture
+def workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    """Factory of real worker processes (any command), stopped at the end of the test."""
+    w = Workers(worker_env, tmp_path, [])
+    yield w
+    stop_workers(w.started, grace=10)
+    for proc in w.started:  # a killed worker's process group may still hold pool processes
+        kill_group(proc)
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 30.0, every: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    give_up = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > give_up:
+            pytest.fail(f"gave up after {timeout:g}s waiting for {check}")
+        time.sleep(every)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (pool processes, the forkserver)."""
+    try:
+        return {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` runs and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill_group(proc: Popen[bytes]) -> None:
+    """SIGKILL a worker and every process of its session (it was started in a new one)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

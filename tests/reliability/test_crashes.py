@@ -1,0 +1,121 @@
+"""A job that kills every worker that runs it, and an inference pool that breaks mid-job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from producer.client import Client
+from tests.reliability.conftest import CRASHING_WORKER, Workers, wait_for
+from tests.reliability.crashing_worker import POISON_EXIT
+from worker.contract import JOB_FUNCTION
+from worker.executor import InferencePool, create_pool
+from worker.fanout import FanOut
+from worker.settings import Settings
+from worker.sources import SourceContext
+
+PRODUCER = str(Path(sys.executable).with_name("producer"))
+
+
+@pytest.mark.e2e
+async def test_poison_job_fails_for_good_after_max_tries(
+    client: Client, workers: Workers, worker_env: dict[str, str]
+) -> None:
+    """A job that kills its worker every time: 2 tries, 2 dead workers, then a `failed` result saying why."""
+    procs = workers.start(3, command=CRASHING_WORKER, AGENTQ_MAX_TRIES="2", AGENTQ_LEASE_S="1")
+    job = await client.redis.enqueue_job(
+        JOB_FUNCTION, {"question": "crash", "sources": ["poison"]}, _queue_name=client.settings.queue_name
+    )
+    assert job is not None
+    result = await client.result(job.job_id, timeout=60)
+
+    dead = [p for p in procs if p.poll() is not None]
+    assert [p.returncode for p in dead] == [POISON_EXIT, POISON_EXIT]  # one worker per try, no more
+    assert result.status == "failed"
+    assert "gave up after 2 tries" in result.errors[0] and "died" in result.errors[0]
+
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [PRODUCER, "result", job.job_id, "--json"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 1, shown.stderr
+    assert "gave up after 2 tries" in json.loads(shown.stdout)["errors"][0]
+    # The survivor goes on serving (named sources: by default a query would fan out to poison too).
+    good = await client.enqueue("still alive?", sources=["weather", "news"])
+    assert (await client.result(good, timeout=30)).status == "ok"
+
+
+@pytest.mark.e2e
+async def test_a_broken_inference_pool_is_an_error_then_replaced(client: Client, workers: Workers) -> None:
+    """Pool processes killed mid-inference: those sources are `error`, the job completes, the next job runs."""
+    (worker,) = workers.start(1, AGENTQ_EXECUTOR="process", AGENTQ_INFERENCE_UNITS="40000")  # ~1 s per inference
+    job_id = await client.enqueue("break the pool")
+    workers.running(job_id)
+
+    def pool_processes() -> list[psutil.Process]:
+        # The pool's processes are the forkserver's children, the worker's grandchildren.
+        return [c for c in psutil.Process(worker.pid).children(recursive=True) if c.ppid() != worker.pid]
+
+    before = pool_processes()
+    await asyncio.sleep(0.4)  # fetches take ~0.06 s: inference is running now
+    for proc in before:
+        os.kill(proc.pid, signal.SIGKILL)
+    broken = await client.result(job_id, timeout=60)
+    assert broken.status in ("failed", "partial")
+    errors = [s.error or "" for s in broken.sources if s.status == "error"]
+    assert errors and all("inference failed" in e for e in errors), broken.sources
+
+    after = await client.result(await client.enqueue("and now?"), timeout=60)
+    assert after.status == "ok"
+    ran_in = {s.inference.ran_in.pid for s in after.sources if s.inference}
+    assert ran_in and not ran_in & {p.pid for p in before}  # a new pool did the work
+    assert worker.poll() is None
+    wait_for(lambda: "inference pool broken" in workers.log(worker), timeout=5)
+
+
+async def test_an_inference_exception_is_that_sources_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference raising on one source's text: that source is `error`, the others answer, nothing propagates."""
+    from worker import inference
+
+    real = inference.analyse
+
+    def flaky(question: str, text: str, units: int, kind: str) -> dict[str, object]:
+        if text.startswith("News"):
+            raise ValueError("model exploded")
+        return real(question, text, units, kind)
+
+    monkeypatch.setattr(inference, "analyse", flaky)
+    pool: InferencePool = create_pool("thread", 2)
+    try:
+        settings = Settings(time_scale=0.01)
+        outcomes, _ = await FanOut(pool, inference_units=1).run(
+            _request("does news explode?"),
+            SourceContext(settings, "job-1"),
+            source_names=("weather", "news", "knowledge_base"),
+            source_timeout_s=5.0,
+            deadline_s=10.0,
+        )
+    finally:
+        pool.shutdown()
+    by_name = {o.name: o for o in outcomes}
+    assert by_name["news"].status == "error" and "model exploded" in (by_name["news"].error or "")
+    assert by_name["weather"].status == by_name["knowledge_base"].status == "ok"
+    assert not pool.broken
+
+
+def _request(question: str) -> object:
+    from worker.contract import QuestionRequest
+
+    return QuestionRequest(question=question)

@@ -1,0 +1,77 @@
+"""TLS with a CA file and hostname checking, through the settings; the shipped Redis configs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+import yaml
+
+from producer.client import Client
+from producer.embedded import EmbeddedRedis, TlsFiles
+from tests.reliability.conftest import Workers
+from worker.errors import RedisUnavailable
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[EmbeddedRedis, Path]]:
+    """A TLS-only redis-server with a certificate for ``localhost`` from a throw-away CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    files = TlsFiles(cert=tmp_path / "server.pem", key=tmp_path / "server.key", ca=tmp_path / "ca.pem")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(files.cert))
+    cert.private_key_pem.write_to_path(str(files.key))
+    ca.cert_pem.write_to_path(str(files.ca))
+    with EmbeddedRedis(tls=files) as server:
+        yield server, files.ca
+
+
+@pytest.mark.e2e
+async def test_worker_and_client_over_tls_with_ca_file_and_hostname_check(
+    tls_redis: tuple[EmbeddedRedis, Path], workers: Workers, tmp_path: Path
+) -> None:
+    """rediss:// with AGENTQ_REDIS_CA_FILE: a worker and the client talk; a wrong CA or host name is refused."""
+    server, ca_file = tls_redis
+    assert server.url.startswith("rediss://localhost:")
+    env = {"AGENTQ_REDIS_URL": server.url, "AGENTQ_REDIS_CA_FILE": str(ca_file)}
+    settings = Settings(redis_url=server.url, redis_ca_file=str(ca_file), time_scale=0.02)
+    assert settings.redis_tls_check_hostname
+
+    from producer.demo import start_workers
+
+    (worker,) = start_workers(1, {**workers.env, **env}, tmp_path)
+    workers.started.append(worker)
+    async with Client(settings) as client:
+        give_up = time.monotonic() + 60
+        while not await client.workers():  # its heartbeat arrived over TLS
+            assert worker.poll() is None and time.monotonic() < give_up, workers.logs()
+            await asyncio.sleep(0.05)
+        result = await client.result(await client.enqueue("secure?"), timeout=30)
+    assert result.status == "ok"
+
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    wrong_ca = settings.model_copy(update={"redis_ca_file": str(other_ca)})
+    wrong_host = settings.model_copy(update={"redis_url": server.url.replace("localhost", "127.0.0.1")})
+    for bad in (wrong_ca, wrong_host):
+        with pytest.raises(RedisUnavailable, match="certificate verify failed"):
+            async with Client(bad):
+                pass
+
+
+def test_shipped_redis_configs_require_a_password_and_stay_private() -> None:
+    """deploy/redis.conf and the compose file: a password is required and Redis is not published."""
+    conf = (ROOT / "deploy" / "redis.conf").read_text()
+    directives = [line.split() for line in conf.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert ["protected-mode", "yes"] in directives
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    redis_service = compose["services"]["redis"]
+    assert "ports" not in redis_service  # reachable from the compose network only
+    assert "requirepass" in str(redis_service.get("command", "")) + conf

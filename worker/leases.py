@@ -1,0 +1,110 @@
+"""Heartbeated job leases, riding through Redis outages, and first-result-wins result writes.
+
+arq marks a running job with ``arq:in-progress:<id>`` and sets it to expire after the longest job
+timeout + 10 s: a job whose worker was SIGKILLed waits that long before anyone runs it again, and
+a job that runs longer than that is started a second time. A *lease* fixes both: the key lives
+``lease_s`` (a few seconds) and the worker renews it every third of that for every job it is
+still running, so a dead worker's jobs come back within one lease while a live worker's long jobs
+are never taken from it.
+
+arq itself offers none of this, hence the hand-written pieces here; each is a few Redis commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
+from arq.constants import in_progress_key_prefix
+
+from worker.contract import dumps, loads
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean "Redis cannot be reached right now". The builtin OSError covers "connection
+#: refused" while Redis restarts, which redis-py's own ConnectionError does not (and, since 3.11,
+#: asyncio's TimeoutError).
+REDIS_DOWN: tuple[type[Exception], ...] = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+async def renew_leases_forever(redis: ArqRedis, running: Callable[[], Iterable[str]], lease_s: float) -> None:
+    """Every ``lease_s / 3``, push back the expiry of the in-progress key of every running job.
+
+    A renewal that cannot reach Redis is logged and tried again at the next tick: the lease has
+    two more ticks before it runs out.
+    """
+    lease_ms = max(1, round(lease_s * 1000))
+    while True:
+        await asyncio.sleep(lease_s / 3)
+        job_ids = list(running())
+        if not job_ids:
+            continue
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    # PEXPIRE on a key that is gone (the job just finished) does nothing.
+                    pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
+                await pipe.execute()
+        except REDIS_DOWN as exc:
+            log.warning("could not renew the leases of %d jobs: %s", len(job_ids), exc)
+
+
+class OutageBudget:
+    """How long the worker keeps going while Redis is unreachable before it gives up."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.down_since: float | None = None
+
+    def failed(self, exc: BaseException) -> float:
+        """Note a failure; return how long to wait before the next attempt, or re-raise past the budget."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("Redis unreachable (%s); retrying for up to %gs", exc, self.budget_s)
+        elif now - self.down_since > self.budget_s:
+            log.error("Redis unreachable for %.1fs; giving up", now - self.down_since)
+            raise exc
+        return min(1.0, 0.05 * 2.0 ** min(10, int(now - self.down_since)))
+
+    def succeeded(self) -> None:
+        """Note that Redis answered again."""
+        if self.down_since is not None:
+            log.warning("Redis reachable again after %.1fs", time.monotonic() - self.down_since)
+            self.down_since = None
+
+
+def explain_failure(result_data: bytes | None, max_tries: int) -> bytes | None:
+    """Reword the reason in a result arq stores for a job it could not run, so callers see why.
+
+    ``result_data`` is arq's result record as our JSON codec wrote it; its ``r`` field holds the
+    exception as ``{"error": name, "message": text}`` (see ``worker.contract``).
+    """
+    if result_data is None:
+        return None
+    try:
+        record: dict[str, Any] = loads(result_data)
+        reason = record["r"]
+        error, message = reason["error"], reason["message"]
+    except (ValueError, TypeError, KeyError):
+        return result_data
+    if error == "JobExecutionFailed" and "retries exceeded" in message:
+        message = (
+            f"gave up after {max_tries} tries: each try ended without a result because the worker running it "
+            "died (crash, out of memory, SIGKILL) or lost Redis - the job may be crashing its workers"
+        )
+    elif error == "DeserializationError":
+        message = "the job stored in Redis is not a JSON job in arq's format (unable to deserialize it); it was not run"
+    elif error == "JobExecutionFailed" and message == "job expired":
+        message = "the job's payload had gone from Redis (expired or deleted) when a worker took it"
+    else:
+        return result_data
+    record["r"] = {"error": error, "message": message}
+    return dumps(record)
