@@ -1,9 +1,10 @@
 """``make demo``: the whole system on one machine, started and stopped in one command.
 
-Starts a Redis on a free loopback port (unless ``REDIS_URL``/``AGENTQ_REDIS_URL`` names one),
-starts worker processes with the documented ``worker`` command, sends the reference question
-through the queue with the live display, prints the result, and stops everything it started,
-also on Ctrl-C.
+Starts a Redis on a free loopback port (unless ``REDIS_URL``/``AGENTQ_REDIS_URL`` names one) and
+the mock upstream (``producer.upstream``, unless ``AGENTQ_UPSTREAM_URL`` names one) with the
+reference latencies, starts worker processes with the documented ``worker`` command pointed at
+both, sends the reference question to the three HTTP sources through the queue with the live
+display, prints the result, and stops everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from worker.executor import choose
 from worker.settings import get_settings
 
 REFERENCE_QUESTION = "Should I take an umbrella to the conference in Paris tomorrow, and what is the news about it?"
+#: The reference workload's three sources, over real HTTP: the mock upstream's paths and latencies (s).
+REFERENCE_HTTP = {
+    "weather_api": ("weather", 2.0),
+    "news_api": ("news", 1.5),
+    "knowledge_base_api": ("knowledge_base", 3.0),
+}
 console = Console()
 
 
@@ -100,9 +107,30 @@ async def ask_reference() -> JobResult:
     from producer.cli import _wait_live
 
     async with Client(get_settings()) as client:
-        job_id = await client.enqueue(REFERENCE_QUESTION)
+        job_id = await client.enqueue(REFERENCE_QUESTION, sources=list(REFERENCE_HTTP))
         console.print(f"question: {REFERENCE_QUESTION}\njob {job_id} queued", highlight=False)
         return await _wait_live(client, job_id, timeout=120, live=console.is_terminal)
+
+
+def start_upstream(stack: contextlib.ExitStack, time_scale: float) -> str:
+    """``AGENTQ_UPSTREAM_URL`` if set, else start the mock upstream with the reference latencies."""
+    url = os.environ.get("AGENTQ_UPSTREAM_URL")
+    if url:
+        console.print(f"using the upstream at {url}", highlight=False)
+        return url
+    try:
+        from producer.upstream import MockUpstream
+    except ImportError as exc:  # starlette/uvicorn come with the `upstream` extra (part of `dev`)
+        raise RuntimeError(
+            f"the mock upstream needs the upstream extra: pip install 'agentq[upstream]' ({exc})"
+        ) from exc
+    latencies = [f"{path}={seconds:g}" for path, seconds in REFERENCE_HTTP.values()]
+    upstream = stack.enter_context(
+        MockUpstream(*(a for latency in latencies for a in ("--latency", latency)), "--time-scale", str(time_scale))
+    )
+    shown = ", ".join(f"{path} {seconds * time_scale:g} s" for path, seconds in REFERENCE_HTTP.values())
+    console.print(f"started the mock upstream at {upstream.url} ({shown})", highlight=False)
+    return upstream.url
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -125,6 +153,7 @@ def run_demo(workers: int = 2, time_scale: float = 1.0) -> int:
                 url = server.url
                 console.print(f"started an embedded redis-server at {url}", highlight=False)
             os.environ["AGENTQ_REDIS_URL"] = url
+            os.environ["AGENTQ_UPSTREAM_URL"] = start_upstream(stack, time_scale)
             os.environ["AGENTQ_TIME_SCALE"] = str(time_scale)
             log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentq-demo-")))
             procs = start_workers(workers, dict(os.environ), log_dir)
@@ -138,7 +167,7 @@ def run_demo(workers: int = 2, time_scale: float = 1.0) -> int:
                 wait_for_heartbeats(url, procs)
             result = asyncio.run(ask_reference())
         except KeyboardInterrupt:
-            console.print("\ninterrupted: stopping the workers and Redis")
+            console.print("\ninterrupted: stopping the workers, the upstream and Redis")
             return 130
         except Exception as exc:  # show the workers' logs: they say why
             console.print(f"[red]demo failed:[/] {exc}", highlight=False)
@@ -146,5 +175,5 @@ def run_demo(workers: int = 2, time_scale: float = 1.0) -> int:
                 console.print(f"--- {log.name}\n{log.read_text()[-2000:]}", markup=False, highlight=False)
             return 1
         console.print(summary(result))
-        console.print("stopping the workers and Redis...")
+        console.print("stopping the workers, the upstream and Redis...")
     return 0 if result.status != "failed" else 1

@@ -7,6 +7,7 @@ the compose file's own worker, health-check and producer command lines against i
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -26,8 +27,10 @@ from yamllint.config import YamlLintConfig
 
 from producer.demo import stop_workers, wait_for_heartbeats
 from producer.embedded import find_redis_server, free_port
+from producer.upstream import MockUpstream
 from worker import metrics
 from worker.settings import Settings
+from worker.sources import default_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -92,9 +95,9 @@ def test_every_agentq_variable_is_a_setting() -> None:
 
 
 def test_compose_services_health_checks_and_commands() -> None:
-    """Compose has redis, worker and a one-off producer, health checks, and runs our documented commands."""
+    """Compose has redis, worker, the mock upstream and a one-off producer, health checks, our documented commands."""
     services = compose()["services"]
-    assert set(services) == {"redis", "worker", "producer"}
+    assert set(services) == {"redis", "worker", "upstream", "producer"}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"worker", "producer"} <= set(scripts)
 
@@ -115,6 +118,17 @@ def test_compose_services_health_checks_and_commands() -> None:
 
     assert producer_svc["entrypoint"] == ["producer"]
     assert producer_svc.get("profiles"), "the producer is a one-off, not started by 'up'"
+
+    upstream_svc = services["upstream"]
+    assert upstream_svc["command"][:3] == ["python", "-m", "producer.upstream"]
+    assert "ports" not in upstream_svc, "the mock upstream must not be published outside the compose network"
+    port = upstream_svc["command"][upstream_svc["command"].index("--port") + 1]
+    assert port in upstream_svc["expose"]
+    assert f"127.0.0.1:{port}/health" in " ".join(upstream_svc["healthcheck"]["test"])
+    assert worker_svc["environment"]["AGENTQ_UPSTREAM_URL"] == f"http://upstream:{port}"
+    assert worker_svc["depends_on"]["upstream"]["condition"] == "service_healthy"
+    defaults = json.loads(worker_svc["environment"]["AGENTQ_DEFAULT_SOURCES"])
+    assert default_sources(Settings(upstream_url="http://upstream", default_sources=defaults)) == tuple(defaults)
 
 
 def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
@@ -270,9 +284,16 @@ def test_compose_command_lines_work_locally(
         **local,
         **{k: _interpolate(str(v), {"REDIS_PASSWORD": password}) for k, v in services["worker"]["environment"].items()},
     }
-    # What differs on this host only: Redis's address, a free metrics port, a private id file.
+    # What differs on this host only: Redis's and the upstream's addresses, a free metrics port, a private
+    # id file, and the upstream's latencies scaled down like the tests' (its command otherwise as in compose).
     env["AGENTQ_REDIS_URL"] = env["AGENTQ_REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{port}")
     env |= {"AGENTQ_METRICS_PORT": "0", "AGENTQ_WORKER_ID_FILE": str(tmp_path / "worker.id")}
+    upstream_args = services["upstream"]["command"][3:]
+    pairs = zip(upstream_args[::2], upstream_args[1::2], strict=True)
+    upstream = MockUpstream(
+        *(a for pair in pairs if pair[0] not in {"--host", "--port"} for a in pair), "--time-scale", "0.05"
+    )
+    env["AGENTQ_UPSTREAM_URL"] = upstream.start().url
 
     command = services["worker"]["command"]
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115  (closed below)
@@ -293,7 +314,9 @@ def test_compose_command_lines_work_locally(
         )
         assert asked.returncode == 0, asked.stderr
         assert '"status": "ok"' in asked.stdout.decode()
+        assert all(f'"name": "{name}"' in asked.stdout.decode() for name in json.loads(env["AGENTQ_DEFAULT_SOURCES"]))
     finally:
         stop_workers([proc])
+        upstream.stop()
     after = subprocess.run([str(BIN / health[0]), *health[1:]], env=env, capture_output=True, timeout=60)
     assert after.returncode != 0

@@ -6,18 +6,24 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from worker.errors import SourceError
 from worker.settings import Settings
 
+if TYPE_CHECKING:
+    import httpx
+
 
 @dataclass(frozen=True)
 class SourceContext:
-    """What a source may use: the settings in force and the job it works for."""
+    """What a source may use: the settings in force, the job it works for, the worker's HTTP client."""
 
     settings: Settings
     job_id: str
     job_try: int = 1
+    http: httpx.AsyncClient | None = None
+    """The worker process's one pooled HTTP client (``worker.job.startup`` opens it); None outside a worker."""
 
     async def simulate(self, name: str, latency_s: float) -> None:
         """Wait like a remote API would, honouring the fault-injection settings.
@@ -34,26 +40,38 @@ class SourceContext:
 
 
 SourceFunction = Callable[[str, SourceContext], Awaitable[str]]
+#: Why a source cannot run under these settings (e.g. "needs AGENTQ_UPSTREAM_URL"), or None if it can.
+Readiness = Callable[[Settings], str | None]
+SourceKind = Literal["simulated", "http"]
+
+
+def _always_ready(settings: Settings) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
 class Source:
-    """A registered source: its name and the coroutine function that fetches its text."""
+    """A registered source: its name, the coroutine function that fetches its text, and what it needs."""
 
     name: str
     fetch: SourceFunction
+    kind: SourceKind = "simulated"
+    unready: Readiness = _always_ready
+    """Returns why the source cannot run under given settings; such a source is left out of the default set."""
 
 
 REGISTRY: dict[str, Source] = {}
 
 
-def register(name: str) -> Callable[[SourceFunction], SourceFunction]:
+def register(
+    name: str, *, kind: SourceKind = "simulated", unready: Readiness = _always_ready
+) -> Callable[[SourceFunction], SourceFunction]:
     """Decorator: make ``fn`` available to every query as the source ``name``."""
 
     def decorate(fn: SourceFunction) -> SourceFunction:
         if name in REGISTRY:
             raise ValueError(f"source {name!r} is registered twice")
-        REGISTRY[name] = Source(name, fn)
+        REGISTRY[name] = Source(name, fn, kind, unready)
         return fn
 
     return decorate

@@ -55,22 +55,61 @@ _VOCABULARY = {
         "structure",
         "evidence",
     ),
+    # The mock upstream's extra endpoints (``producer.upstream``) draw on these two as well.
+    "stocks": (
+        "shares",
+        "index",
+        "earnings",
+        "trading",
+        "investors",
+        "outlook",
+        "dividend",
+        "volatility",
+        "rally",
+        "quarter",
+        "guidance",
+        "sector",
+    ),
+    "geo": (
+        "district",
+        "route",
+        "station",
+        "distance",
+        "landmark",
+        "venue",
+        "minutes",
+        "north",
+        "river",
+        "square",
+        "avenue",
+        "centre",
+    ),
 }
+
+
+def seeded(question: str, source: str) -> random.Random:
+    """A random generator that depends only on the source and the question."""
+    return random.Random(hashlib.sha256(f"{source}\0{question}".encode()).digest())
+
+
+def question_words(question: str) -> list[str]:
+    """The question's words of three letters or more, lower-cased (``["topic"]`` if none)."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in question.lower()).split() if len(w) > 2]
+    return words or ["topic"]
+
+
+def phrase(rng: random.Random, source: str, words: list[str]) -> str:
+    """Four words of the source's vocabulary and up to three of the question's, shuffled."""
+    picked = rng.sample(_VOCABULARY[source], 4) + rng.choices(words, k=rng.randint(0, 3))
+    rng.shuffle(picked)
+    return " ".join(picked)
 
 
 def compose(question: str, source: str, sentences: int = 8) -> str:
     """Sentences mixing the question's words with the source's vocabulary, seeded by both."""
-    seed = hashlib.sha256(f"{source}\0{question}".encode()).digest()
-    rng = random.Random(seed)
-    words = [w for w in "".join(c if c.isalnum() else " " for c in question.lower()).split() if len(w) > 2]
-    words = words or ["topic"]
-    vocabulary = _VOCABULARY[source]
-    lines = []
-    for _ in range(sentences):
-        picked = rng.sample(vocabulary, 4) + rng.choices(words, k=rng.randint(0, 3))
-        rng.shuffle(picked)
-        lines.append(f"{source.replace('_', ' ').capitalize()} says {' '.join(picked)}.")
-    return " ".join(lines)
+    rng, words = seeded(question, source), question_words(question)
+    speaker = source.replace("_", " ").capitalize()
+    return " ".join(f"{speaker} says {phrase(rng, source, words)}." for _ in range(sentences))
 
 
 @register("weather")

@@ -1,0 +1,142 @@
+"""The source registry's default set and the HTTP sources' edge, without a network.
+
+HTTP answers come from ``httpx.MockTransport``, so every status and body can be tried in
+milliseconds; the real mock upstream is exercised in ``test_http_sources.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from producer.upstream import answer
+from worker.errors import SourceError, TransientSourceError
+from worker.settings import Settings
+from worker.sources import REGISTRY, SourceContext, default_sources, source_names
+from worker.sources.http import ENDPOINTS, create_client
+
+SIMULATED = ("weather", "news", "knowledge_base")
+HTTP = tuple(e.source for e in ENDPOINTS)
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+async def fetch(name: str, handler: Handler, **settings: object) -> str:
+    """Run the registered source ``name`` against ``handler`` with an upstream URL configured."""
+    s = Settings(**{"upstream_url": "http://user:secret@upstream.test:8080/api/", **settings})  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        return await REGISTRY[name].fetch("Rain in Paris?", SourceContext(s, "job-1", http=http))
+
+
+def test_at_least_five_sources_and_the_default_set_follows_configuration() -> None:
+    """Eight built-in sources are registered; HTTP ones join the default set only once a URL is configured."""
+    # (Other test modules may register sources of their own: compare with what is there without a URL.)
+    assert set(SIMULATED) | set(HTTP) <= set(source_names()) and len(HTTP) >= 5
+    local = default_sources(Settings())
+    assert local[:3] == SIMULATED and not set(HTTP) & set(local)
+    assert set(default_sources(Settings(upstream_url="http://u.test"))) == set(local) | set(HTTP)
+    assert set(default_sources(Settings(source_urls={"geo_api": "http://geo.test/x"}))) == {*local, "geo_api"}
+    chosen = Settings(upstream_url="http://u.test", default_sources=("news_api", "weather", "news_api"))
+    assert default_sources(chosen) == ("news_api", "weather")
+
+
+def test_a_default_set_that_cannot_run_is_refused() -> None:
+    """AGENTQ_DEFAULT_SOURCES with an unknown name, or an HTTP source without a URL, is a ValueError."""
+    with pytest.raises(ValueError, match=r"'nope' is not a registered source"):
+        default_sources(Settings(default_sources=("weather", "nope")))
+    with pytest.raises(ValueError, match=r"'stocks_api' cannot run here: no URL configured"):
+        default_sources(Settings(default_sources=("stocks_api",)))
+
+
+def test_upstream_urls_must_be_http() -> None:
+    """Upstream and per-source URLs must be http(s); an empty upstream URL means none."""
+    with pytest.raises(ValidationError, match="http"):
+        Settings(upstream_url="ftp://u.test")
+    with pytest.raises(ValidationError, match="geo_api"):
+        Settings(source_urls={"geo_api": "u.test/geo"})
+    assert Settings(upstream_url="").upstream_url is None
+
+
+async def test_each_source_gets_its_endpoint_with_the_question_and_renders_the_answer() -> None:
+    """GET <upstream>/<path>?q=question; the JSON body is rendered as text holding its fields."""
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json=answer(request.url.path.rsplit("/", 1)[-1], request.url.params["q"]))
+
+    for endpoint in ENDPOINTS:
+        text = await fetch(endpoint.source, handler)
+        assert text == endpoint.body.model_validate(answer(endpoint.path, "Rain in Paris?")).text()
+        assert len(text) > 200
+    assert [u.path for u in seen] == [f"/api/{e.path}" for e in ENDPOINTS]
+    assert {u.params["q"] for u in seen} == {"Rain in Paris?"}
+    weather = await fetch("weather_api", handler)
+    assert "Paris" in weather and "chance of rain" in weather
+
+
+async def test_a_source_url_overrides_the_upstream() -> None:
+    """AGENTQ_SOURCE_URLS sends that one source elsewhere; the others stay under the upstream URL."""
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(200, json={"places": []})
+
+    await fetch("geo_api", handler, source_urls={"geo_api": "https://maps.test/v2/places"})
+    assert hosts == ["maps.test"]
+
+
+@pytest.mark.parametrize(
+    ("response", "transient", "message"),
+    [
+        (httpx.Response(503), True, "HTTP 503 Service Unavailable from http://upstream.test:8080/api/news"),
+        (httpx.Response(500, text="boom"), True, "HTTP 500"),
+        (httpx.Response(429, headers={"Retry-After": "3"}), True, "HTTP 429 Too Many Requests"),
+        (httpx.Response(404), False, "HTTP 404 Not Found"),
+        (httpx.Response(401), False, "HTTP 401"),
+        (httpx.Response(200, text="<html>oops</html>"), False, "unexpected answer"),
+        (httpx.Response(200, json={"articles": [{"title": 1}]}), False, "articles.0.title"),
+    ],
+)
+async def test_statuses_and_bodies_map_to_transient_or_permanent_errors(
+    response: httpx.Response, transient: bool, message: str
+) -> None:
+    """5xx and 429 are TransientSourceError, 4xx and bad bodies plain SourceError; the message says which."""
+    with pytest.raises(SourceError) as caught:
+        await fetch("news_api", lambda request: response)
+    assert isinstance(caught.value, TransientSourceError) is transient
+    assert message in str(caught.value)
+    assert "secret" not in str(caught.value) and "Rain" not in str(caught.value), "no credentials or question"
+    if response.status_code == 429:
+        assert isinstance(caught.value, TransientSourceError) and caught.value.retry_after_s == 3.0
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.ReadError("x")])
+async def test_transport_failures_are_transient(error: httpx.TransportError) -> None:
+    """Refused, timed-out or broken connections are TransientSourceError naming the upstream."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    with pytest.raises(TransientSourceError, match=r"upstream\.test:8080/api/knowledge_base"):
+        await fetch("knowledge_base_api", handler)
+
+
+async def test_unconfigured_or_clientless_http_source_says_what_is_missing() -> None:
+    """No URL: the error names the settings to set; no client (outside a worker): says so."""
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(SourceError, match="AGENTQ_UPSTREAM_URL"):
+            await REGISTRY["stocks_api"].fetch("q", SourceContext(Settings(), "job-1", http=http))
+    with pytest.raises(SourceError, match="no HTTP client"):
+        await REGISTRY["stocks_api"].fetch("q", SourceContext(Settings(upstream_url="http://u.test"), "job-1"))
+
+
+async def test_worker_client_names_the_worker_and_uses_the_configured_limits() -> None:
+    """The worker's client: User-Agent with the worker id, connect timeout from settings, a read backstop."""
+    s = Settings(upstream_connect_timeout_s=1.5, max_source_timeout_s=12.0)
+    async with create_client(s, "host:1:abc") as http:
+        assert "(worker host:1:abc)" in http.headers["user-agent"]
+        assert http.timeout.connect == 1.5 and http.timeout.read == 12.0

@@ -1,0 +1,222 @@
+"""HTTP sources: JSON APIs fetched through the worker's one pooled ``httpx.AsyncClient``.
+
+Each source is an endpoint under ``AGENTQ_UPSTREAM_URL`` (``GET <url>/<path>?q=<question>``) or
+has its own URL in ``AGENTQ_SOURCE_URLS``; with neither it is left out of the default set, and a
+request that names it gets an error saying what to set. The JSON body is validated by a small
+pydantic model per endpoint (unknown fields ignored) and rendered as the text inference reads.
+
+Failures are mapped at this edge so retries and breakers can tell them apart::
+
+    HTTP 429, HTTP 5xx, connection refused/reset, connect timeout  ->  TransientSourceError
+    any other non-2xx (4xx), a body that is not the expected JSON   ->  SourceError (permanent)
+
+The client's read timeout is only a backstop (``max_source_timeout_s``): the fan-out's per-source
+timeout cancels the request first, and that cancellation closes the connection it was using.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import metadata
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from worker.errors import SourceError, TransientSourceError
+from worker.settings import Settings
+from worker.sources.registry import SourceContext, SourceFunction, register
+
+
+def create_client(settings: Settings, worker_id: str) -> httpx.AsyncClient:
+    """The worker process's HTTP client: one connection pool shared by every job and source.
+
+    The User-Agent names the worker, so an upstream can tell workers apart (and count their connections).
+    """
+    try:
+        version = metadata.version("agentq")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        version = "0"
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.max_source_timeout_s, connect=settings.upstream_connect_timeout_s),
+        limits=httpx.Limits(
+            max_connections=settings.upstream_max_connections,
+            max_keepalive_connections=settings.upstream_max_connections,
+        ),
+        headers={"User-Agent": f"agentq/{version} (worker {worker_id})", "Accept": "application/json"},
+        follow_redirects=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# What each endpoint answers (only the fields we read) and how it reads as text
+# --------------------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def text(self) -> str:
+        raise NotImplementedError
+
+
+class _Period(_Body):
+    period: str
+    summary: str
+    temperature_c: float
+    precipitation_chance: float
+
+
+class WeatherBody(_Body):
+    location: str
+    forecast: list[_Period]
+
+    def text(self) -> str:
+        return " ".join(
+            f"{p.period.capitalize()} in {self.location}: {p.summary} {p.temperature_c:.0f} degrees, "
+            f"{p.precipitation_chance:.0%} chance of rain."
+            for p in self.forecast
+        )
+
+
+class _Article(_Body):
+    title: str
+    summary: str
+    outlet: str
+
+
+class NewsBody(_Body):
+    articles: list[_Article]
+
+    def text(self) -> str:
+        return " ".join(f"{a.title} ({a.outlet}). {a.summary}" for a in self.articles)
+
+
+class _Entry(_Body):
+    title: str
+    extract: str
+
+
+class KnowledgeBody(_Body):
+    entries: list[_Entry]
+
+    def text(self) -> str:
+        return " ".join(f"{e.title}: {e.extract}" for e in self.entries)
+
+
+class _Quote(_Body):
+    symbol: str
+    price: float
+    change_pct: float
+    comment: str
+
+
+class StocksBody(_Body):
+    quotes: list[_Quote]
+
+    def text(self) -> str:
+        return " ".join(f"{q.symbol} at {q.price:.2f} ({q.change_pct:+.1f}%): {q.comment}" for q in self.quotes)
+
+
+class _Place(_Body):
+    name: str
+    lat: float
+    lon: float
+    description: str
+
+
+class GeoBody(_Body):
+    places: list[_Place]
+
+    def text(self) -> str:
+        return " ".join(f"{p.name} ({p.lat:.3f}, {p.lon:.3f}): {p.description}" for p in self.places)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One HTTP source: its name, its path under the upstream URL and the shape of its answer."""
+
+    source: str
+    path: str
+    body: type[_Body]
+
+
+#: The HTTP sources; ``producer.upstream`` serves every path here.
+ENDPOINTS = (
+    Endpoint("weather_api", "weather", WeatherBody),
+    Endpoint("news_api", "news", NewsBody),
+    Endpoint("knowledge_base_api", "knowledge_base", KnowledgeBody),
+    Endpoint("stocks_api", "stocks", StocksBody),
+    Endpoint("geo_api", "geo", GeoBody),
+)
+
+
+def url_of(endpoint: Endpoint, settings: Settings) -> str | None:
+    """Where the source is fetched from: its own URL, else under the upstream URL, else nowhere."""
+    if endpoint.source in settings.source_urls:
+        return settings.source_urls[endpoint.source]
+    if settings.upstream_url:
+        return f"{settings.upstream_url.rstrip('/')}/{endpoint.path}"
+    return None
+
+
+def _not_configured(endpoint: Endpoint) -> str:
+    return f"no URL configured: set AGENTQ_UPSTREAM_URL, or AGENTQ_SOURCE_URLS with a URL for {endpoint.source}"
+
+
+def _unready(endpoint: Endpoint, settings: Settings) -> str | None:
+    return _not_configured(endpoint) if url_of(endpoint, settings) is None else None
+
+
+def _shown(url: str) -> str:
+    """The URL for messages: no credentials, no query string (either may hold a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (the HTTP-date form is rare for APIs and ignored)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+async def fetch(endpoint: Endpoint, question: str, ctx: SourceContext) -> str:
+    """GET the endpoint with the question, check the answer, return it as text."""
+    url = url_of(endpoint, ctx.settings)
+    if url is None:
+        raise SourceError(_not_configured(endpoint))
+    if ctx.http is None:
+        raise SourceError("no HTTP client here (a worker opens one at start-up)")
+    try:
+        response = await ctx.http.get(url, params={"q": question})
+    except httpx.TimeoutException as exc:  # connect or pool timeout (reads are cut by the fan-out first)
+        raise TransientSourceError(f"{type(exc).__name__} talking to {_shown(url)}") from exc
+    except httpx.TransportError as exc:  # refused, reset, DNS, protocol errors
+        raise TransientSourceError(f"cannot reach {_shown(url)}: {type(exc).__name__}: {exc}") from exc
+    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if response.status_code == 429 or response.status_code >= 500:
+        raise TransientSourceError(f"{status} from {_shown(url)}", retry_after_s=_retry_after(response))
+    if not response.is_success:
+        raise SourceError(f"{status} from {_shown(url)}")
+    try:
+        body = endpoint.body.model_validate_json(response.content)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise SourceError(f"unexpected answer from {_shown(url)} ({status}): {where}: {first['msg']}") from exc
+    return body.text()
+
+
+def _source(endpoint: Endpoint) -> SourceFunction:
+    async def source(question: str, ctx: SourceContext) -> str:
+        return await fetch(endpoint, question, ctx)
+
+    source.__name__ = source.__qualname__ = endpoint.source
+    source.__doc__ = f"GET <upstream>/{endpoint.path}?q=<question>"
+    return source
+
+
+for _endpoint in ENDPOINTS:
+    register(_endpoint.source, kind="http", unready=functools.partial(_unready, _endpoint))(_source(_endpoint))
