@@ -14,7 +14,7 @@ from worker.contract import QuestionRequest, SourceOutcome
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
 from worker.settings import Settings
-from worker.sources import REGISTRY, Source, SourceContext, source_names
+from worker.sources import REGISTRY, Source, SourceContext, default_sources
 from worker.timing import overall_status
 
 SCALE = 0.05
@@ -42,7 +42,7 @@ async def run(
     outcomes, _ = await fan.run(
         QuestionRequest(question=question),
         SourceContext(s, "job-1"),
-        source_names=sources or source_names(),
+        source_names=sources or default_sources(s),
         source_timeout_s=timeout,
         deadline_s=deadline,
     )

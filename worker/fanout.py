@@ -43,17 +43,24 @@ class FetchPolicy(Protocol):
 
     It returns the text, or raises: ``TimeoutError`` (status ``timeout``), :class:`SourceSkipped`
     (its own status), anything else (``error``). It may record what it did on ``outcome``.
+    ``outcome.timeout_s`` holds the per-source timeout asked for; ``deadline`` is the
+    ``time.monotonic()`` instant the whole query ends (nothing should be started that cannot end by then).
     """
 
-    async def fetch(self, source: Source, question: str, ctx: SourceContext, outcome: SourceOutcome) -> str: ...
+    async def fetch(
+        self, source: Source, request: QuestionRequest, ctx: SourceContext, outcome: SourceOutcome, deadline: float
+    ) -> str: ...
 
 
 class DirectFetch:
-    """The plain policy: one call under the outcome's timeout."""
+    """The plain policy: one call under the outcome's timeout (``worker.resilience`` has the full one)."""
 
-    async def fetch(self, source: Source, question: str, ctx: SourceContext, outcome: SourceOutcome) -> str:
+    async def fetch(
+        self, source: Source, request: QuestionRequest, ctx: SourceContext, outcome: SourceOutcome, deadline: float
+    ) -> str:
+        outcome.attempts = 1
         async with asyncio.timeout(outcome.timeout_s or 0.0):
-            return await source.fetch(question, ctx)
+            return await source.fetch(request.question, ctx)
 
 
 @dataclass
@@ -87,7 +94,7 @@ class FanOut:
         outcomes = [SourceOutcome(name=name, timeout_s=source_timeout_s) for name in source_names]
         try:
             async with asyncio.timeout(deadline_s):
-                await self._all(outcomes, request.question, ctx, t0)
+                await self._all(outcomes, request, ctx, t0, t0 + deadline_s)
         except TimeoutError:
             for outcome in outcomes:
                 if outcome.status == "deadline":
@@ -95,11 +102,13 @@ class FanOut:
                     outcome.error = f"whole-query deadline of {deadline_s:g}s passed during {stage}"
         return outcomes, time.monotonic() - t0
 
-    async def _all(self, outcomes: list[SourceOutcome], question: str, ctx: SourceContext, t0: float) -> None:
+    async def _all(
+        self, outcomes: list[SourceOutcome], request: QuestionRequest, ctx: SourceContext, t0: float, deadline: float
+    ) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 for outcome in outcomes:
-                    group.create_task(self._one(outcome, question, ctx, t0))
+                    group.create_task(self._one(outcome, request, ctx, t0, deadline))
         except* Exception as crashed:  # a bug in _one itself: keep whatever finished
             log.error("fan-out task crashed", exc_info=crashed)
             for outcome in outcomes:
@@ -107,19 +116,23 @@ class FanOut:
                     outcome.status = "error"
                     outcome.error = f"internal error: {crashed.exceptions[0]!r}"
 
-    async def _one(self, o: SourceOutcome, question: str, ctx: SourceContext, t0: float) -> None:
+    async def _one(
+        self, o: SourceOutcome, request: QuestionRequest, ctx: SourceContext, t0: float, deadline: float
+    ) -> None:
         """Fetch one source, then run its inference; record everything in ``o``."""
         try:
-            await self._fetch_and_infer(o, question, ctx, t0)
+            await self._fetch_and_infer(o, request, ctx, t0, deadline)
         finally:
             self._emit("done", o)
 
-    async def _fetch_and_infer(self, o: SourceOutcome, question: str, ctx: SourceContext, t0: float) -> None:
-        source = REGISTRY[o.name]
+    async def _fetch_and_infer(
+        self, o: SourceOutcome, request: QuestionRequest, ctx: SourceContext, t0: float, deadline: float
+    ) -> None:
+        source, question = REGISTRY[o.name], request.question
         o.fetch_start_s = time.monotonic() - t0
         self._emit("fetch_start", o)
         try:
-            text = await self.policy.fetch(source, question, ctx, o)
+            text = await self.policy.fetch(source, request, ctx, o, deadline)
             if not isinstance(text, str):
                 raise TypeError(f"source returned {type(text).__name__}, not str")
         except TimeoutError:
