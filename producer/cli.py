@@ -7,6 +7,7 @@ anything reaches Redis); 3 unknown job id; 4 timed out waiting; 5 Redis unreacha
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import sys
 import time
@@ -16,11 +17,9 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.spinner import Spinner
 
-from producer.client import Client
-from producer.display import summary
+from producer.client import Client, Enqueued
+from producer.display import LiveProgress, summary
 from worker.cli import load_settings
 from worker.contract import JobResult
 from worker.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
@@ -70,23 +69,36 @@ def _show(result: JobResult, as_json: bool) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+class PriorityChoice(enum.StrEnum):
+    """``--priority``: how soon a queued job is taken when the workers are busy."""
+
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
+PRIORITY_OPTION = typer.Option(PriorityChoice.normal, "--priority", help="How soon it is taken when workers are busy.")
+
+
+def _live() -> bool:
+    """Bars only for a person at a terminal (rich honours TTY_INTERACTIVE=0/1 and dumb terminals)."""
+    return err.is_terminal and err.is_interactive
+
+
 async def _wait_live(client: Client, job_id: str, timeout: float | None, live: bool) -> JobResult:
-    """Wait for the result; on a terminal, show the job's state and elapsed time meanwhile."""
-    waiting = asyncio.create_task(client.result(job_id, timeout=timeout))
+    """Wait for the result; on a terminal, show a live bar per source meanwhile.
+
+    The bars follow the job's progress log, which ends with the event the worker appends once the
+    result is stored, so the wait ends the moment the job does, not at the next poll.
+    """
     if not live:
-        return await waiting
+        return await client.result(job_id, timeout=timeout)
     started = time.monotonic()
-    spinner = Spinner("dots", text=f"job {job_id}: queued")
-    with Live(spinner, console=err, refresh_per_second=12, transient=True):
-        while not waiting.done():
-            state: str
-            try:
-                state = await client.status(job_id)
-            except JobNotFound:
-                state = "unknown"
-            spinner.update(text=f"job {job_id}: {state.replace('_', ' ')}  {time.monotonic() - started:5.1f}s")
-            await asyncio.wait([waiting], timeout=0.1)
-    return await waiting
+    with LiveProgress(err, job_id) as bars:
+        async for event in client.progress(job_id, timeout=timeout):
+            bars.update(event)
+    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+    return await client.result(job_id, timeout=left)
 
 
 @app.command()
@@ -95,32 +107,48 @@ def ask(
     sources: str | None = typer.Option(None, "--sources", help="Comma-separated sources (default: all)."),
     source_timeout: float | None = typer.Option(None, "--source-timeout", help="Per-source timeout, seconds."),
     deadline: float | None = typer.Option(None, "--deadline", help="Whole-query deadline, seconds."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Fetch every source afresh, bypassing the cache."),
+    priority: PriorityChoice = PRIORITY_OPTION,
+    no_dedup: bool = typer.Option(
+        False, "--no-dedup", help="Always a new job, even if an identical question is in flight."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the result and show it."),
     timeout: float | None = TIMEOUT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Enqueue QUESTION and print its job id (with --wait, the result too)."""
     names = [n.strip() for n in sources.split(",")] if sources is not None else None
+    options: dict[str, Any] = {
+        "sources": names,
+        "source_timeout_s": source_timeout,
+        "deadline_s": deadline,
+        "no_cache": no_cache,
+    }
 
-    async def body(client: Client) -> JobResult | str:
-        job_id = await client.enqueue(question, sources=names, source_timeout_s=source_timeout, deadline_s=deadline)
+    async def body(client: Client) -> tuple[Enqueued, JobResult | None]:
+        enqueued = await client.submit(question, **options, priority=priority.value, dedup=not no_dedup)
         if not wait:
-            return job_id
+            return enqueued, None
         if not as_json:
-            err.print(f"job {job_id} queued", highlight=False)
-        return await _wait_live(client, job_id, timeout, live=err.is_terminal and not as_json)
+            joined = " (deduplicated: joined this identical question in flight)" if enqueued.deduplicated else ""
+            err.print(f"job {enqueued.job_id} queued{joined}", highlight=False)
+        return enqueued, await _wait_live(client, enqueued.job_id, timeout, live=_live() and not as_json)
 
     # Refuse bad input before connecting: nothing reaches Redis.
     try:
-        Client(load_settings()).validate(question, sources=names, source_timeout_s=source_timeout, deadline_s=deadline)
+        Client(load_settings()).validate(question, **options)
     except InvalidRequest as exc:
         _error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    outcome = _run(body)
-    if isinstance(outcome, str):
-        print(json.dumps({"job_id": outcome}) if as_json else outcome)
-    else:
+    enqueued, outcome = _run(body)
+    if outcome is not None:
         _show(outcome, as_json)
+    elif as_json:
+        print(json.dumps({"job_id": enqueued.job_id, "deduplicated": enqueued.deduplicated}))
+    else:
+        print(enqueued.job_id)
+        if enqueued.deduplicated:
+            err.print("deduplicated: an identical question is already queued or running; this is its job id")
 
 
 @app.command()
@@ -143,7 +171,7 @@ def result(
 
     async def body(client: Client) -> JobResult:
         if wait:
-            return await _wait_live(client, job_id, timeout, live=err.is_terminal and not as_json)
+            return await _wait_live(client, job_id, timeout, live=_live() and not as_json)
         return await client.result(job_id, timeout=0)
 
     _show(_run(body), as_json)

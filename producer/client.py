@@ -7,30 +7,72 @@
 Requests are validated here, against the same contract the worker uses, before anything reaches
 Redis. Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
 on a per-job channel once the result is stored, and the client checks the result key on every
-message (and once a second, in case a message was missed).
+message (and once a second, in case a message was missed). ``progress`` follows the job's progress
+log (``worker.progress``) from its first event to ``job_done``.
+
+**Deduplication.** A question identical to one still queued or running (same
+``request_fingerprint``) gets that job's id instead of a new job. One Redis transaction, optimistic
+on the marker key ``<prefix>:inflight:<sha256>``, checks the marker and the job it names, and
+writes the new job together with its marker: of two producers enqueueing at once, the second
+one's transaction fails, it looks again, and it joins the first one's job.
+
+**Priorities.** arq's queue is a sorted set scored by enqueue time in ms, and workers take the
+lowest scores whose time has come. A job is scored ``enqueue time - rank * priority_step_s``
+(rank 2 high, 1 normal, 0 low), so every score is already due (never "deferred") and the
+``enqueue_time`` inside the job, from which ``queue_wait_s`` is measured, stays true. A job waits
+behind higher-priority jobs enqueued up to ``priority_step_s`` after it and no longer: a flood of
+high-priority work delays normal work by at most that much, it cannot starve it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Self, cast
 
+import pydantic
 import redis.exceptions
 from arq.connections import ArqRedis, create_pool
-from arq.jobs import DeserializationError, Job, JobStatus, deserialize_result
+from arq.jobs import DeserializationError, Job, JobStatus, deserialize_result, serialize_job
+from arq.utils import timestamp_ms
 
 from worker.app import redis_settings
-from worker.contract import JOB_FUNCTION, JobResult, Keys, QuestionRequest, dumps, loads, parse_request
-from worker.errors import JobNotFound, RedisUnavailable, WaitTimeout
+from worker.contract import (
+    JOB_FUNCTION,
+    JobResult,
+    Keys,
+    Priority,
+    ProgressEvent,
+    QuestionRequest,
+    dumps,
+    loads,
+    parse_request,
+    request_fingerprint,
+)
+from worker.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
 from worker.settings import Settings, get_settings
 from worker.sources import source_names
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _REDIS_DOWN = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _RECHECK_S = 1.0
+#: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
+PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
+_UNFINISHED = {JobStatus.queued, JobStatus.deferred, JobStatus.in_progress}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``submit`` did: the job id, and whether it joined an identical job already in flight."""
+
+    job_id: str
+    deduplicated: bool
 
 
 class Client:
@@ -70,6 +112,7 @@ class Client:
         sources: Sequence[str] | None = None,
         source_timeout_s: float | None = None,
         deadline_s: float | None = None,
+        no_cache: bool = False,
     ) -> QuestionRequest:
         """Check a request against the contract and limits; raise ``InvalidRequest``."""
         s = self.settings
@@ -77,6 +120,8 @@ class Client:
         for name, value in (("sources", sources), ("source_timeout_s", source_timeout_s), ("deadline_s", deadline_s)):
             if value is not None:
                 data[name] = tuple(value) if name == "sources" and isinstance(value, list) else value
+        if no_cache:
+            data["no_cache"] = no_cache
         return parse_request(
             data,
             known_sources=source_names(),
@@ -85,6 +130,23 @@ class Client:
             max_deadline_s=s.max_deadline_s,
         )
 
+    async def submit(
+        self,
+        question: object,
+        *,
+        sources: Sequence[str] | None = None,
+        source_timeout_s: float | None = None,
+        deadline_s: float | None = None,
+        no_cache: bool = False,
+        priority: Priority = "normal",
+        dedup: bool = True,
+    ) -> Enqueued:
+        """Validate, then queue the question, or join an identical one in flight (unless ``dedup=False``)."""
+        request = self.validate(
+            question, sources=sources, source_timeout_s=source_timeout_s, deadline_s=deadline_s, no_cache=no_cache
+        )
+        return await self.submit_request(request, priority=priority, dedup=dedup)
+
     async def enqueue(
         self,
         question: object,
@@ -92,19 +154,74 @@ class Client:
         sources: Sequence[str] | None = None,
         source_timeout_s: float | None = None,
         deadline_s: float | None = None,
+        no_cache: bool = False,
+        priority: Priority = "normal",
+        dedup: bool = True,
     ) -> str:
-        """Validate, then put the question on the queue; return the job id."""
-        request = self.validate(question, sources=sources, source_timeout_s=source_timeout_s, deadline_s=deadline_s)
-        return await self.enqueue_request(request)
+        """Like :meth:`submit`, returning just the job id."""
+        enqueued = await self.submit(
+            question,
+            sources=sources,
+            source_timeout_s=source_timeout_s,
+            deadline_s=deadline_s,
+            no_cache=no_cache,
+            priority=priority,
+            dedup=dedup,
+        )
+        return enqueued.job_id
 
-    async def enqueue_request(self, request: QuestionRequest) -> str:
-        """Put an already validated request on the queue; return the job id."""
+    async def enqueue_request(
+        self, request: QuestionRequest, *, priority: Priority = "normal", dedup: bool = False
+    ) -> str:
+        """Queue an already validated request; return the job id. The low-level call: every call is a
+        new job unless ``dedup=True`` (the benchmarks queue many identical requests on purpose)."""
+        return (await self.submit_request(request, priority=priority, dedup=dedup)).job_id
+
+    async def submit_request(
+        self, request: QuestionRequest, *, priority: Priority = "normal", dedup: bool = True
+    ) -> Enqueued:
+        """Queue an already validated request at ``priority``, or join an identical one in flight."""
+        if priority not in PRIORITY_RANK:
+            raise InvalidRequest(f"priority: must be one of {', '.join(PRIORITY_RANK)}, got {priority!r}")
         payload = request.model_dump(mode="json", exclude_none=True)
+        marker = self.keys.inflight(request_fingerprint(request)) if dedup else None
         with self._redis_errors():
-            job = await self.redis.enqueue_job(JOB_FUNCTION, payload, _queue_name=self.settings.queue_name)
-        if job is None:  # only when a job id is reused, which we never do
-            raise RuntimeError("arq refused the job: duplicate id")
-        return job.job_id
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        return await self._enqueue_once(pipe, payload, PRIORITY_RANK[priority], marker)
+                    except redis.exceptions.WatchError:
+                        continue  # another producer changed the marker since we read it: look again
+
+    async def _enqueue_once(self, pipe: Any, payload: dict[str, Any], rank: int, marker: str | None) -> Enqueued:
+        """One optimistic attempt: join the marked job if it is unfinished, else write a new job.
+
+        Hand-written rather than ``ArqRedis.enqueue_job`` because that runs its own transaction, and
+        the new job must appear in the same one as its marker. What it writes is what arq writes:
+        arq's ``serialize_job`` under arq's job key, the id in the queue, the same expiry.
+        """
+        now_ms = timestamp_ms()
+        score = now_ms - rank * round(self.settings.priority_step_s * 1000)
+        if marker is not None:
+            await pipe.watch(marker)
+            current = await pipe.get(marker)
+            if current is not None:
+                job_id = current.decode()
+                state = await self._job(job_id).status()
+                if state in _UNFINISHED:
+                    await pipe.reset()
+                    if state == JobStatus.queued:  # a higher priority asked for it: take it sooner
+                        await self.redis.zadd(self.settings.queue_name, {job_id: score}, xx=True, lt=True)
+                    return Enqueued(job_id, deduplicated=True)
+        job_id = uuid.uuid4().hex
+        job = serialize_job(JOB_FUNCTION, (payload,), {}, None, now_ms, serializer=dumps)
+        pipe.multi()
+        pipe.psetex(Keys.job(job_id), self.redis.expires_extra_ms, job)
+        pipe.zadd(self.settings.queue_name, {job_id: score})
+        if marker is not None:
+            pipe.set(marker, job_id, ex=self.settings.dedup_ttl_s)
+        await pipe.execute()
+        return Enqueued(job_id, deduplicated=False)
 
     # ---------------------------------------------------------------------------- results
     async def status(self, job_id: str) -> Status:
@@ -140,6 +257,38 @@ class Client:
                     raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
                 with self._redis_errors():
                     await messages(left)
+
+    async def progress(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[ProgressEvent]:
+        """The job's progress events: first those already logged, then each as it happens.
+
+        Ends after ``job_done``, or at once if the job has finished and its log has expired (or it
+        never ran, as when arq gave up on it). Raises ``JobNotFound`` for an unknown id and
+        ``WaitTimeout`` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        key = self.keys.progress(job_id)
+        last: bytes | str = "0-0"
+        block_ms: int | None = None  # the first read only replays what is logged already
+        while True:
+            with self._redis_errors():
+                reply = await self.redis.xread({key: last}, block=block_ms)
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    event = _parse_event(fields)
+                    if event is None:
+                        continue
+                    yield event
+                    if event.event == "job_done":
+                        return
+            if not reply:
+                if await self.fetch_result(job_id) is not None:
+                    return
+                await self.status(job_id)  # raises JobNotFound
+            left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
+            if left <= 0:
+                raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
+            block_ms = max(1, round(left * 1000))  # 0 would block forever
 
     # ---------------------------------------------------------------------------- workers
     async def workers(self) -> list[dict[str, Any]]:
@@ -200,3 +349,12 @@ class Client:
             yield
         except _REDIS_DOWN as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.settings.redis_url_safe}: {exc}") from exc
+
+
+def _parse_event(fields: dict[bytes, bytes]) -> ProgressEvent | None:
+    """One progress-log entry, or None (logged) if it is not a valid event."""
+    try:
+        return ProgressEvent.model_validate_json(fields.get(b"e", b""))
+    except pydantic.ValidationError as exc:
+        log.warning("skipping an unreadable progress event: %s", exc)
+        return None

@@ -1,12 +1,15 @@
-"""How a result looks in a terminal: a per-source table, a timeline, and the timing summary."""
+"""How a result looks in a terminal: a per-source table, a timeline, the timing summary, live bars."""
 
 from __future__ import annotations
 
-from rich.console import Group
+from typing import Self
+
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from worker.contract import JobResult, SourceOutcome
+from worker.contract import JobResult, ProgressEvent, SourceOutcome
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -15,6 +18,7 @@ _STATUS_STYLE = {
     "error": "red",
     "timeout": "yellow",
     "deadline": "magenta",
+    "circuit_open": "magenta",
 }
 
 
@@ -125,3 +129,81 @@ def summary(result: JobResult) -> Group:
             errs.append(f"  {err}\n")
         parts.append(errs)
     return Group(*parts)  # type: ignore[arg-type]
+
+
+class _Seconds(ProgressColumn):
+    """Elapsed time in tenths of a second (rich's own column shows whole seconds)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.elapsed or 0.0:5.1f}s", style="progress.elapsed")
+
+
+class LiveProgress:
+    """Live bars while a job runs: one for the job, one per source (fetch, then inference, then
+    its final status). Fed :class:`ProgressEvent` objects; use as a context manager."""
+
+    def __init__(self, console: Console, job_id: str) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[state]}"),
+            _Seconds(),
+            console=console,
+            transient=True,
+            refresh_per_second=12,
+        )
+        self.job = self.progress.add_task(f"job {job_id[:8]}", total=None, state="queued")
+        self.sources: dict[str, TaskID] = {}
+
+    def __enter__(self) -> Self:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, event: ProgressEvent) -> None:
+        """Move the bars to where ``event`` says the job is."""
+        if event.source is None:
+            self._job_event(event)
+            return
+        task = self.sources.get(event.source)
+        if task is None:
+            task = self.progress.add_task(f"  {event.source}", total=2, state="", start=False)
+            self.sources[event.source] = task
+            self.progress.update(self.job, state="running")
+        if event.event == "fetch_start":
+            self.progress.start_task(task)
+            self.progress.update(task, completed=0, state=_with_detail("fetching", event))
+        elif event.event == "fetch_end" and event.status is None:
+            self.progress.update(task, completed=1, state=_with_detail("fetched", event))
+        elif event.event == "inference_start":
+            self.progress.update(task, completed=1, state=_with_detail("inference", event))
+        elif event.event == "done" or event.status is not None:
+            status = event.status or "?"
+            self.progress.update(task, completed=2, state=_with_detail(status, event, _STATUS_STYLE.get(status, "")))
+            finished = sum(self.progress.tasks[t].finished for t in self.sources.values())
+            self.progress.update(self.job, completed=finished)
+
+    def _job_event(self, event: ProgressEvent) -> None:
+        if event.event == "job_done":
+            status = event.status or "done"
+            state = Text(status, style=_STATUS_STYLE.get(status, ""))
+            self.progress.update(self.job, total=1, completed=1, state=state)
+            return
+        # requeued: this start ended without a result; arq will run the job again
+        self.progress.update(self.job, state=Text("requeued: will run again", style="yellow"))
+        for task in self.sources.values():
+            self.progress.reset(task, start=False, state="queued")
+
+
+def _with_detail(state: str, event: ProgressEvent, style: str = "") -> Text:
+    """The state, plus what the fetch recorded that a person cares about (retries, cache)."""
+    text = Text(state, style=style)
+    attempts = event.detail.get("attempts")
+    if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts > 1:
+        text.append(f"  try {attempts}", style="yellow")
+    for name, value in event.detail.items():
+        if name.startswith("cache") and value not in (False, None, "", "miss", "off"):
+            text.append(f"  {name} {value}", style="cyan")
+    return text

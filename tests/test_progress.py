@@ -1,0 +1,175 @@
+"""Live progress: the worker's per-source events reach the client in order, live and replayed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+import redis.asyncio
+
+from producer.client import Client
+from worker.contract import Keys, ProgressEvent, SourceOutcome
+from worker.errors import JobNotFound, WaitTimeout
+from worker.progress import ProgressPublisher
+
+pytestmark = pytest.mark.e2e
+StartWorkers = Callable[..., list[Popen[bytes]]]
+SOURCES = ["weather", "news", "knowledge_base"]
+PRODUCER = str(Path(sys.executable).with_name("producer"))
+
+
+async def test_events_arrive_in_order_and_a_late_watcher_gets_them_all(
+    client: Client, start_worker_processes: StartWorkers
+) -> None:
+    """Per source fetch_start < fetch_end < inference_start < done, every fetch starts before any source
+    is done, job_done comes last and after the result is stored, and a late watcher replays it all."""
+    # knowledge_base answers in 0.4 s (20 x 0.02), the others in ~0.04 s.
+    start_worker_processes(1, AGENTQ_SOURCE_LATENCY_S='{"knowledge_base": 20}')
+    job_id = await client.enqueue("Will it rain in Paris tomorrow?", sources=SOURCES)
+
+    live = [event async for event in client.progress(job_id, timeout=30)]
+    assert await client.fetch_result(job_id) is not None, "job_done must follow the stored result"
+    late = [event async for event in client.progress(job_id, timeout=5)]
+
+    kinds = [(e.source, e.event) for e in live]
+    assert kinds[-1] == (None, "job_done") and live[-1].status == "ok"
+    assert sorted(kinds[:-1]) == sorted(
+        (s, k) for s in SOURCES for k in ("fetch_start", "fetch_end", "inference_start", "done")
+    )
+    for source in SOURCES:
+        mine = [e.event for e in live if e.source == source]
+        assert mine == ["fetch_start", "fetch_end", "inference_start", "done"], (source, mine)
+        assert [e for e in live if e.source == source][-1].status == "ok"
+    first_done = next(i for i, e in enumerate(live) if e.event == "done")
+    assert {e.source for e in live[:first_done] if e.event == "fetch_start"} == set(SOURCES)
+    assert live[-2].source == "knowledge_base", "the slow source finishes last"
+    assert [e.t for e in live] == sorted(e.t for e in live)
+    fetch_start = next(e for e in live if e.event == "fetch_start")
+    assert isinstance(fetch_start.detail.get("timeout_s"), float)
+    assert late == live
+
+
+async def test_progress_ends_for_failed_or_unknown_jobs_and_times_out(
+    client: Client, start_worker_processes: StartWorkers
+) -> None:
+    """An unknown id raises JobNotFound at once; a queued job with no worker times out; a source that
+    fails shows its error in its fetch_end and done events."""
+    with pytest.raises(JobNotFound):
+        [e async for e in client.progress("no-such-job", timeout=5)]
+    queued = await client.enqueue("nobody is working yet")
+    with pytest.raises(WaitTimeout):
+        [e async for e in client.progress(queued, timeout=0.3)]
+
+    start_worker_processes(1, AGENTQ_SOURCE_FAIL='["news"]')
+    failing = await client.enqueue("Will it rain?", sources=["news", "weather"])
+    events = [e async for e in client.progress(failing, timeout=30)]
+    news = [e for e in events if e.source == "news"]
+    assert [e.event for e in news] == ["fetch_start", "fetch_end", "done"]
+    assert news[-1].status == "error" and news[-1].error and news[1].status == "error"
+    assert events[-1].event == "job_done" and events[-1].status == "partial"
+    queued_events = [e async for e in client.progress(queued, timeout=30)]
+    assert queued_events[-1].event == "job_done"
+
+
+async def test_publisher_never_blocks_and_finishes_with_job_done_or_requeued(redis_url: str) -> None:
+    """on_event only queues; the drain writes events in order; close flushes; finish() says job_done
+    only when the result is stored, else requeued, and deletes the dedup marker only if it is this job's."""
+    from worker.progress import finish
+
+    conn = redis.asyncio.Redis.from_url(redis_url)
+    keys = Keys("agentq")
+    publisher = ProgressPublisher(conn, keys, "job1", 60, "f" * 64)
+    outcome = SourceOutcome(name="weather", timeout_s=1.0)
+    for kind in ("fetch_start", "fetch_end", "inference_start", "done"):
+        publisher.on_event(kind, outcome)
+    await publisher.close()
+    entries = await conn.xrange(keys.progress("job1"))
+    events = [ProgressEvent.model_validate_json(fields[b"e"]) for _, fields in entries]
+    assert [e.event for e in events] == ["fetch_start", "fetch_end", "inference_start", "done"]
+    assert 0 < await conn.ttl(keys.progress("job1")) <= 60
+
+    from worker.settings import get_settings
+
+    settings = get_settings(redis_url=redis_url, progress_ttl_s=60)
+    for stored, marker_owner, expected in (
+        (False, "job1", "requeued"),
+        (True, "other", "job_done"),
+        (True, "job1", "job_done"),
+    ):
+        await conn.delete(keys.progress("job1"))
+        if stored:
+            await conn.set(Keys.result("job1"), b"{}")
+        await conn.set(keys.inflight("f" * 64), marker_owner)
+        ctx = {"redis": conn, "keys": keys, "job_id": "job1", "settings": settings}
+        ctx["progress"] = ProgressPublisher(conn, keys, "job1", 60, "f" * 64)
+        await finish(ctx)  # type: ignore[arg-type]
+        ((_, last),) = await conn.xrange(keys.progress("job1"))
+        assert json.loads(last[b"e"])["event"] == expected
+        marker = await conn.get(keys.inflight("f" * 64))
+        assert (marker is None) == (stored and marker_owner == "job1"), (stored, marker_owner)
+    await conn.aclose()
+
+
+def test_cli_ask_wait_shows_bars_and_exits_0(worker_env: dict[str, str], start_worker_processes: StartWorkers) -> None:
+    """`producer ask --wait` at a (forced) terminal draws a bar per source, then prints the result and
+    exits 0; --json draws no bars; --no-cache and --priority are accepted."""
+    start_worker_processes(1)
+    tty = {**worker_env, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120"}
+    args = ["ask", "Will it rain in Paris?", "--sources", "weather,news", "--wait", "--timeout", "60"]
+    shown = subprocess.run([PRODUCER, *args], env=tty, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "OK" in shown.stdout and "Sources" in shown.stdout
+    assert "weather" in shown.stderr and "news" in shown.stderr and "fetch" in shown.stderr, shown.stderr
+
+    plain = {k: v for k, v in worker_env.items() if k not in ("TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    quiet = subprocess.run(
+        [PRODUCER, *args, "--json", "--no-cache", "--priority", "high", "--no-dedup"],
+        env={**plain, "TERM": os.environ.get("TERM", "dumb")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["status"] == "ok"
+    assert quiet.stderr == ""
+
+
+def test_live_bars_follow_the_events() -> None:
+    """The bars end finished with each source's status (retries and cache hits noted), a requeue
+    resets them, and job_done completes the job's bar with the job's status."""
+    from rich.console import Console
+
+    from producer.display import LiveProgress
+
+    bars = LiveProgress(Console(force_terminal=True, width=100), "0123456789abcdef")
+
+    def event(kind: str, source: str | None = None, **more: object) -> ProgressEvent:
+        return ProgressEvent.model_validate({"job_id": "j", "event": kind, "t": 0.1, "source": source, **more})
+
+    for e in (
+        event("fetch_start", "weather"),
+        event("fetch_start", "news"),
+        event("fetch_end", "news"),
+        event("inference_start", "news", detail={"attempts": 2, "cache": "hit"}),
+        event("fetch_end", "weather", status="circuit_open", error="open"),
+        event("done", "weather", status="circuit_open", error="open"),
+    ):
+        bars.update(e)
+    tasks = {t.description.strip(): t for t in bars.progress.tasks}
+    assert tasks["weather"].finished and str(tasks["weather"].fields["state"]) == "circuit_open"
+    assert not tasks["news"].finished and str(tasks["news"].fields["state"]) == "inference  try 2  cache hit"
+
+    bars.update(event("requeued"))
+    assert not any(t.finished for t in bars.progress.tasks)
+    for kind in ("fetch_start", "fetch_end", "inference_start"):
+        bars.update(event(kind, "news"))
+    bars.update(event("done", "news", status="ok"))
+    bars.update(event("job_done", status="ok"))
+    job = bars.progress.tasks[0]
+    assert job.finished and str(job.fields["state"]) == "ok"
