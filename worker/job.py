@@ -122,8 +122,12 @@ async def notify_done(ctx: WorkerContext) -> None:
     """arq ``after_job_end`` (the result is stored by now): wake whoever waits for it."""
     ctx["stats"]["jobs_in_flight"] -= 1
     ctx["stats"]["jobs_done"] += 1
-    await ctx["redis"].publish(ctx["keys"].done_channel(ctx["job_id"]), b"1")
-    await progress.finish(ctx)  # the progress log's last entry; the dedup marker goes
+    try:
+        await ctx["redis"].publish(ctx["keys"].done_channel(ctx["job_id"]), b"1")
+    except Exception:  # waiters still find the result on their 1 s recheck
+        log.warning("could not publish job %s done", ctx["job_id"], exc_info=True)
+    finally:
+        await progress.finish(ctx)  # the progress log's last entry; the dedup marker goes
 
 
 async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -37,8 +37,8 @@ REDIS_DOWN: tuple[type[Exception], ...] = (OSError, redis.exceptions.ConnectionE
 async def renew_leases_forever(redis: ArqRedis, running: Callable[[], Iterable[str]], lease_s: float) -> None:
     """Every ``lease_s / 3``, push back the expiry of the in-progress key of every running job.
 
-    A renewal that cannot reach Redis is logged and tried again at the next tick: the lease has
-    two more ticks before it runs out.
+    A renewal that fails (Redis unreachable, or any other error) is logged and tried again at the
+    next tick: the lease has two more ticks before it runs out. Only cancellation stops the loop.
     """
     lease_ms = max(1, round(lease_s * 1000))
     while True:
@@ -54,6 +54,8 @@ async def renew_leases_forever(redis: ArqRedis, running: Callable[[], Iterable[s
                 await pipe.execute()
         except REDIS_DOWN as exc:
             log.warning("could not renew the leases of %d jobs: %s", len(job_ids), exc)
+        except Exception:  # e.g. READONLY after a failover: never let the renewer die quietly
+            log.exception("could not renew the leases of %d jobs; trying again next tick", len(job_ids))
 
 
 class OutageBudget:

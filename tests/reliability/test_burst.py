@@ -43,6 +43,7 @@ class RssSampler(threading.Thread):
                 self.peak[pid] = max(self.peak[pid], rss)
 
 
+@pytest.mark.timeout(300)  # above the 240 s the test itself waits for stragglers
 async def test_burst_of_jobs_all_complete_once(client: Client, workers: Workers) -> None:
     """2,000 jobs enqueued at once: 2,000 results, each run exactly once, bounded memory; figures printed."""
     procs = workers.start(

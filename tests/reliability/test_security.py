@@ -74,4 +74,7 @@ def test_shipped_redis_configs_require_a_password_and_stay_private() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     redis_service = compose["services"]["redis"]
     assert "ports" not in redis_service  # reachable from the compose network only
-    assert "requirepass" in str(redis_service.get("command", "")) + conf
+    command = redis_service["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")  # no password, no start
+    bind = next(d for d in directives if d[0] == "bind")
+    assert "0.0.0.0" not in bind or "ports" not in redis_service  # listens on the private network only
