@@ -52,6 +52,8 @@ class Behaviour:
     error_rate: dict[str, float] = field(default_factory=dict)
     rate_limit: dict[str, int] = field(default_factory=dict)
     """Requests per second an endpoint accepts; past that it answers 429 with Retry-After."""
+    padding: dict[str, int] = field(default_factory=dict)
+    """Characters of filler added to an endpoint's answer (a ``padding`` field the sources ignore)."""
     error_status: int = 503
     jitter: float = 0.0
     """Each latency is multiplied by a uniform draw from [1 - jitter, 1 + jitter]."""
@@ -117,7 +119,10 @@ class Upstream:
             counts["errors"] += 1
             return JSONResponse({"error": "injected failure"}, status_code=b.error_status)
         counts["ok"] += 1
-        return JSONResponse(answer(path, question))
+        body = answer(path, question)
+        if b.padding.get(path):
+            body["padding"] = "." * b.padding[path]
+        return JSONResponse(body)
 
     def _over_limit(self, path: str) -> int | None:
         """Seconds to wait if ``path`` has used this second's quota, else None (and count the request)."""
@@ -239,6 +244,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="[NAME=]N",
         help="requests per second accepted; more get 429 with Retry-After",
     )
+    p.add_argument(
+        "--pad-bytes",
+        type=_per_endpoint(int),
+        action="append",
+        default=[],
+        metavar="[NAME=]N",
+        help="add N characters of filler to each answer (to try the HTTP sources' size limit)",
+    )
     p.add_argument("--jitter", type=float, default=0.0, help="latency varies by up to this fraction")
     p.add_argument("--seed", type=int, default=0, help="seed of the failure and jitter draws")
     return p.parse_args(argv)
@@ -257,6 +270,7 @@ def behaviour_of(args: argparse.Namespace) -> Behaviour:
         latency_s={path: seconds * args.time_scale for path, seconds in latency.items()},
         error_rate=table(args.error_rate, {}),
         rate_limit=table(args.rate_limit, {}),
+        padding=table(args.pad_bytes, {}),
         error_status=args.error_status,
         jitter=args.jitter,
         seed=args.seed,

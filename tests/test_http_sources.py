@@ -105,6 +105,24 @@ async def test_upstream_errors_and_slowness_stay_local(
     assert upstream.stats()["endpoints"]["stocks"].get("errors", 0) >= 1
 
 
+async def test_an_oversized_upstream_answer_fails_that_source_only_and_is_not_retried(
+    client: Client, start_worker_processes: StartWorkers, start_upstream: StartUpstream
+) -> None:
+    """A 1 MB answer makes that source a permanent `error` naming the limit, fetched once; the others answer."""
+    upstream = start_upstream("--latency", "0.05", "--pad-bytes", "weather=1000000")
+    start_worker_processes(1, AGENTQ_UPSTREAM_URL=upstream.url, AGENTQ_MAX_SOURCE_BYTES="65536")
+
+    result = await ask(client, "weather_api", "news_api")
+
+    assert result.status == "partial"
+    o = by_name(result)
+    assert o["weather_api"].status == "error" and o["weather_api"].data is None
+    assert f"SourceError: answer over 65536 bytes from {upstream.url}/weather" in (o["weather_api"].error or "")
+    assert o["news_api"].status == "ok" and o["news_api"].data
+    # Permanent: no retry (AGENTQ_SOURCE_RETRIES is 2), and the limit stopped the worker, not the upstream.
+    assert upstream.stats()["endpoints"]["weather"] == {"requests": 1, "ok": 1}
+
+
 async def test_one_pooled_client_per_worker(
     client: Client, start_worker_processes: StartWorkers, start_upstream: StartUpstream
 ) -> None:

@@ -6,7 +6,9 @@ milliseconds; the real mock upstream is exercised in ``test_http_sources.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gzip
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
 import pytest
@@ -123,6 +125,77 @@ async def test_transport_failures_are_transient(error: httpx.TransportError) -> 
 
     with pytest.raises(TransientSourceError, match=r"upstream\.test:8080/api/knowledge_base"):
         await fetch("knowledge_base_api", handler)
+
+
+class Trickle(httpx.AsyncByteStream):
+    """A response body sent chunk by chunk, counting what the client took and whether it hung up."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks = iter(chunks)
+        self.sent = 0
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.sent += len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+LIMIT, CHUNK, HUGE = 262_144, 65_536, 10 * 1024 * 1024
+
+
+def ten_megabytes() -> Iterable[bytes]:
+    """A JSON answer that never ends soon: 10 MB of filler after a valid start, made lazily."""
+    yield b'{"articles": [], "padding": "'
+    for _ in range(HUGE // CHUNK):
+        yield b"." * CHUNK
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked", "content-length"])
+async def test_a_huge_answer_is_a_permanent_error_after_reading_at_most_the_limit(declared: bool) -> None:
+    """A 10 MB answer: SourceError naming the limit, the read stopped past 256 KiB (at once if declared), closed."""
+    body = Trickle(ten_megabytes())
+    headers = {"Content-Length": str(HUGE + 29)} if declared else {}
+
+    with pytest.raises(SourceError) as caught:
+        await fetch("news_api", lambda request: httpx.Response(200, headers=headers, stream=body))
+
+    assert not isinstance(caught.value, TransientSourceError), "retrying would get the same answer"
+    assert str(caught.value) == f"answer over {LIMIT} bytes from http://upstream.test:8080/api/news"
+    assert body.closed, "the response was closed, not left to be read to the end"
+    assert body.sent == 0 if declared else LIMIT < body.sent <= LIMIT + CHUNK + 29, body.sent
+
+
+async def test_the_limit_counts_decoded_bytes_and_is_exact() -> None:
+    """A gzip answer is counted after decoding; an answer of exactly AGENTQ_MAX_SOURCE_BYTES passes, one more fails."""
+    small = json.dumps(answer("news", "Rain in Paris?")).encode()
+    assert len(await fetch("news_api", lambda request: httpx.Response(200, content=small), max_source_bytes=len(small)))
+    with pytest.raises(SourceError, match=f"answer over {len(small) - 1} bytes"):
+        await fetch("news_api", lambda request: httpx.Response(200, content=small), max_source_bytes=len(small) - 1)
+
+    bomb = gzip.compress(b"".join(ten_megabytes()), compresslevel=9)
+    assert len(bomb) < 20_000  # tiny on the wire, 10 MB once decoded
+    body = Trickle(bomb[i : i + 1024] for i in range(0, len(bomb), 1024))
+    gzipped = {"Content-Encoding": "gzip", "Content-Length": str(len(bomb))}
+    with pytest.raises(SourceError, match=f"answer over {LIMIT} bytes"):
+        await fetch("news_api", lambda request: httpx.Response(200, headers=gzipped, stream=body))
+    assert body.closed and body.sent < len(bomb), "the read stopped before the end of the compressed body"
+
+
+async def test_a_small_answer_that_renders_long_is_refused() -> None:
+    """A 100 KB answer whose text would be megabytes (its location repeated per period) is a SourceError."""
+    period = {"period": "today", "summary": "Dry.", "temperature_c": 1e300, "precipitation_chance": 0.1}
+    weather = {"location": "x" * 100_000, "forecast": [period] * 40}
+    assert len(json.dumps(weather)) < LIMIT
+
+    with pytest.raises(SourceError, match=f"renders to over {LIMIT} characters") as caught:
+        await fetch("weather_api", lambda request: httpx.Response(200, json=weather))
+    assert not isinstance(caught.value, TransientSourceError)
+    text = await fetch("weather_api", lambda request: httpx.Response(200, json=weather), max_source_bytes=5_000_000)
+    assert text.count("x" * 100_000) == 40  # the same answer under a larger limit renders in full
 
 
 async def test_unconfigured_or_clientless_http_source_says_what_is_missing() -> None:

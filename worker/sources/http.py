@@ -9,6 +9,8 @@ Failures are mapped at this edge so retries and breakers can tell them apart::
 
     HTTP 429, HTTP 5xx, connection refused/reset, connect timeout  ->  TransientSourceError
     any other non-2xx (4xx), a body that is not the expected JSON   ->  SourceError (permanent)
+    an answer over ``max_source_bytes`` (the read stops there),
+    or one whose text would be over that many characters            ->  SourceError (permanent)
 
 The client's read timeout is only a backstop (``max_source_timeout_s``): the fan-out's per-source
 timeout cancels the request first, and that cancellation closes the connection it was using.
@@ -17,6 +19,7 @@ timeout cancels the request first, and that cancellation closes the connection i
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from urllib.parse import urlsplit, urlunsplit
@@ -55,8 +58,24 @@ def create_client(settings: Settings, worker_id: str) -> httpx.AsyncClient:
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    def text(self) -> str:
+    def parts(self) -> Iterator[str]:
+        """The answer as text, one item at a time."""
         raise NotImplementedError
+
+    def text(self, limit: int | None = None) -> str | None:
+        """The parts joined by spaces; None if that is over ``limit`` characters.
+
+        A small body can render long (a location repeated per period, ``1e300`` printed in full),
+        so the count stops as soon as it passes the limit instead of building the whole text first.
+        """
+        kept: list[str] = []
+        length = -1
+        for part in self.parts():
+            length += len(part) + 1
+            if limit is not None and length > limit:
+                return None
+            kept.append(part)
+        return " ".join(kept)
 
 
 class _Period(_Body):
@@ -70,12 +89,12 @@ class WeatherBody(_Body):
     location: str
     forecast: list[_Period]
 
-    def text(self) -> str:
-        return " ".join(
-            f"{p.period.capitalize()} in {self.location}: {p.summary} {p.temperature_c:.0f} degrees, "
-            f"{p.precipitation_chance:.0%} chance of rain."
-            for p in self.forecast
-        )
+    def parts(self) -> Iterator[str]:
+        for p in self.forecast:
+            yield (
+                f"{p.period.capitalize()} in {self.location}: {p.summary} {p.temperature_c:.0f} degrees, "
+                f"{p.precipitation_chance:.0%} chance of rain."
+            )
 
 
 class _Article(_Body):
@@ -87,8 +106,8 @@ class _Article(_Body):
 class NewsBody(_Body):
     articles: list[_Article]
 
-    def text(self) -> str:
-        return " ".join(f"{a.title} ({a.outlet}). {a.summary}" for a in self.articles)
+    def parts(self) -> Iterator[str]:
+        return (f"{a.title} ({a.outlet}). {a.summary}" for a in self.articles)
 
 
 class _Entry(_Body):
@@ -99,8 +118,8 @@ class _Entry(_Body):
 class KnowledgeBody(_Body):
     entries: list[_Entry]
 
-    def text(self) -> str:
-        return " ".join(f"{e.title}: {e.extract}" for e in self.entries)
+    def parts(self) -> Iterator[str]:
+        return (f"{e.title}: {e.extract}" for e in self.entries)
 
 
 class _Quote(_Body):
@@ -113,8 +132,8 @@ class _Quote(_Body):
 class StocksBody(_Body):
     quotes: list[_Quote]
 
-    def text(self) -> str:
-        return " ".join(f"{q.symbol} at {q.price:.2f} ({q.change_pct:+.1f}%): {q.comment}" for q in self.quotes)
+    def parts(self) -> Iterator[str]:
+        return (f"{q.symbol} at {q.price:.2f} ({q.change_pct:+.1f}%): {q.comment}" for q in self.quotes)
 
 
 class _Place(_Body):
@@ -127,8 +146,8 @@ class _Place(_Body):
 class GeoBody(_Body):
     places: list[_Place]
 
-    def text(self) -> str:
-        return " ".join(f"{p.name} ({p.lat:.3f}, {p.lon:.3f}): {p.description}" for p in self.places)
+    def parts(self) -> Iterator[str]:
+        return (f"{p.name} ({p.lat:.3f}, {p.lon:.3f}): {p.description}" for p in self.places)
 
 
 @dataclass(frozen=True)
@@ -182,6 +201,26 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+async def _read_capped(response: httpx.Response, limit: int, url: str) -> bytes:
+    """The (decoded) body, read chunk by chunk and given up on once past ``limit`` bytes.
+
+    httpx has no body-size limit of its own, so the count is kept here: a declared
+    ``Content-Length`` over the limit is refused before reading, and an undeclared or lying one
+    stops the read at the first chunk past the limit (leaving the ``stream`` block closes the
+    connection). Retrying would get the same answer, hence a permanent :class:`SourceError`.
+    """
+    too_long = SourceError(f"answer over {limit} bytes from {_shown(url)}")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit and "content-encoding" not in response.headers:
+        raise too_long
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise too_long
+    return bytes(body)
+
+
 async def fetch(endpoint: Endpoint, question: str, ctx: SourceContext) -> str:
     """GET the endpoint with the question, check the answer, return it as text."""
     url = url_of(endpoint, ctx.settings)
@@ -190,23 +229,27 @@ async def fetch(endpoint: Endpoint, question: str, ctx: SourceContext) -> str:
     if ctx.http is None:
         raise SourceError("no HTTP client here (a worker opens one at start-up)")
     try:
-        response = await ctx.http.get(url, params={"q": question})
+        async with ctx.http.stream("GET", url, params={"q": question}) as response:
+            status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+            if response.status_code == 429 or response.status_code >= 500:
+                raise TransientSourceError(f"{status} from {_shown(url)}", retry_after_s=_retry_after(response))
+            if not response.is_success:
+                raise SourceError(f"{status} from {_shown(url)}")
+            content = await _read_capped(response, ctx.settings.max_source_bytes, url)
     except httpx.TimeoutException as exc:  # connect or pool timeout (reads are cut by the fan-out first)
         raise TransientSourceError(f"{type(exc).__name__} talking to {_shown(url)}") from exc
     except httpx.TransportError as exc:  # refused, reset, DNS, protocol errors
         raise TransientSourceError(f"cannot reach {_shown(url)}: {type(exc).__name__}: {exc}") from exc
-    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-    if response.status_code == 429 or response.status_code >= 500:
-        raise TransientSourceError(f"{status} from {_shown(url)}", retry_after_s=_retry_after(response))
-    if not response.is_success:
-        raise SourceError(f"{status} from {_shown(url)}")
     try:
-        body = endpoint.body.model_validate_json(response.content)
+        body = endpoint.body.model_validate_json(content)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise SourceError(f"unexpected answer from {_shown(url)} ({status}): {where}: {first['msg']}") from exc
-    return body.text()
+    text = body.text(ctx.settings.max_source_bytes)
+    if text is None:
+        raise SourceError(f"answer from {_shown(url)} renders to over {ctx.settings.max_source_bytes} characters")
+    return text
 
 
 def _source(endpoint: Endpoint) -> SourceFunction:
