@@ -112,3 +112,29 @@ async def test_a_registered_source_joins_the_fan_out(pool: InferencePool, monkey
     assert o["echo"].status == "ok" and o["echo"].data == "Echo says paris."
     assert o["echo"].inference is not None and "paris" in o["echo"].inference.top_terms
     assert o["broken"].status == "error" and "returned int, not str" in (o["broken"].error or "")
+
+
+class _Oversized:
+    """A fetch policy whose ``news`` answers one character too long."""
+
+    async def fetch(
+        self, source: Source, request: QuestionRequest, ctx: SourceContext, outcome: SourceOutcome, deadline: float
+    ) -> str:
+        return "x" * 101 if source.name == "news" else "a short answer about rain"
+
+
+async def test_a_source_text_over_the_limit_is_that_source_error(pool: InferencePool) -> None:
+    """Any kind of source: text longer than max_text_chars never reaches inference or the result."""
+    s = Settings(time_scale=SCALE)
+    fan = FanOut(pool, inference_units=1, policy=_Oversized(), max_text_chars=100)
+    outcomes, _ = await fan.run(
+        QuestionRequest(question="rain?"),
+        SourceContext(s, "job-1"),
+        source_names=["weather", "news"],
+        source_timeout_s=1.0,
+        deadline_s=5.0,
+    )
+    by_name = {o.name: o for o in outcomes}
+    assert by_name["weather"].status == "ok"
+    assert by_name["news"].status == "error" and by_name["news"].data is None
+    assert "101 characters is over the 100 limit" in (by_name["news"].error or "")

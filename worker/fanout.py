@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 
 from worker import inference
 from worker.contract import InferenceOutput, QuestionRequest, SourceOutcome
+from worker.errors import SourceError
 from worker.executor import InferencePool
 from worker.sources import REGISTRY, Source, SourceContext
 
@@ -71,6 +72,8 @@ class FanOut:
     inference_units: int
     policy: FetchPolicy = field(default_factory=DirectFetch)
     on_event: EventHook | None = None
+    max_text_chars: int | None = None
+    """Longest text a source may return (any kind of source); longer is that source's ``error``."""
 
     def _emit(self, event: FanOutEvent, outcome: SourceOutcome) -> None:
         if self.on_event is None:
@@ -135,6 +138,8 @@ class FanOut:
             text = await self.policy.fetch(source, request, ctx, o, deadline)
             if not isinstance(text, str):
                 raise TypeError(f"source returned {type(text).__name__}, not str")
+            if self.max_text_chars is not None and len(text) > self.max_text_chars:
+                raise SourceError(f"answer of {len(text):,} characters is over the {self.max_text_chars:,} limit")
         except TimeoutError:
             o.status, o.error = "timeout", f"no answer within {o.timeout_s or 0.0:g}s"
             self._fetch_ended(o, t0)

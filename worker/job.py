@@ -166,6 +166,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         inference_units=max(1, round(s.inference_units * s.time_scale)),
         policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
         on_event=progress.start(ctx, request).on_event,
+        max_text_chars=s.max_source_bytes,
     )
     outcomes, total_s = await fan_out.run(
         request,
