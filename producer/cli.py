@@ -104,7 +104,12 @@ async def _wait_live(client: Client, job_id: str, timeout: float | None, live: b
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to answer."),
-    sources: str | None = typer.Option(None, "--sources", help="Comma-separated sources (default: all)."),
+    sources: str | None = typer.Option(
+        None,
+        "--sources",
+        help="Comma-separated sources (default: the worker's AGENTQ_DEFAULT_SOURCES, else every source "
+        "that can run there).",
+    ),
     source_timeout: float | None = typer.Option(None, "--source-timeout", help="Per-source timeout, seconds."),
     deadline: float | None = typer.Option(None, "--deadline", help="Whole-query deadline, seconds."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Fetch every source afresh, bypassing the cache."),

@@ -14,7 +14,9 @@ log (``worker.progress``) from its first event to ``job_done``.
 ``request_fingerprint``) gets that job's id instead of a new job. One Redis transaction, optimistic
 on the marker key ``<prefix>:inflight:<sha256>``, checks the marker and the job it names, and
 writes the new job together with its marker: of two producers enqueueing at once, the second
-one's transaction fails, it looks again, and it joins the first one's job.
+one's transaction fails, it looks again, and it joins the first one's job. The marker expires with
+the job key (arq's ``expires_extra_ms``, one day), so however long the job waits in the queue it is
+joined; the worker deletes the marker once the job has finished.
 
 **Priorities.** arq's queue is a sorted set scored by enqueue time in ms, and workers take the
 lowest scores whose time has come. A job is scored ``enqueue time - rank * priority_step_s``
@@ -39,7 +41,6 @@ import pydantic
 import redis.exceptions
 from arq.connections import ArqRedis, create_pool
 from arq.jobs import DeserializationError, Job, JobStatus, deserialize_result, serialize_job
-from arq.utils import timestamp_ms
 
 from worker.app import redis_settings
 from worker.contract import (
@@ -200,8 +201,11 @@ class Client:
         the new job must appear in the same one as its marker. What it writes is what arq writes:
         arq's ``serialize_job`` under arq's job key, the id in the queue, the same expiry.
         """
-        now_ms = timestamp_ms()
-        score = now_ms - rank * round(self.settings.priority_step_s * 1000)
+        now = time.time()
+        now_ms = round(now * 1000)
+        # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
+        # the same millisecond (a sorted set would order those ties by their random ids).
+        score = now * 1000 - rank * round(self.settings.priority_step_s * 1000)
         if marker is not None:
             await pipe.watch(marker)
             current = await pipe.get(marker)
@@ -219,7 +223,9 @@ class Client:
         pipe.psetex(Keys.job(job_id), self.redis.expires_extra_ms, job)
         pipe.zadd(self.settings.queue_name, {job_id: score})
         if marker is not None:
-            pipe.set(marker, job_id, ex=self.settings.dedup_ttl_s)
+            # The marker lives exactly as long as the job key can (arq never extends that expiry, and
+            # a job whose key has expired is never run): a job queued that long is still joined.
+            pipe.psetex(marker, self.redis.expires_extra_ms, job_id)
         await pipe.execute()
         return Enqueued(job_id, deduplicated=False)
 

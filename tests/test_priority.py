@@ -96,3 +96,9 @@ async def test_high_overtakes_a_backlog_the_worker_has_already_read(
     results = {name: await client.result(job_id, timeout=60) for name, job_id in ids.items()}
     started = {name: r.timing.started_at for name, r in results.items() if r.timing}
     assert sorted(started, key=started.__getitem__) == ["normal 0", "high", "normal 1", "normal 2"], started
+
+
+async def test_first_come_first_served_within_a_priority_even_in_one_millisecond(client: Client) -> None:
+    """Jobs enqueued back to back (many within one millisecond) sit in the queue in enqueue order."""
+    ids = [await client.enqueue(f"question {i}", dedup=False) for i in range(30)]
+    assert await client.redis.zrange(client.settings.queue_name, 0, -1) == [i.encode() for i in ids]

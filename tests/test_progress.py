@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
 
 import pytest
 import redis.asyncio
 
+from producer import client as client_module
 from producer.client import Client
 from worker.contract import Keys, ProgressEvent, SourceOutcome
 from worker.errors import JobNotFound, WaitTimeout
@@ -53,6 +56,43 @@ async def test_events_arrive_in_order_and_a_late_watcher_gets_them_all(
     fetch_start = next(e for e in live if e.event == "fetch_start")
     assert isinstance(fetch_start.detail.get("timeout_s"), float)
     assert late == live
+
+
+async def test_waiters_are_woken_when_the_job_finishes_not_at_the_next_recheck(
+    client: Client, start_worker_processes: StartWorkers
+) -> None:
+    """result() and the progress iterator, both waiting on a running job, return within 0.5 s of the
+    job's finished_at: well inside the client's 1 s recheck, so they were woken, not polling.
+
+    The wait starts while the job is still fetching (its finished_at is later than the call, so the
+    first look found nothing) and it ends ~0.25 s later. Measured: woken ~5 ms after finished_at;
+    with the wake-up disabled (recheck only) ~0.7 s."""
+    # knowledge_base answers in 0.2 s (10 x 0.02).
+    start_worker_processes(1, AGENTQ_SOURCE_LATENCY_S='{"knowledge_base": 10}')
+    job_id = await client.enqueue("Is the launch on time?", sources=["knowledge_base"])
+    for _ in range(3000):  # until a worker has taken it
+        if await client.status(job_id) != "queued":
+            break
+        await asyncio.sleep(0.01)
+
+    async def wait_result() -> datetime:
+        await client.result(job_id, timeout=30)
+        return datetime.now(UTC)
+
+    async def follow_progress() -> datetime:
+        events = [e async for e in client.progress(job_id, timeout=30)]
+        assert events[-1].event == "job_done"
+        return datetime.now(UTC)
+
+    called = datetime.now(UTC)
+    result_back, progress_back = await asyncio.gather(wait_result(), follow_progress())
+    stored = await client.fetch_result(job_id)
+    assert stored is not None and stored.status == "ok"
+    finished = stored.timing.finished_at
+    assert called < finished, "the job finished before the wait began: nothing was measured"
+    assert client_module._RECHECK_S == 1.0
+    for returned in (result_back, progress_back):
+        assert timedelta(0) <= returned - finished < timedelta(seconds=0.5), returned - finished
 
 
 async def test_progress_ends_for_failed_or_unknown_jobs_and_times_out(
