@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     upstream_max_connections: PositiveInt = Field(
         100, description="connections one worker's HTTP client may hold open at once (all upstreams)"
     )
+    max_source_bytes: PositiveInt = Field(
+        262_144,
+        description="largest answer an HTTP source reads (decoded bytes), and the longest text any source may return"
+        " (characters); past it that source fails with a permanent error",
+    )
 
     # --- the worker ----------------------------------------------------------------------------
     executor: ExecutorKind = Field("auto", description="inference pool kind; auto picks the best")
@@ -123,11 +128,6 @@ class Settings(BaseSettings):
     # --- progress, deduplication, priorities -----------------------------------------------------
     progress_ttl_s: PositiveInt = Field(
         600, description="how long a job's progress log stays in Redis after its last event (late watchers replay it)"
-    )
-    dedup_ttl_s: PositiveInt = Field(
-        300,
-        description="lifetime of the marker that lets an identical question join a queued or running job "
-        "(each join checks the job's real state; this only bounds a marker a lost worker never cleared)",
     )
     priority_step_s: PositiveFloat = Field(
         300.0,
