@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import time
 from typing import Any
 
 import pytest
 import redis.asyncio
+import redis.exceptions
 
 from worker.contract import Keys, QuestionRequest, SourceOutcome
 from worker.errors import SourceError, TransientSourceError
 from worker.fanout import SourceSkipped
-from worker.resilience import ResilientFetch
+from worker.resilience import ResilientFetch, policy
 from worker.resilience.adaptive import LatencyWindow, p95
 from worker.resilience.breaker import CircuitBreaker
 from worker.resilience.cache import SourceCache, normalise, question_digest
@@ -134,6 +137,37 @@ async def test_retry_after_hint_lengthens_the_backoff() -> None:
     assert slept == [0.7]
 
 
+@pytest.mark.parametrize("draw", [0.0, 0.999999, None], ids=["no-jitter", "full-jitter", "random"])
+async def test_backoff_is_exponential_with_bounded_jitter(draw: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before retry n the wait is b*2^(n-1) plus jitter in [0, b], the sum capped at the maximum."""
+    if draw is not None:  # tenacity's wait_random draws random.random(); pin it to the bounds
+        monkeypatch.setattr(random, "random", lambda: draw)
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def down() -> str:
+        raise TransientSourceError("503")
+
+    b, cap = 0.1, 1.0
+    with pytest.raises(TransientSourceError):
+        await with_retries(
+            down, retries=6, backoff_s=b, backoff_max_s=cap, attempt_timeout_s=0.1,
+            deadline=time.monotonic() + 60, sleep=record,
+        )  # fmt: skip
+    assert len(slept) == 6
+    for n, wait in enumerate(slept, start=1):
+        low, high = min(b * 2 ** (n - 1), cap), min(b * 2 ** (n - 1) + b, cap)
+        assert low - 1e-9 <= wait <= high + 1e-9, (n, wait)
+    if draw == 0.0:
+        assert slept == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    elif draw is not None:
+        assert slept == pytest.approx([0.2, 0.3, 0.5, 0.9, 1.0, 1.0], abs=1e-5)
+    else:
+        assert len({round(w - b * 2 ** (n - 1), 9) for n, w in enumerate(slept[:4], start=1)}) > 1  # jitter varies
+
+
 # --------------------------------------------------------------------------------- breaker
 async def test_breaker_opens_probes_once_and_closes(fake_redis: Any) -> None:
     """K failures open it for every worker; after the cool-down exactly one probe goes; success closes."""
@@ -169,6 +203,20 @@ async def test_failed_probe_reopens_and_lost_probe_is_replaced(fake_redis: Any) 
     await asyncio.sleep(0.15)
     assert (await breaker.allow("kb", 0.1)).state == "half_open"  # lease over: a new probe
     assert await fake_redis.ttl(KEYS.breaker("kb")) > 0
+
+
+async def test_breaker_ignores_a_late_success_while_open(fake_redis: Any) -> None:
+    """A success reported while the circuit is open (a call begun before it opened) does not close it."""
+    breaker = CircuitBreaker(fake_redis, KEYS, threshold=2, cooldown_s=0.2)
+    await breaker.failure("news")
+    await breaker.failure("news")
+    late = await breaker.success("news")
+    assert (late.state, late.failures) == ("open", 2) and 0 < late.retry_in_s <= 0.2
+    assert (await breaker.allow("news", 1.0)).state == "open"
+    await asyncio.sleep(0.25)
+    assert (await breaker.allow("news", 1.0)).state == "half_open"
+    assert (await breaker.success("news")).state == "closed"  # the probe's success does close it
+    assert (await breaker.allow("news", 1.0)).state == "closed"
 
 
 # --------------------------------------------------------------------------------- adaptive
@@ -308,6 +356,19 @@ async def test_policy_opens_circuit_and_skips(fake_redis: Any) -> None:
     assert "circuit open after 3 consecutive failures" in (third.error or "")
 
 
+async def test_policy_breaker_counts_only_upstream_trouble(fake_redis: Any) -> None:
+    """Permanent errors (a 4xx, an injected failure) never open the circuit; timeouts and 5xx do."""
+    s = policy_settings(source_retries=0, breaker_failures=2, cache_ttl_s=0, adaptive_timeouts=False)
+    policy = ResilientFetch(s, fake_redis)
+    refused = Upstream(SourceError("404"), SourceError("news: injected failure (source_fail)"), SourceError("400"))
+    assert [(await fetch(policy, refused)).status for _ in range(3)] == ["error"] * 3
+    assert await fake_redis.exists(KEYS.breaker("news")) == 0  # nothing counted
+    unwell = Upstream(1.0, TransientSourceError("503"))
+    assert [(await fetch(policy, unwell, source_timeout_s=0.05)).status for _ in range(2)] == ["timeout", "error"]
+    skipped = await fetch(policy, unwell)
+    assert (skipped.status, skipped.attempts, unwell.calls) == ("circuit_open", 0, 2)
+
+
 async def test_policy_adapts_timeout_after_warm_up(fake_redis: Any) -> None:
     """The timeout is fixed until there are min_samples latencies, then adaptive, never above the fixed one."""
     s = policy_settings(adaptive_min_samples=3, cache_ttl_s=0)
@@ -335,6 +396,47 @@ async def test_policy_waits_for_rate_limit_or_gives_up(fake_redis: Any) -> None:
     await fetch(policy, Upstream())
     late = await fetch(policy, Upstream(), deadline_s=5.3)  # the token would come after deadline - timeout
     assert late.status == "rate_limited" and "too late for the deadline" in (late.error or "")
+
+
+class DownPool(redis.asyncio.ConnectionPool):
+    """A connection pool to a Redis that is down (refuses, or never answers); counts every use."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode, self.uses = mode, 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self.uses += 1
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        raise redis.exceptions.ConnectionError("Error 111 connecting to redis. Connection refused.")
+
+
+@pytest.mark.parametrize("mode", ["refuse", "hang"])
+async def test_policy_backs_off_from_redis_after_a_failure(
+    mode: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After one failed bookkeeping call, no policy touches that Redis until the back-off ends; logged once."""
+    monkeypatch.setattr(policy, "REDIS_OP_TIMEOUT_S", 0.05)
+    pool = DownPool(mode)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    s = policy_settings(rate_limits={"news": 1})
+    up = Upstream()
+    with caplog.at_level(logging.WARNING, logger=policy.__name__):
+        first = await fetch(ResilientFetch(s, client), up, "first?")
+        assert first.status == "ok" and 1 <= pool.uses <= 3  # the cache read, and calls already in flight
+        uses = pool.uses
+        for question in ("second?", "third?"):  # new jobs, new policies: same worker, same pool
+            later = await fetch(ResilientFetch(s, client), up, question)
+            assert (later.status, later.cache, later.timeout_mode, later.circuit) == ("ok", "off", "fixed", None)
+        assert pool.uses == uses  # no Redis call at all while backing off
+        assert sum("go on without Redis" in r.getMessage() for r in caplog.records) == 1
+        monkeypatch.setattr(policy.RedisHealth.of(client), "down_until", time.monotonic())  # the back-off ends
+        await fetch(ResilientFetch(s, client), up, "fourth?")
+        assert pool.uses == uses + 1  # Redis is tried again (once: it fails, a new period starts)
+        assert sum("go on without Redis" in r.getMessage() for r in caplog.records) == 2
+    assert up.calls == 4
+    await client.aclose()
 
 
 async def test_policy_survives_redis_down() -> None:

@@ -61,16 +61,29 @@ def by_name(result: JobResult) -> dict[str, SourceOutcome]:
 async def test_cache_and_circuit_are_shared_between_workers(
     client: Client, start_policy_workers: StartWorkers, redis_url: str
 ) -> None:
-    """What worker A learnt (a cached answer, a source that keeps failing) serves worker B, which never saw it."""
+    """What worker A learnt (a cached answer, a source that keeps timing out) serves worker B, which never saw it.
+
+    On worker A news hangs (2 s against a 0.3 s timeout) and knowledge_base has an injected failure,
+    which is a permanent error: it is not retried and never counts towards opening a circuit.
+    """
     common = {"AGENTQ_BREAKER_FAILURES": "2", "AGENTQ_BREAKER_COOLDOWN_S": "60"}
-    worker_a = start_policy_workers(1, AGENTQ_SOURCE_FAIL='["news"]', **common)
-    first = await ask(client, "Will it rain in Paris?", "weather", "news")
+    worker_a = start_policy_workers(
+        1,
+        AGENTQ_SOURCE_LATENCY_S='{"news": 100}',
+        AGENTQ_SOURCE_FAIL='["knowledge_base"]',
+        AGENTQ_SOURCE_RETRIES="0",
+        **common,
+    )
+    first = await ask(client, "Will it rain in Paris?", "weather", "news", "knowledge_base", source_timeout_s=0.3)
     assert by_name(first)["weather"].cache == "miss" and by_name(first)["weather"].attempts == 1
-    assert by_name(first)["news"].status == "error" and by_name(first)["news"].circuit == "closed"
-    second = await ask(client, "Is it sunny in Rome?", "news")
-    assert by_name(second)["news"].status == "error"
-    state = redis.Redis.from_url(redis_url).hgetall(Keys("agentq").breaker("news"))
+    assert by_name(first)["news"].status == "timeout" and by_name(first)["news"].circuit == "closed"
+    second = await ask(client, "Is it sunny in Rome?", "news", "knowledge_base", source_timeout_s=0.3)
+    assert by_name(second)["news"].status == "timeout"
+    assert [by_name(r)["knowledge_base"].status for r in (first, second)] == ["error", "error"]
+    server = redis.Redis.from_url(redis_url)
+    state = server.hgetall(Keys("agentq").breaker("news"))
     assert state[b"state"] == b"open" and state[b"failures"] == b"2"
+    assert server.exists(Keys("agentq").breaker("knowledge_base")) == 0
 
     start_policy_workers(1, **common)  # worker B: news would answer here, weather was never fetched
     stop_workers(worker_a)
@@ -139,11 +152,12 @@ async def test_one_result_shows_every_policy(
 ) -> None:
     """One query: a cache hit, a retry, an open circuit and a rate-limited wait, each in its source's outcome."""
     start_policy_workers(
-        1, AGENTQ_SOURCE_FAIL='["news"]', AGENTQ_BREAKER_FAILURES="2", AGENTQ_RATE_LIMITS='{"ticker": 1}'
+        1, AGENTQ_SOURCE_LATENCY_S='{"news": 100}', AGENTQ_BREAKER_FAILURES="2", AGENTQ_RATE_LIMITS='{"ticker": 1}'
     )
     question = "Will it rain in Paris tomorrow?"
-    await ask(client, question, "weather", "news")  # caches weather; news fails once
-    await ask(client, "any news?", "news")  # and twice: its circuit opens
+    await ask(client, question, "weather")  # caches weather
+    news = by_name(await ask(client, "any news?", "news", source_timeout_s=0.3))["news"]
+    assert news.attempt_errors[:2] == ["timeout after 0.3s"] * 2  # two timeouts: its circuit opens
     await ask(client, "take the ticker's token", "ticker")
     result = await ask(client, question, "weather", "flaky", "news", "ticker", deadline_s=10.0)
     o = by_name(result)

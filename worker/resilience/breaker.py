@@ -6,9 +6,10 @@ times itself, sending N×K doomed calls to an upstream that is already strugglin
 probe it separately after the cool-down.
 
 States: ``closed`` (calls go through; consecutive failures are counted), ``open`` (calls are
-skipped until the cool-down ends), ``half_open`` (after the cool-down exactly one caller, across
-all workers, is let through as a probe; its success closes the circuit, its failure re-opens it for
-another cool-down; a probe that never reports is replaced once its lease runs out).
+skipped until the cool-down ends; a late success of a call begun before it opened is ignored),
+``half_open`` (after the cool-down exactly one caller, across all workers, is let through as a
+probe; its success closes the circuit, its failure re-opens it for another cool-down; a probe that
+never reports is replaced once its lease runs out).
 
 Hand-written as a short Lua script because no maintained breaker library keeps its state in Redis
 for asyncio clients with atomic transitions (pybreaker's Redis storage is synchronous and updates
@@ -48,6 +49,11 @@ if op == 'allow' then
   redis.call('EXPIRE', KEYS[1], ttl)
   return {'half_open', failures, '0'}
 elseif op == 'success' then
+  if state == 'open' then
+    -- a call begun before the circuit opened: it must not close it early (only the probe may)
+    local until_ = tonumber(redis.call('HGET', KEYS[1], 'opened_until') or '0')
+    return {'open', failures, tostring(math.max(until_ - now, 0))}
+  end
   if state ~= 'closed' or failures > 0 then redis.call('DEL', KEYS[1]) end
   return {'closed', 0, '0'}
 end
@@ -88,9 +94,16 @@ class CircuitBreaker:
         return await self._run(source, "allow", probe_lease_s)
 
     async def success(self, source: str) -> Verdict:
-        """A call answered: the circuit closes and the failure count starts again."""
+        """A call answered: the count starts again and a half-open circuit closes.
+
+        Ignored while the circuit is open: that call began before the circuit opened (a slow one),
+        and one late answer must not undo the failures that opened it; only the probe closes it.
+        """
         return await self._run(source, "success")
 
     async def failure(self, source: str) -> Verdict:
-        """A call failed (error or timeout): count it; open the circuit at the threshold."""
+        """A call failed in a way that says the upstream is unwell: count it; open the circuit at the threshold.
+
+        The caller decides what counts (the policy reports only timeouts and transient errors).
+        """
         return await self._run(source, "failure")

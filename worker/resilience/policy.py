@@ -7,8 +7,16 @@ enough samples) and the fetch runs under retries, each attempt taking a rate-lim
 shared state, and the text that finally arrives is cached.
 
 Every Redis call here is bookkeeping around the fetch, never a reason to lose it: each is bounded
-by :data:`REDIS_OP_TIMEOUT_S`, and if it fails the fetch goes on as if that feature were off
-(logged as a warning).
+by :data:`REDIS_OP_TIMEOUT_S`, and if it fails the fetch goes on as if that feature were off. When
+Redis itself is the trouble (unreachable, or too slow), every policy Redis call of the worker process
+is skipped for :data:`REDIS_BACKOFF_S` (see :class:`RedisHealth`), so an outage costs a query at most
+one bounded call per source, not one per feature and attempt; it is logged once per back-off period.
+
+Only failures that say something about the upstream's health reach the circuit breaker: timeouts,
+:class:`~worker.errors.TransientSourceError` and connection errors, the same ones the retries retry
+(:func:`~worker.resilience.retry.is_transient`). A permanent error (a 4xx, a body we cannot read, the
+simulated sources' injected failures) means the upstream answered, so it neither counts towards
+opening the circuit nor resets the count.
 """
 
 from __future__ import annotations
@@ -17,8 +25,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import redis.exceptions
 
 from worker.contract import Keys, QuestionRequest, SourceOutcome
 from worker.fanout import SourceSkipped
@@ -26,7 +37,7 @@ from worker.resilience.adaptive import LatencyWindow
 from worker.resilience.breaker import CircuitBreaker, Verdict
 from worker.resilience.cache import SourceCache
 from worker.resilience.ratelimit import RateLimited, RateLimits
-from worker.resilience.retry import with_retries
+from worker.resilience.retry import is_transient, with_retries
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -39,6 +50,49 @@ T = TypeVar("T")
 
 #: Longest one bookkeeping Redis call may take before the fetch goes on without it.
 REDIS_OP_TIMEOUT_S = 1.0
+#: After Redis failed a bookkeeping call (down or too slow), how long every policy skips Redis.
+REDIS_BACKOFF_S = 5.0
+
+#: Failures that mean Redis itself is unwell (as opposed to, say, a value that is not what we wrote).
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)
+
+
+class RedisHealth:
+    """Whether the policies may use one Redis now: after a failure, not for :data:`REDIS_BACKOFF_S`.
+
+    A bookkeeping call during an outage burns its whole :data:`REDIS_OP_TIMEOUT_S` (the worker's
+    pool retries with back-off inside it), and a fetch makes several; without a back-off a Redis
+    outage would cost every source of every query seconds of its deadline. :class:`ResilientFetch`
+    is built per job, so this state must outlive it: one instance per connection pool (one per
+    worker process), found by :meth:`of`. Hand-written because it is a timestamp and a flag; a
+    circuit-breaker library for this would itself need somewhere to keep its state.
+    """
+
+    _by_pool: ClassVar[weakref.WeakKeyDictionary[object, RedisHealth]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.down_until = 0.0  # time.monotonic() before which Redis is not asked
+        self.failing = False  # a failure was logged and no call has succeeded since
+
+    @classmethod
+    def of(cls, redis: Redis) -> RedisHealth:
+        """The health of ``redis``'s connection pool, shared by every policy built on it."""
+        return cls._by_pool.setdefault(redis.connection_pool, cls())
+
+    def available(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        """Start a back-off period (logged once) unless one is already running."""
+        if not self.available():
+            return  # a concurrent call failed first and has already said so
+        self.down_until, self.failing = time.monotonic() + REDIS_BACKOFF_S, True
+        log.warning("Redis failed the %s (%r); source policies go on without Redis for %gs", what, exc, REDIS_BACKOFF_S)
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.warning("Redis answers again; source policies use it again")
 
 
 class ResilientFetch:
@@ -47,6 +101,7 @@ class ResilientFetch:
     def __init__(self, settings: Settings, redis: Redis, keys: Keys | None = None) -> None:
         s = self.settings = settings
         keys = keys or Keys(s.key_prefix)
+        self.health = RedisHealth.of(redis)
         self.cache = SourceCache(redis, keys, s.cache_ttl_s) if s.cache_ttl_s > 0 else None
         self.breaker = (
             CircuitBreaker(redis, keys, s.breaker_failures, s.breaker_cooldown_s) if s.breaker_failures > 0 else None
@@ -63,20 +118,21 @@ class ResilientFetch:
     ) -> str:
         """Return the source's text for ``request`` (see the module docstring for the order)."""
         name, question = source.name, request.question
-        if self.cache is None:
+        cache, breaker = self.cache, self.breaker
+        if cache is None:
             outcome.cache = "off"
         elif request.no_cache:
             outcome.cache = "bypass"
         else:
-            cached = await self._guard("cache read", self.cache.get(name, question), False)
+            cached: str | bool | None = await self._guard("cache read", lambda: cache.get(name, question), False)
             if isinstance(cached, str):
                 outcome.cache = "hit"
                 return cached
             outcome.cache = "miss" if cached is None else "off"
 
         timeout = await self._timeout(name, request, outcome)
-        if self.breaker is not None:
-            verdict = await self._guard("circuit breaker", self.breaker.allow(name, timeout + 1.0), None)
+        if breaker is not None:
+            verdict = await self._guard("circuit breaker", lambda: breaker.allow(name, timeout + 1.0), None)
             if verdict is not None:
                 outcome.circuit = verdict.state
                 if verdict.state == "open":
@@ -90,8 +146,8 @@ class ResilientFetch:
             attempt_timeout_s=timeout,
             deadline=deadline,
         )
-        if self.cache is not None:
-            await self._guard("cache write", self.cache.put(name, question, text), None)
+        if cache is not None:
+            await self._guard("cache write", lambda: cache.put(name, question, text), None)
         return text
 
     async def _timeout(self, name: str, request: QuestionRequest, outcome: SourceOutcome) -> float:
@@ -101,8 +157,9 @@ class ResilientFetch:
             return fixed
         s = self.settings
         ceiling = min(s.adaptive_timeout_max_s or fixed, s.max_source_timeout_s, request.source_timeout_s or math.inf)
+        latencies = self.latencies
         adaptive = await self._guard(
-            "adaptive timeout", self.latencies.timeout(name, floor=s.adaptive_timeout_min_s, ceiling=ceiling), None
+            "adaptive timeout", lambda: latencies.timeout(name, floor=s.adaptive_timeout_min_s, ceiling=ceiling), None
         )
         if adaptive is None:
             return fixed
@@ -113,10 +170,10 @@ class ResilientFetch:
         self, source: Source, question: str, ctx: SourceContext, o: SourceOutcome, timeout: float, deadline: float
     ) -> str:
         """One call to the upstream: breaker check (on a retry), rate-limit token, timed fetch, bookkeeping."""
-        name = source.name
+        name, breaker = source.name, self.breaker
         o.attempts += 1
-        if o.attempts > 1 and self.breaker is not None:
-            verdict = await self._guard("circuit breaker", self.breaker.allow(name, timeout + 1.0), None)
+        if o.attempts > 1 and breaker is not None:
+            verdict = await self._guard("circuit breaker", lambda: breaker.allow(name, timeout + 1.0), None)
             if verdict is not None and verdict.state == "open":
                 raise SourceSkipped("circuit_open", f"{_open_reason(verdict)} (opened during retries)")
         if self.limits is not None and self.limits.limit_of(name) is not None:
@@ -130,7 +187,8 @@ class ResilientFetch:
         except Exception as exc:
             timed_out = isinstance(exc, TimeoutError)
             o.attempt_errors.append(f"timeout after {timeout:g}s" if timed_out else f"{type(exc).__name__}: {exc}")
-            await self._report(name, ok=False, seconds=timeout if timed_out else None)
+            if is_transient(exc):  # a permanent error says the upstream answered: not the breaker's business
+                await self._report(name, ok=False, seconds=timeout if timed_out else None)
             raise
         await self._report(name, ok=True, seconds=time.monotonic() - started)
         return text
@@ -138,33 +196,52 @@ class ResilientFetch:
     async def _token(self, name: str, *, latest_start: float) -> float:
         """Wait for a rate-limit token; ``rate_limited`` if none comes in time, unlimited if Redis fails."""
         assert self.limits is not None
+        if not self.health.available():
+            return 0.0
         t0 = time.monotonic()
         try:
-            return await self.limits.acquire(name, latest_start=latest_start, redis_timeout_s=REDIS_OP_TIMEOUT_S)
+            waited = await self.limits.acquire(name, latest_start=latest_start, redis_timeout_s=REDIS_OP_TIMEOUT_S)
         except RateLimited as exc:
             raise SourceSkipped("rate_limited", str(exc)) from exc
         except Exception as exc:
-            log.warning("rate limiter failed for %s (%r); fetching without a token", name, exc)
+            self._failed(f"rate limiter of {name} (fetching without a token)", exc)
             return time.monotonic() - t0
+        self.health.succeeded()
+        return waited
 
     async def _report(self, name: str, *, ok: bool, seconds: float | None) -> None:
         """Tell the shared state how an attempt went: its latency sample and the breaker."""
+        latencies, breaker = self.latencies, self.breaker
         calls: list[Awaitable[object]] = []
-        if self.latencies is not None and seconds is not None:
-            calls.append(self._guard("latency sample", self.latencies.record(name, seconds), None))
-        if self.breaker is not None:
-            report = self.breaker.success(name) if ok else self.breaker.failure(name)
-            calls.append(self._guard("circuit breaker", report, None))
+        if latencies is not None and seconds is not None:
+            calls.append(self._guard("latency sample", lambda: latencies.record(name, seconds), None))
+        if breaker is not None:
+            report = breaker.success if ok else breaker.failure
+            calls.append(self._guard("circuit breaker", lambda: report(name), None))
         await asyncio.gather(*calls)
 
-    async def _guard(self, what: str, call: Awaitable[T], fallback: T) -> T:
-        """Await a bookkeeping call; on any failure (Redis down, slow, odd data) log and return ``fallback``."""
+    async def _guard(self, what: str, call: Callable[[], Awaitable[T]], fallback: T) -> T:
+        """Await a bookkeeping call, or return ``fallback`` at once while Redis is backing off.
+
+        On any failure (Redis down, slow, odd data) log and return ``fallback``; a failure of Redis
+        itself also starts a back-off period (:class:`RedisHealth`).
+        """
+        if not self.health.available():
+            return fallback
         try:
             async with asyncio.timeout(REDIS_OP_TIMEOUT_S):
-                return await call
+                result = await call()
         except Exception as exc:
-            log.warning("%s failed (%r); going on without it", what, exc)
+            self._failed(what, exc)
             return fallback
+        self.health.succeeded()
+        return result
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if isinstance(exc, _REDIS_DOWN):
+            self.health.failed(what, exc)
+        else:
+            log.warning("%s failed (%r); going on without it", what, exc)
 
 
 def _open_reason(verdict: Verdict) -> str:

@@ -6,6 +6,10 @@ admits a call atomically in a Lua script, so "N per period" holds in *every* win
 however many workers take tokens. ``limits`` answers "may I, now?"; waiting is ours: a refused
 caller sleeps until the oldest call in the window leaves it (``get_window_stats().reset_time``),
 then asks again, and gives up as soon as the wait would make its fetch miss the deadline.
+
+Clocks: ``limits`` stamps each call with the caller's ``time.time()`` (not Redis's ``TIME``), so the
+limit is exact among workers on one host; across hosts whose clocks differ by up to d seconds it
+holds as N per (period - d). Hosts must run NTP (README, "Source policies").
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Built on tenacity rather than stamina: stamina only offers "N attempts within T 
 retry here must not *start* unless the whole attempt (its back-off plus its full per-attempt
 timeout) still fits before the query deadline. tenacity computes the next back-off before it asks
 the stop condition, so that rule is one small stop function; the back-off is tenacity's own
-exponential wait plus a random jitter of up to the first back-off.
+exponential wait plus a random jitter of up to the first back-off, the sum capped at the maximum:
+before retry n (n = 1, 2, ...) it waits ``min(b * 2**(n-1) + U(0, b), max)``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class _Wait:
-    """Exponential back-off with jitter, never shorter than the upstream's ``Retry-After`` hint."""
+    """Exponential back-off with jitter, at most ``max_s``, never shorter than the upstream's ``Retry-After``."""
 
     def __init__(self, initial_s: float, max_s: float) -> None:
+        self.max_s = max_s
         self.backoff = wait_exponential(multiplier=initial_s, max=max_s, exp_base=2) + wait_random(0, initial_s)
 
     def __call__(self, state: RetryCallState) -> float:
-        wait = float(self.backoff(state))
+        wait = min(float(self.backoff(state)), self.max_s)  # tenacity caps the exponential part, not the jitter
         exc = state.outcome.exception() if state.outcome else None
         hint = getattr(exc, "retry_after_s", None)
         return max(wait, hint) if isinstance(hint, (int, float)) else wait
