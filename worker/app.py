@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from signal import Signals
 from typing import Any
 
 import redis.exceptions
@@ -139,6 +140,7 @@ class AgentQWorker(Worker):
         # start_jobs sets the in-progress key to this: one lease, renewed while the job runs.
         self.in_progress_timeout_s = settings.lease_s
         self.outage = OutageBudget(settings.redis_outage_s)
+        self.stopping = False
         self.results_discarded = 0
 
     async def main(self) -> None:
@@ -156,8 +158,21 @@ class AgentQWorker(Worker):
     def _running(self) -> list[str]:
         return [job_id for job_id, task in self.tasks.items() if not task.done()]
 
+    def handle_sig(self, signum: Signals) -> None:
+        """arq's stop (cancel the jobs and the main task), remembered: see :meth:`_poll_iteration`."""
+        self.stopping = True
+        super().handle_sig(signum)
+
     async def _poll_iteration(self) -> None:
-        """arq's poll, but a Redis outage shorter than ``redis_outage_s`` is waited out, not fatal."""
+        """arq's poll, but a Redis outage shorter than ``redis_outage_s`` is waited out, not fatal.
+
+        A stop request ends the loop even if its cancellation was swallowed on the way: a cancel
+        that lands inside a Redis call can come out as a ``TimeoutError`` (an ``OSError``), which
+        looks like an outage here, and the worker would otherwise poll on and never exit.
+        """
+        if self.stopping:
+            log.warning("stop requested but the poll loop is still running (its cancellation was lost); stopping")
+            raise asyncio.CancelledError
         try:
             await super()._poll_iteration()
         except REDIS_DOWN as exc:
