@@ -55,12 +55,11 @@ from worker.contract import (
     parse_request,
     request_fingerprint,
 )
-from worker.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+from worker.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
 from worker.settings import Settings, get_settings
 from worker.sources import source_names
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
-_REDIS_DOWN = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _RECHECK_S = 1.0
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
 PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
@@ -345,7 +344,7 @@ class Client:
         try:
             yield wait
         finally:
-            with contextlib.suppress(*_REDIS_DOWN):
+            with contextlib.suppress(*REDIS_DOWN):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @contextlib.contextmanager
@@ -353,7 +352,7 @@ class Client:
         """Map Redis connection failures to ``RedisUnavailable`` naming the (masked) URL."""
         try:
             yield
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.settings.redis_url_safe}: {exc}") from exc
 
 

@@ -40,6 +40,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+    """SIGTERM ``process`` if it still runs, then SIGKILL it after ``grace_s``; reap it either way."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for a TLS-only server: its certificate chain, its key and the CA of its clients."""
@@ -135,13 +147,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its files."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer.embedded import free_port
+from producer.embedded import free_port, stop_process
 from worker.sources.http import ENDPOINTS
 from worker.sources.simulated import phrase, question_words, seeded
 
@@ -328,13 +328,7 @@ class MockUpstream:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
     def __enter__(self) -> MockUpstream:

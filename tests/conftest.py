@@ -78,11 +78,12 @@ def worker_env(settings_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def start_worker_processes(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., list[Popen[bytes]]]]:
-    """Factory: start N real worker processes, wait until they heartbeat; stop them afterwards."""
+    """Factory: start N real worker processes (``command``: another worker entry point), wait until
+    they heartbeat; stop them afterwards."""
     started: list[Popen[bytes]] = []
 
-    def start(count: int = 1, **extra_env: str) -> list[Popen[bytes]]:
-        procs = start_workers(count, {**worker_env, **extra_env}, tmp_path)
+    def start(count: int = 1, command: list[str] | None = None, **extra_env: str) -> list[Popen[bytes]]:
+        procs = start_workers(count, {**worker_env, **extra_env}, tmp_path, command, first=len(started))
         started.extend(procs)
         try:
             wait_for_heartbeats(worker_env["AGENTQ_REDIS_URL"], procs)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from subprocess import Popen
 from typing import Any
 
@@ -18,34 +17,11 @@ import redis
 from resilience_sources import TICKS_KEY, WORKER_COMMAND
 
 from producer.client import Client
-from producer.demo import start_workers, stop_workers, wait_for_heartbeats
+from producer.demo import stop_workers
 from worker.contract import JobResult, Keys, QuestionRequest, SourceOutcome
 
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
-
-
-@pytest.fixture
-def start_policy_workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorkers]:
-    """Factory: N real workers that also have the test sources; all stopped afterwards."""
-    started: list[Popen[bytes]] = []
-    count = 0
-
-    def start(n: int = 1, **extra_env: str) -> list[Popen[bytes]]:
-        nonlocal count
-        procs = start_workers(n, {**worker_env, **extra_env}, tmp_path, command=WORKER_COMMAND, first=count)
-        count += n
-        started.extend(procs)
-        try:
-            wait_for_heartbeats(worker_env["AGENTQ_REDIS_URL"], procs)
-        except RuntimeError:
-            for log in sorted(tmp_path.glob("worker-*.log")):
-                print(log.read_text()[-3000:])
-            raise
-        return procs
-
-    yield start
-    stop_workers(started)
 
 
 async def ask(client: Client, question: str, *sources: str, **options: Any) -> JobResult:
@@ -59,7 +35,7 @@ def by_name(result: JobResult) -> dict[str, SourceOutcome]:
 
 
 async def test_cache_and_circuit_are_shared_between_workers(
-    client: Client, start_policy_workers: StartWorkers, redis_url: str
+    client: Client, start_worker_processes: StartWorkers, redis_url: str
 ) -> None:
     """What worker A learnt (a cached answer, a source that keeps timing out) serves worker B, which never saw it.
 
@@ -67,12 +43,13 @@ async def test_cache_and_circuit_are_shared_between_workers(
     which is a permanent error: it is not retried and never counts towards opening a circuit.
     """
     common = {"AGENTQ_BREAKER_FAILURES": "2", "AGENTQ_BREAKER_COOLDOWN_S": "60"}
-    worker_a = start_policy_workers(
+    worker_a = start_worker_processes(
         1,
         AGENTQ_SOURCE_LATENCY_S='{"news": 100}',
         AGENTQ_SOURCE_FAIL='["knowledge_base"]',
         AGENTQ_SOURCE_RETRIES="0",
         **common,
+        command=WORKER_COMMAND,
     )
     first = await ask(client, "Will it rain in Paris?", "weather", "news", "knowledge_base", source_timeout_s=0.3)
     assert by_name(first)["weather"].cache == "miss" and by_name(first)["weather"].attempts == 1
@@ -85,7 +62,9 @@ async def test_cache_and_circuit_are_shared_between_workers(
     assert state[b"state"] == b"open" and state[b"failures"] == b"2"
     assert server.exists(Keys("agentq").breaker("knowledge_base")) == 0
 
-    start_policy_workers(1, **common)  # worker B: news would answer here, weather was never fetched
+    start_worker_processes(
+        1, **common, command=WORKER_COMMAND
+    )  # worker B: news would answer here, weather was never fetched
     stop_workers(worker_a)
     third = await ask(client, "  will it RAIN in   paris? ", "weather", "news")
     assert third.worker_id != first.worker_id
@@ -100,9 +79,9 @@ async def test_cache_and_circuit_are_shared_between_workers(
     assert (by_name(fresh)["weather"].cache, by_name(fresh)["weather"].attempts) == ("bypass", 1)
 
 
-async def test_flaky_source_succeeds_on_retry(client: Client, start_policy_workers: StartWorkers) -> None:
+async def test_flaky_source_succeeds_on_retry(client: Client, start_worker_processes: StartWorkers) -> None:
     """A source whose first call fails with a 503 answers on the retry; both attempts are recorded."""
-    start_policy_workers(1)
+    start_worker_processes(1, command=WORKER_COMMAND)
     result = await ask(client, "Is the flaky API up?", "flaky")
     flaky = by_name(result)["flaky"]
     assert (result.status, flaky.status, flaky.attempts) == ("ok", "ok", 2)
@@ -111,10 +90,12 @@ async def test_flaky_source_succeeds_on_retry(client: Client, start_policy_worke
 
 
 async def test_adaptive_timeout_after_warm_up(
-    client: Client, start_policy_workers: StartWorkers, redis_url: str
+    client: Client, start_worker_processes: StartWorkers, redis_url: str
 ) -> None:
     """After min_samples fetches the timeout is p95 x 1.5 of the shared samples, and the result says so."""
-    start_policy_workers(1, AGENTQ_ADAPTIVE_MIN_SAMPLES="4", AGENTQ_ADAPTIVE_TIMEOUT_MIN_S="0.01")
+    start_worker_processes(
+        1, AGENTQ_ADAPTIVE_MIN_SAMPLES="4", AGENTQ_ADAPTIVE_TIMEOUT_MIN_S="0.01", command=WORKER_COMMAND
+    )
     for i in range(4):
         news = by_name(await ask(client, f"warm-up question {i}", "news"))["news"]
         assert (news.timeout_mode, news.timeout_s) == ("fixed", 5.0)
@@ -127,10 +108,10 @@ async def test_adaptive_timeout_after_warm_up(
 
 
 async def test_two_workers_share_one_rate_limit(
-    client: Client, start_policy_workers: StartWorkers, redis_url: str
+    client: Client, start_worker_processes: StartWorkers, redis_url: str
 ) -> None:
     """Two workers together start at most 4 calls a second to a source limited to 4/s; callers wait."""
-    start_policy_workers(2, AGENTQ_RATE_LIMITS='{"ticker": 4}')
+    start_worker_processes(2, AGENTQ_RATE_LIMITS='{"ticker": 4}', command=WORKER_COMMAND)
     job_ids = [
         await client.enqueue_request(QuestionRequest(question=f"tick {i}", sources=("ticker",), deadline_s=20.0))
         for i in range(12)
@@ -148,11 +129,15 @@ async def test_two_workers_share_one_rate_limit(
 
 
 async def test_one_result_shows_every_policy(
-    client: Client, start_policy_workers: StartWorkers, capsys: pytest.CaptureFixture[str]
+    client: Client, start_worker_processes: StartWorkers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One query: a cache hit, a retry, an open circuit and a rate-limited wait, each in its source's outcome."""
-    start_policy_workers(
-        1, AGENTQ_SOURCE_LATENCY_S='{"news": 100}', AGENTQ_BREAKER_FAILURES="2", AGENTQ_RATE_LIMITS='{"ticker": 1}'
+    start_worker_processes(
+        1,
+        AGENTQ_SOURCE_LATENCY_S='{"news": 100}',
+        AGENTQ_BREAKER_FAILURES="2",
+        AGENTQ_RATE_LIMITS='{"ticker": 1}',
+        command=WORKER_COMMAND,
     )
     question = "Will it rain in Paris tomorrow?"
     await ask(client, question, "weather")  # caches weather

@@ -23,14 +23,14 @@ from redis.backoff import ExponentialBackoff
 
 from worker import job
 from worker.contract import JOB_FUNCTION, Keys, dumps, loads
-from worker.leases import REDIS_DOWN, OutageBudget, explain_failure, renew_leases_forever
+from worker.errors import REDIS_DOWN
+from worker.leases import OutageBudget, explain_failure, renew_leases_forever
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Errors on which a Redis command is retried: the builtin OSError covers "connection refused"
-#: while Redis restarts, which redis-py's own ConnectionError does not.
-RETRY_ON = [OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+#: Errors on which a Redis command is retried (see ``REDIS_DOWN`` for why OSError is among them).
+RETRY_ON = list(REDIS_DOWN)
 
 
 def redis_settings(s: Settings, *, connect_retries: int | None = None) -> RedisSettings:

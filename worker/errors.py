@@ -11,6 +11,13 @@ AgentQError
 
 from __future__ import annotations
 
+import redis.exceptions
+
+#: Errors that mean "Redis cannot be reached right now", for every Redis caller to catch or retry.
+#: The builtin OSError covers "connection refused" while Redis restarts, which redis-py's own
+#: ConnectionError does not (and, since 3.11, asyncio's TimeoutError).
+REDIS_DOWN: tuple[type[Exception], ...] = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
 
 class AgentQError(Exception):
     """Base class of every error this project raises on purpose."""

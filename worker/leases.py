@@ -18,20 +18,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import redis.exceptions
 from arq.constants import in_progress_key_prefix
 
 from worker.contract import dumps, loads
+from worker.errors import REDIS_DOWN
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
 
 log = logging.getLogger(__name__)
-
-#: Errors that mean "Redis cannot be reached right now". The builtin OSError covers "connection
-#: refused" while Redis restarts, which redis-py's own ConnectionError does not (and, since 3.11,
-#: asyncio's TimeoutError).
-REDIS_DOWN: tuple[type[Exception], ...] = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 async def renew_leases_forever(redis: ArqRedis, running: Callable[[], Iterable[str]], lease_s: float) -> None:

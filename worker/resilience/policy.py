@@ -29,9 +29,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-import redis.exceptions
-
 from worker.contract import Keys, QuestionRequest, SourceOutcome
+from worker.errors import REDIS_DOWN
 from worker.fanout import SourceSkipped
 from worker.resilience.adaptive import LatencyWindow
 from worker.resilience.breaker import CircuitBreaker, Verdict
@@ -54,7 +53,6 @@ REDIS_OP_TIMEOUT_S = 1.0
 REDIS_BACKOFF_S = 5.0
 
 #: Failures that mean Redis itself is unwell (as opposed to, say, a value that is not what we wrote).
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)
 
 
 class RedisHealth:
@@ -238,7 +236,7 @@ class ResilientFetch:
         return result
 
     def _failed(self, what: str, exc: Exception) -> None:
-        if isinstance(exc, _REDIS_DOWN):
+        if isinstance(exc, REDIS_DOWN):
             self.health.failed(what, exc)
         else:
             log.warning("%s failed (%r); going on without it", what, exc)
