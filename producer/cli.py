@@ -10,19 +10,19 @@ import asyncio
 import enum
 import json
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
+from agentq.contract import JobResult
+from agentq.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+from agentq.settings import Settings, describe_settings_error, get_settings
 from producer.client import Client, Enqueued
-from producer.display import LiveProgress, summary
-from worker.cli import load_settings
-from worker.contract import JobResult
-from worker.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+from producer.display import summary
+from producer.watch import wait_with_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console()
@@ -39,6 +39,15 @@ _EXIT_FOR = {
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0, help="Seconds to wait (default: forever).")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 with one line naming what is wrong."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _run(body: Callable[[Client], Awaitable[T]]) -> T:
@@ -85,22 +94,6 @@ def _live() -> bool:
     return err.is_terminal and err.is_interactive
 
 
-async def _wait_live(client: Client, job_id: str, timeout: float | None, live: bool) -> JobResult:
-    """Wait for the result; on a terminal, show a live bar per source meanwhile.
-
-    The bars follow the job's progress log, which ends with the event the worker appends once the
-    result is stored, so the wait ends the moment the job does, not at the next poll.
-    """
-    if not live:
-        return await client.result(job_id, timeout=timeout)
-    started = time.monotonic()
-    with LiveProgress(err, job_id) as bars:
-        async for event in client.progress(job_id, timeout=timeout):
-            bars.update(event)
-    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-    return await client.result(job_id, timeout=left)
-
-
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to answer."),
@@ -137,7 +130,7 @@ def ask(
         if not as_json:
             joined = " (deduplicated: joined this identical question in flight)" if enqueued.deduplicated else ""
             err.print(f"job {enqueued.job_id} queued{joined}", highlight=False)
-        return enqueued, await _wait_live(client, enqueued.job_id, timeout, live=_live() and not as_json)
+        return enqueued, await wait_with_progress(client, enqueued.job_id, timeout, _live() and not as_json, err)
 
     # Refuse bad input before connecting: nothing reaches Redis.
     try:
@@ -176,7 +169,7 @@ def result(
 
     async def body(client: Client) -> JobResult:
         if wait:
-            return await _wait_live(client, job_id, timeout, live=_live() and not as_json)
+            return await wait_with_progress(client, job_id, timeout, _live() and not as_json, err)
         return await client.result(job_id, timeout=0)
 
     _show(_run(body), as_json)
@@ -197,29 +190,6 @@ def workers(as_json: bool = JSON_OPTION) -> None:
             f"in flight {r.get('jobs_in_flight')}  since {r.get('started_at')}",
             highlight=False,
         )
-
-
-@app.command()
-def demo(
-    workers_count: int = typer.Option(2, "--workers", min=1, max=16, help="Worker processes to start."),
-    time_scale: float = typer.Option(1.0, "--time-scale", min=0.001, help="Scale of latencies and work."),
-) -> None:
-    """Start Redis (unless REDIS_URL is set) and workers, answer the reference question, stop all."""
-    from producer.demo import run_demo
-
-    raise typer.Exit(run_demo(workers=workers_count, time_scale=time_scale))
-
-
-@app.command()
-def bench(
-    quick: bool = typer.Option(False, "--quick", help="A small run (seconds) that checks everything works."),
-    out: str = typer.Option("bench-results", "--out", help="Where to write summary.json, tables, charts."),
-    publish: str | None = typer.Option(None, "--publish", help="Also copy a full run's results and README here."),
-) -> None:
-    """Run the benchmarks on a throw-away Redis (~3 minutes on 2 cores): table, JSON, PNG charts."""
-    from producer.bench.runner import run_bench
-
-    run_bench(quick=quick, out=Path(out), publish=Path(publish) if publish else None)
 
 
 def run() -> None:

@@ -5,7 +5,10 @@
         result = await client.result(job_id, timeout=30)
 
 Requests are validated here, against the same contract the worker uses, before anything reaches
-Redis. Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
+Redis. The client speaks arq's Redis format itself (``agentq.wire``) and imports nothing of arq or
+of the worker: enqueueing a question loads no worker runtime.
+
+Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
 on a per-job channel once the result is stored, and the client checks the result key on every
 message (and once a second, in case a message was missed). ``progress`` follows the job's progress
 log (``worker.progress``) from its first event to ``job_done``.
@@ -15,7 +18,7 @@ log (``worker.progress``) from its first event to ``job_done``.
 on the marker key ``<prefix>:inflight:<sha256>``, checks the marker and the job it names, and
 writes the new job together with its marker: of two producers enqueueing at once, the second
 one's transaction fails, it looks again, and it joins the first one's job. The marker expires with
-the job key (arq's ``expires_extra_ms``, one day), so however long the job waits in the queue it is
+the job key (``agentq.wire.JOB_EXPIRY_MS``, one day), so however long the job waits in the queue it is
 joined; the worker deletes the marker once the job has finished.
 
 **Priorities.** arq's queue is a sorted set scored by enqueue time in ms, and workers take the
@@ -35,35 +38,33 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, Self
 
 import pydantic
 import redis.exceptions
-from arq.connections import ArqRedis, create_pool
-from arq.jobs import DeserializationError, Job, JobStatus, deserialize_result, serialize_job
+from redis.asyncio import Redis
 
-from worker.app import redis_settings
-from worker.contract import (
+from agentq import wire
+from agentq.connection import open_redis
+from agentq.contract import (
     JOB_FUNCTION,
     JobResult,
-    Keys,
     Priority,
     ProgressEvent,
     QuestionRequest,
-    dumps,
-    loads,
     parse_request,
     request_fingerprint,
 )
-from worker.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
-from worker.settings import Settings, get_settings
-from worker.sources import source_names
+from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+from agentq.keys import Keys
+from agentq.settings import Settings, get_settings
+from agentq.sources import source_names
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
 PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
-_UNFINISHED = {JobStatus.queued, JobStatus.deferred, JobStatus.in_progress}
+_UNFINISHED = {"queued", "deferred", "in_progress"}
 log = logging.getLogger(__name__)
 
 
@@ -81,16 +82,11 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.keys = Keys(self.settings.key_prefix)
-        self._redis: ArqRedis | None = None
+        self._redis: Redis | None = None
 
     async def __aenter__(self) -> Self:
         with self._redis_errors():
-            self._redis = await create_pool(
-                redis_settings(self.settings, connect_retries=0),
-                job_serializer=dumps,
-                job_deserializer=loads,
-                default_queue_name=self.settings.queue_name,
-            )
+            self._redis = await open_redis(self.settings)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -99,7 +95,7 @@ class Client:
             self._redis = None
 
     @property
-    def redis(self) -> ArqRedis:
+    def redis(self) -> Redis:
         if self._redis is None:
             raise RuntimeError("use the client inside 'async with Client() as client:'")
         return self._redis
@@ -196,9 +192,10 @@ class Client:
     async def _enqueue_once(self, pipe: Any, payload: dict[str, Any], rank: int, marker: str | None) -> Enqueued:
         """One optimistic attempt: join the marked job if it is unfinished, else write a new job.
 
-        Hand-written rather than ``ArqRedis.enqueue_job`` because that runs its own transaction, and
-        the new job must appear in the same one as its marker. What it writes is what arq writes:
-        arq's ``serialize_job`` under arq's job key, the id in the queue, the same expiry.
+        Written here rather than with arq's ``ArqRedis.enqueue_job`` because that runs its own
+        transaction, and the new job must appear in the same one as its marker. What it writes is
+        what arq writes (``agentq.wire``): the job record under arq's job key, the id in the queue,
+        the same expiry.
         """
         now = time.time()
         now_ms = round(now * 1000)
@@ -210,21 +207,21 @@ class Client:
             current = await pipe.get(marker)
             if current is not None:
                 job_id = current.decode()
-                state = await self._job(job_id).status()
+                state = await self._state(job_id)
                 if state in _UNFINISHED:
                     await pipe.reset()
-                    if state == JobStatus.queued:  # a higher priority asked for it: take it sooner
+                    if state == "queued":  # a higher priority asked for it: take it sooner
                         await self.redis.zadd(self.settings.queue_name, {job_id: score}, xx=True, lt=True)
                     return Enqueued(job_id, deduplicated=True)
         job_id = uuid.uuid4().hex
-        job = serialize_job(JOB_FUNCTION, (payload,), {}, None, now_ms, serializer=dumps)
+        job = wire.encode_job(JOB_FUNCTION, (payload,), {}, now_ms)
         pipe.multi()
-        pipe.psetex(Keys.job(job_id), self.redis.expires_extra_ms, job)
+        pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, job)
         pipe.zadd(self.settings.queue_name, {job_id: score})
         if marker is not None:
             # The marker lives exactly as long as the job key can (arq never extends that expiry, and
             # a job whose key has expired is never run): a job queued that long is still joined.
-            pipe.psetex(marker, self.redis.expires_extra_ms, job_id)
+            pipe.psetex(marker, wire.JOB_EXPIRY_MS, job_id)
         await pipe.execute()
         return Enqueued(job_id, deduplicated=False)
 
@@ -232,10 +229,10 @@ class Client:
     async def status(self, job_id: str) -> Status:
         """Where the job is now; raise ``JobNotFound`` for an unknown (or expired) id."""
         with self._redis_errors():
-            status = await self._job(job_id).status()
-        if status == JobStatus.not_found:
+            state = await self._state(job_id)
+        if state == "not_found":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
-        return cast(Status, status.value)
+        return state
 
     async def fetch_result(self, job_id: str) -> JobResult | None:
         """The stored result, or None while the job is queued or running."""
@@ -308,14 +305,20 @@ class Client:
         return sorted(records, key=lambda r: str(r.get("id")))
 
     # ---------------------------------------------------------------------------- internals
-    def _job(self, job_id: str) -> Job:
-        return Job(job_id, self.redis, _queue_name=self.settings.queue_name, _deserializer=loads)
+    async def _state(self, job_id: str) -> wire.JobState:
+        """The job's state from its marks in Redis, read in one transaction (as arq's ``Job.status``)."""
+        async with self.redis.pipeline(transaction=True) as tr:
+            tr.exists(Keys.result(job_id))
+            tr.exists(Keys.in_progress(job_id))
+            tr.zscore(self.settings.queue_name, job_id)
+            has_result, in_progress, score = await tr.execute()
+        return wire.job_state(bool(has_result), bool(in_progress), score, time.time() * 1000)
 
     def _parse(self, job_id: str, raw: bytes) -> JobResult:
-        """Turn what arq stored into a JobResult, whatever the job returned or failed with."""
+        """Turn what the worker stored into a JobResult, whatever the job returned or failed with."""
         try:
-            info = deserialize_result(raw, deserializer=loads)
-        except DeserializationError:
+            info = wire.decode_result(raw)
+        except wire.WireError:
             return JobResult(job_id=job_id, question="", status="failed", errors=["stored result is unreadable"])
         if info.success and isinstance(info.result, dict):
             return JobResult.model_validate(info.result)

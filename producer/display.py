@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.table import Table
 from rich.text import Text
 
-from worker.contract import JobResult, ProgressEvent, SourceOutcome
+from agentq.contract import JobResult, ProgressEvent, SourceOutcome
 
 _STATUS_STYLE = {
     "ok": "green",

@@ -17,11 +17,11 @@ import fakeredis
 import pytest
 import redis
 
+from agentq.contract import ExecutorInfo, InferenceOutput, JobResult, RanIn, SourceOutcome, Timing
+from agentq.settings import Settings
+from agentq_tools.embedded import EmbeddedRedis
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from producer.client import Client
-from producer.demo import start_workers, stop_workers, wait_for_heartbeats
-from producer.embedded import EmbeddedRedis
-from worker.contract import ExecutorInfo, InferenceOutput, JobResult, RanIn, SourceOutcome, Timing
-from worker.settings import Settings
 
 #: Latencies and inference work at 2% of the reference: a reference query takes ~0.1 s.
 TEST_TIME_SCALE = 0.02
@@ -78,12 +78,12 @@ def worker_env(settings_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def start_worker_processes(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., list[Popen[bytes]]]]:
-    """Factory: start N real worker processes (``command``: another worker entry point), wait until
-    they heartbeat; stop them afterwards."""
+    """Factory: start N real worker processes with extra settings, wait until they heartbeat; stop
+    them afterwards."""
     started: list[Popen[bytes]] = []
 
-    def start(count: int = 1, command: list[str] | None = None, **extra_env: str) -> list[Popen[bytes]]:
-        procs = start_workers(count, {**worker_env, **extra_env}, tmp_path, command, first=len(started))
+    def start(count: int = 1, **extra_env: str) -> list[Popen[bytes]]:
+        procs = start_workers(count, {**worker_env, **extra_env}, tmp_path, first=len(started))
         started.extend(procs)
         try:
             wait_for_heartbeats(worker_env["AGENTQ_REDIS_URL"], procs)

@@ -1,4 +1,4 @@
-"""The job contract: request validation, the JSON codec, settings and their arq translation."""
+"""The job contract: request validation, the JSON codec, settings, and how they reach Redis and arq."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import pickle
 
 import pytest
 
-from worker.app import redis_settings, worker_options
-from worker.contract import JobResult, QuestionRequest, dumps, loads, parse_request
-from worker.errors import InvalidRequest
-from worker.settings import Settings
-from worker.sources import source_names
+from agentq.connection import redis_client
+from agentq.contract import JobResult, QuestionRequest, dumps, loads, parse_request
+from agentq.errors import InvalidRequest
+from agentq.settings import Settings
+from agentq.sources import source_names
+from worker.app import worker_options
 
 LIMITS = {
     "known_sources": source_names(),
@@ -104,18 +105,28 @@ def test_settings_translate_into_arq_worker_options() -> None:
     assert options["poll_delay"] <= 0.02
     assert options["keep_result"] == 3600
     assert options["queue_name"] == s.queue_name
-    rs = options["redis_settings"]
-    assert (rs.host, rs.port, rs.database) == ("127.0.0.1", 6390, 2)
-    assert OSError in rs.retry_on_error
 
 
-def test_redis_url_with_password_and_tls() -> None:
-    """A password and rediss:// reach arq, TLS checks the hostname, and messages mask the password."""
+async def test_the_redis_connection_follows_the_url_and_retries_when_redis_is_down() -> None:
+    """Host, port and db come from the URL; commands are retried on OSError and redis-py's connection errors."""
+    client = redis_client(Settings(redis_url="redis://127.0.0.1:6390/2", redis_socket_timeout_s=7))
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["socket_timeout"]) == ("127.0.0.1", 6390, 2, 7)
+    assert OSError in kwargs["retry_on_error"] and kwargs["socket_keepalive"]
+    await client.aclose()
+
+
+async def test_redis_url_with_password_and_tls() -> None:
+    """A password and rediss:// reach the connection, TLS checks the hostname, messages mask the password."""
     s = Settings(redis_url="rediss://agent:s3cret@redis.example:6380/0", redis_ca_file="/etc/ca.pem")
-    rs = redis_settings(s)
-    assert (rs.password, rs.username, rs.ssl, rs.ssl_check_hostname) == ("s3cret", "agent", True, True)
-    assert rs.ssl_ca_certs == "/etc/ca.pem"
+    client = redis_client(s)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["password"], kwargs["username"], kwargs["ssl_check_hostname"]) == ("s3cret", "agent", True)
+    assert (
+        kwargs["ssl_ca_certs"] == "/etc/ca.pem" and client.connection_pool.connection_class.__name__ == "SSLConnection"
+    )
     assert "s3cret" not in s.redis_url_safe and "***" in s.redis_url_safe
+    await client.aclose()
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,9 +12,11 @@ from subprocess import Popen
 
 import pytest
 
+from agentq import wire
+from agentq.contract import request_fingerprint
+from agentq.keys import Keys
+from agentq.settings import Settings
 from producer.client import Client
-from worker.contract import Keys, request_fingerprint
-from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
@@ -56,7 +58,7 @@ async def test_identical_questions_in_flight_share_one_job(client: Client) -> No
         await client.redis.pexpiretime(Keys.job(first.job_id)),
     )
     assert marker_expiry >= job_expiry > 0
-    assert await client.redis.pttl(marker) > 3_600_000 and client.redis.expires_extra_ms == 86_400_000
+    assert await client.redis.pttl(marker) > 3_600_000 and wire.JOB_EXPIRY_MS == 86_400_000
     await client.redis.zrem(client.settings.queue_name, first.job_id)
     await client.redis.delete(Keys.job(first.job_id))
     fresh = await client.submit("Will it rain in Paris?")

@@ -7,6 +7,7 @@ the compose file's own worker, health-check and producer command lines against i
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -25,12 +26,12 @@ from packaging.version import Version
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from producer.demo import stop_workers, wait_for_heartbeats
-from producer.embedded import find_redis_server, free_port
-from producer.upstream import MockUpstream
+from agentq.settings import Settings
+from agentq.sources import default_sources, enabled_sources
+from agentq_tools.embedded import find_redis_server, free_port
+from agentq_tools.processes import stop_workers, wait_for_heartbeats
+from agentq_tools.upstream import MockUpstream
 from worker import metrics
-from worker.settings import Settings
-from worker.sources import default_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -120,7 +121,8 @@ def test_compose_services_health_checks_and_commands() -> None:
     assert producer_svc.get("profiles"), "the producer is a one-off, not started by 'up'"
 
     upstream_svc = services["upstream"]
-    assert upstream_svc["command"][:3] == ["python", "-m", "producer.upstream"]
+    assert upstream_svc["command"][0] == "agentq-upstream"
+    assert upstream_svc["build"]["target"] == "upstream", "the mock upstream is tooling: an image of its own"
     assert "ports" not in upstream_svc, "the mock upstream must not be published outside the compose network"
     port = upstream_svc["command"][upstream_svc["command"].index("--port") + 1]
     assert port in upstream_svc["expose"]
@@ -128,11 +130,12 @@ def test_compose_services_health_checks_and_commands() -> None:
     assert worker_svc["environment"]["AGENTQ_UPSTREAM_URL"] == f"http://upstream:{port}"
     assert worker_svc["depends_on"]["upstream"]["condition"] == "service_healthy"
     defaults = json.loads(worker_svc["environment"]["AGENTQ_DEFAULT_SOURCES"])
-    assert default_sources(Settings(upstream_url="http://upstream", default_sources=defaults)) == tuple(defaults)
+    chosen = Settings(upstream_url="http://upstream", default_sources=defaults)
+    assert default_sources(chosen, enabled_sources(chosen)) == tuple(defaults)
 
 
 def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
-    """The image: Python 3.14 slim, two stages, hash-pinned installs, non-root, our commands."""
+    """The image: Python 3.14 slim, multi-stage, hash-pinned installs, non-root, our commands, no tooling."""
     parser = dockerfile()
     instructions = parser.structure
     froms = [i["value"] for i in instructions if i["instruction"] == "FROM"]
@@ -145,8 +148,13 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     user = [i["value"] for i in final_stage if i["instruction"] == "USER"]
     assert user and user[-1].split(":")[0] not in {"root", "0"}
     runs = " ".join(i["value"] for i in instructions if i["instruction"] == "RUN")
-    assert runs.count("--require-hashes") == 2
+    assert runs.count("--require-hashes") == 3
     assert "requirements.lock" in runs and "build-requirements.lock" in runs
+    # The product (the last stage) takes its venv from the stage that never saw tools/.
+    stages = [n for n, i in enumerate(instructions) if i["instruction"] == "FROM"] + [len(instructions)]
+    by_name = {instructions[a]["value"].split()[-1]: instructions[a:b] for a, b in itertools.pairwise(stages)}
+    assert [i["value"] for i in final_stage if i["instruction"] == "COPY"] == ["--from=build /opt/venv /opt/venv"]
+    assert not any("tools" in i["value"] for i in by_name["build"] if i["instruction"] == "COPY")
     assert parser.cmd == '["worker"]'
     healthcheck = next(i["value"] for i in instructions if i["instruction"] == "HEALTHCHECK")
     assert healthcheck.endswith('CMD ["worker", "--check"]')
@@ -167,7 +175,7 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
         assert src in allowed, f".dockerignore excludes {src}"
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "build-requirements.lock"])
+@pytest.mark.parametrize("lock", ["requirements.lock", "build-requirements.lock", "upstream-requirements.lock"])
 def test_lock_files_pin_every_package_with_hashes(lock: str) -> None:
     """Each lock entry is name==version with sha256 hashes; the runtime lock satisfies pyproject's ranges."""
     text = (DEPLOY / lock).read_text()
@@ -288,7 +296,7 @@ def test_compose_command_lines_work_locally(
     # id file, and the upstream's latencies scaled down like the tests' (its command otherwise as in compose).
     env["AGENTQ_REDIS_URL"] = env["AGENTQ_REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{port}")
     env |= {"AGENTQ_METRICS_PORT": "0", "AGENTQ_WORKER_ID_FILE": str(tmp_path / "worker.id")}
-    upstream_args = services["upstream"]["command"][3:]
+    upstream_args = services["upstream"]["command"][1:]
     pairs = zip(upstream_args[::2], upstream_args[1::2], strict=True)
     upstream = MockUpstream(
         *(a for pair in pairs if pair[0] not in {"--host", "--port"} for a in pair), "--time-scale", "0.05"

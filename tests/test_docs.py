@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agentq.settings import Settings
 from producer.cli import app
-from worker.settings import Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

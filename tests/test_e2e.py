@@ -13,7 +13,7 @@ from subprocess import Popen
 import pytest
 import redis
 
-from worker.contract import JobResult
+from agentq.contract import JobResult
 
 pytestmark = pytest.mark.e2e
 PRODUCER = str(Path(sys.executable).with_name("producer"))
@@ -102,7 +102,7 @@ def test_inference_runs_in_the_pool_this_python_offers(
 
 def test_workers_stop_cleanly_and_leave_no_processes(start_worker_processes: StartWorkers) -> None:
     """SIGTERM stops a worker with exit code 0, and its pool's processes are gone with it."""
-    from producer.demo import stop_workers
+    from agentq_tools.processes import stop_workers
 
     workers = start_worker_processes(2, AGENTQ_EXECUTOR="process")
     children = set().union(*(descendants_of(w.pid) for w in workers))
@@ -145,7 +145,7 @@ def test_cli_exit_codes_for_unknown_job_timeout_and_redis_down(settings_env: dic
     waited = producer(settings_env, "result", queued.stdout.strip(), "--wait", "--timeout", "0.3")
     assert (waited.returncode, "did not finish within 0.3s" in waited.stderr) == (4, True)
 
-    from producer.embedded import free_port
+    from agentq_tools.embedded import free_port
 
     down = {**settings_env, "AGENTQ_REDIS_URL": f"redis://:hunter2@127.0.0.1:{free_port()}/0"}
     failed = producer(down, "ask", "hello")

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.contract import QuestionRequest, SourceOutcome
+from agentq.contract import QuestionRequest, SourceOutcome
+from agentq.settings import Settings
+from agentq.sources import Source, SourceContext, default_sources, enabled_sources
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
-from worker.settings import Settings
-from worker.sources import REGISTRY, Source, SourceContext, default_sources
 from worker.timing import overall_status
 
 SCALE = 0.05
@@ -35,14 +35,16 @@ async def run(
     timeout: float = 5.0,
     deadline: float = 15.0,
     sources: tuple[str, ...] | None = None,
+    extra: dict[str, Source] | None = None,
     **settings: object,
 ) -> dict[str, SourceOutcome]:
     s = Settings(time_scale=SCALE, **settings)  # type: ignore[arg-type]
-    fan = FanOut(pool, inference_units=round(s.inference_units * SCALE))
+    known = {**enabled_sources(s), **(extra or {})}
+    fan = FanOut(pool, known, inference_units=round(s.inference_units * SCALE))
     outcomes, _ = await fan.run(
         QuestionRequest(question=question),
         SourceContext(s, "job-1"),
-        source_names=sources or default_sources(s),
+        source_names=sources or default_sources(s, known),
         source_timeout_s=timeout,
         deadline_s=deadline,
     )
@@ -97,8 +99,8 @@ async def test_deadline_returns_what_finished(pool: InferencePool) -> None:
     assert o["weather"].status == o["news"].status == "ok"
 
 
-async def test_a_registered_source_joins_the_fan_out(pool: InferencePool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Adding a source is one async function in the registry; a bad return value is its error."""
+async def test_a_source_of_your_own_joins_the_fan_out(pool: InferencePool) -> None:
+    """A source is one async function wrapped in a Source; a bad return value is its error."""
 
     async def echo(question: str, ctx: SourceContext) -> str:
         return f"Echo says {question}."
@@ -106,9 +108,8 @@ async def test_a_registered_source_joins_the_fan_out(pool: InferencePool, monkey
     async def broken(question: str, ctx: SourceContext) -> str:
         return 42  # type: ignore[return-value]
 
-    monkeypatch.setitem(REGISTRY, "echo", Source("echo", echo))
-    monkeypatch.setitem(REGISTRY, "broken", Source("broken", broken))
-    o = await run(pool, "paris", sources=("echo", "broken"))
+    extra = {"echo": Source("echo", echo), "broken": Source("broken", broken)}
+    o = await run(pool, "paris", sources=("echo", "broken"), extra=extra)
     assert o["echo"].status == "ok" and o["echo"].data == "Echo says paris."
     assert o["echo"].inference is not None and "paris" in o["echo"].inference.top_terms
     assert o["broken"].status == "error" and "returned int, not str" in (o["broken"].error or "")
@@ -126,7 +127,7 @@ class _Oversized:
 async def test_a_source_text_over_the_limit_is_that_source_error(pool: InferencePool) -> None:
     """Any kind of source: text longer than max_text_chars never reaches inference or the result."""
     s = Settings(time_scale=SCALE)
-    fan = FanOut(pool, inference_units=1, policy=_Oversized(), max_text_chars=100)
+    fan = FanOut(pool, enabled_sources(s), inference_units=1, policy=_Oversized(), max_text_chars=100)
     outcomes, _ = await fan.run(
         QuestionRequest(question="rain?"),
         SourceContext(s, "job-1"),

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.demo import stop_workers
-from producer.embedded import free_port
-from worker.contract import Keys
+from agentq.keys import Keys
+from agentq_tools.embedded import free_port
+from agentq_tools.processes import stop_workers
 
 WORKER = str(Path(sys.executable).with_name("worker"))
 

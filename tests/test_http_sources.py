@@ -18,10 +18,10 @@ from subprocess import Popen
 import httpx
 import pytest
 
+from agentq.contract import JobResult, SourceOutcome
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
+from agentq_tools.upstream import MockUpstream, answer
 from producer.client import Client
-from producer.demo import start_workers, stop_workers, wait_for_heartbeats
-from producer.upstream import MockUpstream, answer
-from worker.contract import JobResult, SourceOutcome
 from worker.sources.http import ENDPOINTS
 
 pytestmark = pytest.mark.e2e
@@ -205,13 +205,11 @@ async def test_mock_upstream_latency_errors_rate_limit_and_answers(start_upstrea
 
 
 def test_demo_asks_the_reference_question_over_http(redis_url: str) -> None:
-    """`producer demo` starts the mock upstream and answers the reference question from the HTTP sources."""
+    """`agentq-demo` (make demo) starts the mock upstream and answers the reference question from the HTTP sources."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}
     env |= {"AGENTQ_REDIS_URL": redis_url, "AGENTQ_POOL_SIZE": "2", "COLUMNS": "200"}
-    producer = str(Path(sys.executable).with_name("producer"))
-    done = subprocess.run(
-        [producer, "demo", "--time-scale", "0.05"], env=env, capture_output=True, text=True, timeout=120
-    )
+    demo = str(Path(sys.executable).with_name("agentq-demo"))
+    done = subprocess.run([demo, "--time-scale", "0.05"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "started the mock upstream at http://127.0.0.1:" in done.stdout
     for name in ("weather_api", "news_api", "knowledge_base_api"):

@@ -19,9 +19,11 @@ import redis
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentq.contract import JobResult, SourceOutcome
+from agentq.keys import Keys
 from producer.client import Client
+from tests.helpers import enqueue_raw
 from worker import logs, metrics
-from worker.contract import JOB_FUNCTION, JobResult, Keys, SourceOutcome
 
 
 def sample(name: str, **labels: str) -> float:
@@ -142,7 +144,7 @@ async def test_worker_serves_metrics_and_json_logs_for_a_real_job(
     assert result.status == "partial"
 
     # A deferred job stays in the queue's sorted set: the gauge must show it.
-    await client.redis.enqueue_job(JOB_FUNCTION, {"question": "later"}, _defer_by=60)
+    await enqueue_raw(client, {"question": "later"}, defer_s=60)
     give_up = time.monotonic() + 10
     while (values := await asyncio.to_thread(scrape, port))[("agentq_queue_depth", ())] != 1:
         assert time.monotonic() < give_up, "queue depth gauge never showed the deferred job"

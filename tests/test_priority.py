@@ -9,9 +9,10 @@ from subprocess import Popen
 
 import pytest
 
+from agentq.contract import Priority, loads
+from agentq.errors import InvalidRequest
+from agentq.keys import Keys
 from producer.client import Client
-from worker.contract import Keys, Priority
-from worker.errors import InvalidRequest
 
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
@@ -30,8 +31,9 @@ async def test_scores_order_priorities_without_deferring_or_shortening_expiry(cl
     assert scores["normal"] - scores["high"] == pytest.approx(step_ms, abs=1000)
     for job_id in ids.values():
         assert await client.status(job_id) == "queued"
-        info = await client._job(job_id).info()
-        assert info is not None and before <= info.enqueue_time <= after
+        record = loads(await client.redis.get(Keys.job(job_id)))
+        enqueued = datetime.fromtimestamp(record["et"] / 1000, UTC)
+        assert before <= enqueued <= after
         assert await client.redis.pttl(Keys.job(job_id)) > 86_400_000 - 60_000
     with pytest.raises(InvalidRequest, match="priority"):
         await client.enqueue("urgent?", priority="urgent")  # type: ignore[arg-type]

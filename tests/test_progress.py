@@ -15,10 +15,11 @@ from subprocess import Popen
 import pytest
 import redis.asyncio
 
+from agentq.contract import ProgressEvent, SourceOutcome
+from agentq.errors import JobNotFound, WaitTimeout
+from agentq.keys import Keys
 from producer import client as client_module
 from producer.client import Client
-from worker.contract import Keys, ProgressEvent, SourceOutcome
-from worker.errors import JobNotFound, WaitTimeout
 from worker.progress import ProgressPublisher
 
 pytestmark = pytest.mark.e2e
@@ -134,9 +135,6 @@ async def test_publisher_never_blocks_and_finishes_with_job_done_or_requeued(red
     assert [e.event for e in events] == ["fetch_start", "fetch_end", "inference_start", "done"]
     assert 0 < await conn.ttl(keys.progress("job1")) <= 60
 
-    from worker.settings import get_settings
-
-    settings = get_settings(redis_url=redis_url, progress_ttl_s=60)
     for stored, marker_owner, expected in (
         (False, "job1", "requeued"),
         (True, "other", "job_done"),
@@ -146,9 +144,7 @@ async def test_publisher_never_blocks_and_finishes_with_job_done_or_requeued(red
         if stored:
             await conn.set(Keys.result("job1"), b"{}")
         await conn.set(keys.inflight("f" * 64), marker_owner)
-        ctx = {"redis": conn, "keys": keys, "job_id": "job1", "settings": settings}
-        ctx["progress"] = ProgressPublisher(conn, keys, "job1", 60, "f" * 64)
-        await finish(ctx)  # type: ignore[arg-type]
+        await finish(ProgressPublisher(conn, keys, "job1", 60, "f" * 64))
         ((_, last),) = await conn.xrange(keys.progress("job1"))
         assert json.loads(last[b"e"])["event"] == expected
         marker = await conn.get(keys.inflight("f" * 64))

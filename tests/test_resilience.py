@@ -16,8 +16,11 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from worker.contract import Keys, QuestionRequest, SourceOutcome
-from worker.errors import SourceError, TransientSourceError
+from agentq.contract import QuestionRequest, SourceOutcome
+from agentq.errors import SourceError, TransientSourceError
+from agentq.keys import Keys
+from agentq.settings import Settings
+from agentq.sources import Source, SourceContext
 from worker.fanout import SourceSkipped
 from worker.resilience import ResilientFetch, policy
 from worker.resilience.adaptive import LatencyWindow, p95
@@ -25,8 +28,6 @@ from worker.resilience.breaker import CircuitBreaker
 from worker.resilience.cache import SourceCache, normalise, question_digest
 from worker.resilience.ratelimit import RateLimited, RateLimits, parse_limit
 from worker.resilience.retry import is_transient, with_retries
-from worker.settings import Settings
-from worker.sources import Source, SourceContext
 
 KEYS = Keys("agentq")
 

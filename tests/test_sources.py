@@ -1,4 +1,4 @@
-"""The source registry's default set and the HTTP sources' edge, without a network.
+"""The installed sources, the enabled and default sets, and the HTTP sources' edge, without a network.
 
 HTTP answers come from ``httpx.MockTransport``, so every status and body can be tried in
 milliseconds; the real mock upstream is exercised in ``test_http_sources.py``.
@@ -14,10 +14,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from producer.upstream import answer
-from worker.errors import SourceError, TransientSourceError
-from worker.settings import Settings
-from worker.sources import REGISTRY, SourceContext, default_sources, source_names
+from agentq.errors import SourceError, TransientSourceError
+from agentq.settings import Settings
+from agentq.sources import SourceContext, default_sources, enabled_sources, installed_sources, source_names
+from agentq_tools.upstream import answer
 from worker.sources.http import ENDPOINTS, create_client
 
 SIMULATED = ("weather", "news", "knowledge_base")
@@ -29,27 +29,42 @@ async def fetch(name: str, handler: Handler, **settings: object) -> str:
     """Run the registered source ``name`` against ``handler`` with an upstream URL configured."""
     s = Settings(**{"upstream_url": "http://user:secret@upstream.test:8080/api/", **settings})  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        return await REGISTRY[name].fetch("Rain in Paris?", SourceContext(s, "job-1", http=http))
+        return await installed_sources()[name].fetch("Rain in Paris?", SourceContext(s, "job-1", http=http))
+
+
+def defaults(settings: Settings) -> tuple[str, ...]:
+    """The default set of a worker with these settings."""
+    return default_sources(settings, enabled_sources(settings))
 
 
 def test_at_least_five_sources_and_the_default_set_follows_configuration() -> None:
-    """Eight built-in sources are registered; HTTP ones join the default set only once a URL is configured."""
-    # (Other test modules may register sources of their own: compare with what is there without a URL.)
+    """Eight built-in sources are installed; HTTP ones join the default set only once a URL is configured."""
     assert set(SIMULATED) | set(HTTP) <= set(source_names()) and len(HTTP) >= 5
-    local = default_sources(Settings())
-    assert local[:3] == SIMULATED and not set(HTTP) & set(local)
-    assert set(default_sources(Settings(upstream_url="http://u.test"))) == set(local) | set(HTTP)
-    assert set(default_sources(Settings(source_urls={"geo_api": "http://geo.test/x"}))) == {*local, "geo_api"}
+    assert set(source_names()) == set(installed_sources())  # the names are read without importing, the same
+    local = defaults(Settings())
+    assert local == SIMULATED  # opt-in sources (the tools' test and bench sources) never join it
+    assert set(defaults(Settings(upstream_url="http://u.test"))) == set(local) | set(HTTP)
+    assert set(defaults(Settings(source_urls={"geo_api": "http://geo.test/x"}))) == {*local, "geo_api"}
     chosen = Settings(upstream_url="http://u.test", default_sources=("news_api", "weather", "news_api"))
-    assert default_sources(chosen) == ("news_api", "weather")
+    assert defaults(chosen) == ("news_api", "weather")
+
+
+def test_opt_in_sources_are_served_only_when_enabled_by_name() -> None:
+    """A worker serves opt-in sources only when AGENTQ_ENABLED_SOURCES names them; a name not installed is refused."""
+    assert installed_sources()["poison"].opt_in and "poison" not in enabled_sources(Settings())
+    chosen = enabled_sources(Settings(enabled_sources=("news", "poison")))
+    assert list(chosen) == ["news", "poison"]
+    assert default_sources(Settings(enabled_sources=("news", "poison")), chosen) == ("news",)
+    with pytest.raises(ValueError, match="not installed: nope"):
+        enabled_sources(Settings(enabled_sources=("news", "nope")))
 
 
 def test_a_default_set_that_cannot_run_is_refused() -> None:
     """AGENTQ_DEFAULT_SOURCES with an unknown name, or an HTTP source without a URL, is a ValueError."""
-    with pytest.raises(ValueError, match=r"'nope' is not a registered source"):
-        default_sources(Settings(default_sources=("weather", "nope")))
+    with pytest.raises(ValueError, match=r"'nope' is not a source this worker serves"):
+        defaults(Settings(default_sources=("weather", "nope")))
     with pytest.raises(ValueError, match=r"'stocks_api' cannot run here: no URL configured"):
-        default_sources(Settings(default_sources=("stocks_api",)))
+        defaults(Settings(default_sources=("stocks_api",)))
 
 
 def test_upstream_urls_must_be_http() -> None:
@@ -202,9 +217,11 @@ async def test_unconfigured_or_clientless_http_source_says_what_is_missing() -> 
     """No URL: the error names the settings to set; no client (outside a worker): says so."""
     async with httpx.AsyncClient() as http:
         with pytest.raises(SourceError, match="AGENTQ_UPSTREAM_URL"):
-            await REGISTRY["stocks_api"].fetch("q", SourceContext(Settings(), "job-1", http=http))
+            await installed_sources()["stocks_api"].fetch("q", SourceContext(Settings(), "job-1", http=http))
     with pytest.raises(SourceError, match="no HTTP client"):
-        await REGISTRY["stocks_api"].fetch("q", SourceContext(Settings(upstream_url="http://u.test"), "job-1"))
+        await installed_sources()["stocks_api"].fetch(
+            "q", SourceContext(Settings(upstream_url="http://u.test"), "job-1")
+        )
 
 
 async def test_worker_client_names_the_worker_and_uses_the_configured_limits() -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
-from arq.connections import ArqRedis
 
+from agentq.contract import JOB_FUNCTION
+from agentq.keys import Keys
 from producer.client import Client
-from worker.contract import JOB_FUNCTION, Keys
+from tests.helpers import enqueue_raw
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +34,8 @@ async def test_bad_request_in_redis_gets_a_failed_result(
 ) -> None:
     """A request that skipped the producer's validation fails with the reason; the next job still works."""
     start_worker_processes(1)
-    redis: ArqRedis = client.redis
-    bad = await redis.enqueue_job(JOB_FUNCTION, *args, _queue_name=client.settings.queue_name)
-    assert bad is not None
-    result = await client.result(bad.job_id, timeout=30)
+    bad = await enqueue_raw(client, *args)
+    result = await client.result(bad, timeout=30)
     assert result.status == "failed" and reason in result.errors[0]
 
     good = await client.result(await client.enqueue("still there?"), timeout=30)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import redis.exceptions
 import typer
 from pydantic import ValidationError
 
+from agentq.errors import REDIS_DOWN
+from agentq.settings import Settings, describe_settings_error, get_settings
 from worker import health, logs
 from worker.app import create_worker
-from worker.settings import Settings, get_settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -24,9 +24,7 @@ def load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        from worker.contract import describe_validation_error
-
-        typer.echo(f"error: bad settings: {describe_validation_error(exc)}", err=True)
+        typer.echo(f"error: bad settings: {describe_settings_error(exc)}", err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
 
 
@@ -47,7 +45,7 @@ def main(
     logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))
     try:
         worker.run()
-    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except REDIS_DOWN as exc:
         typer.echo(f"error: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
 
@@ -56,7 +54,7 @@ def run_check(settings: Settings) -> None:
     """``worker --check``: print the verdict; exit 0 alive, 1 not alive, 5 Redis unreachable."""
     try:
         alive, reason = health.check(settings)
-    except (OSError, ConnectionError, redis.exceptions.RedisError) as exc:
+    except REDIS_DOWN as exc:
         typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
     typer.echo(("healthy: " if alive else "unhealthy: ") + reason, err=not alive)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from agentq.contract import ExecutorInfo, ExecutorName
+from agentq.settings import ExecutorKind
 from worker import inference
-from worker.contract import ExecutorInfo, ExecutorName
-from worker.settings import ExecutorKind
 
 T = TypeVar("T")
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from agentq.contract import InferenceOutput, QuestionRequest, SourceOutcome
+from agentq.errors import SourceError
+from agentq.sources import Source, SourceContext
 from worker import inference
-from worker.contract import InferenceOutput, QuestionRequest, SourceOutcome
-from worker.errors import SourceError
 from worker.executor import InferencePool
-from worker.sources import REGISTRY, Source, SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,11 @@ class DirectFetch:
 
 @dataclass
 class FanOut:
-    """Answers one request with the given pool; holds no state between jobs."""
+    """Answers one request with the given pool and sources; holds no state between jobs."""
 
     pool: InferencePool
+    sources: Mapping[str, Source]
+    """The sources a request may name (the worker's enabled sources)."""
     inference_units: int
     policy: FetchPolicy = field(default_factory=DirectFetch)
     on_event: EventHook | None = None
@@ -131,7 +133,7 @@ class FanOut:
     async def _fetch_and_infer(
         self, o: SourceOutcome, request: QuestionRequest, ctx: SourceContext, t0: float, deadline: float
     ) -> None:
-        source, question = REGISTRY[o.name], request.question
+        source, question = self.sources[o.name], request.question
         o.fetch_start_s = time.monotonic() - t0
         self._emit("fetch_start", o)
         try:

@@ -15,11 +15,15 @@ import socket
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from worker.contract import Keys
+from agentq.connection import open_redis
+from agentq.errors import REDIS_DOWN
+from agentq.keys import Keys
 
 if TYPE_CHECKING:
-    from worker.job import WorkerContext
-    from worker.settings import Settings
+    from redis.asyncio import Redis
+
+    from agentq.settings import Settings
+    from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ async def heartbeat_forever(ctx: WorkerContext) -> None:
     while True:
         try:
             await beat(ctx)
-        except (OSError, ConnectionError) as exc:
+        except REDIS_DOWN as exc:  # one line per missed beat, no traceback: Redis is down, not us
             log.warning("heartbeat failed: %s", exc)
         except Exception:
             log.exception("heartbeat failed")
@@ -92,8 +96,8 @@ def write_id_file(ctx: WorkerContext) -> None:
 def check(s: Settings) -> tuple[bool, str]:
     """Is the worker whose id ``s.worker_id_file`` holds alive, i.e. is its heartbeat key in Redis?
 
-    Returns the verdict and a one-line reason; raises ``OSError`` or a ``redis`` error when Redis
-    cannot be reached.
+    Returns the verdict and a one-line reason; raises one of ``REDIS_DOWN`` when Redis cannot be
+    reached.
     """
     if not s.worker_id_file:
         return False, "AGENTQ_WORKER_ID_FILE is not set: no way to know which worker to check"
@@ -110,12 +114,8 @@ def check(s: Settings) -> tuple[bool, str]:
 
 async def _key_exists(s: Settings, key: str) -> bool:
     """Connect exactly as the worker does (TLS, CA file, hostname check, timeouts) and test ``key``."""
-    from arq.connections import create_pool
-
-    from worker.app import redis_settings  # here, not at the top: worker.app imports this module
-
-    pool = await create_pool(redis_settings(s, connect_retries=0))
+    client: Redis = await open_redis(s)
     try:
-        return bool(await pool.exists(key))
+        return bool(await client.exists(key))
     finally:
-        await pool.aclose()
+        await client.aclose()

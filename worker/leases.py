@@ -1,4 +1,4 @@
-"""Heartbeated job leases, riding through Redis outages, and first-result-wins result writes.
+"""Heartbeated job leases, and how long a worker rides through a Redis outage.
 
 arq marks a running job with ``arq:in-progress:<id>`` and sets it to expire after the longest job
 timeout + 10 s: a job whose worker was SIGKILLed waits that long before anyone runs it again, and
@@ -7,7 +7,8 @@ a job that runs longer than that is started a second time. A *lease* fixes both:
 still running, so a dead worker's jobs come back within one lease while a live worker's long jobs
 are never taken from it.
 
-arq itself offers none of this, hence the hand-written pieces here; each is a few Redis commands.
+arq itself offers none of this, hence the hand-written pieces here; ``worker.arqfork`` wires them
+into arq's worker.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from arq.constants import in_progress_key_prefix
-
-from worker.contract import dumps, loads
-from worker.errors import REDIS_DOWN
+from agentq import wire
+from agentq.errors import REDIS_DOWN
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
@@ -45,7 +44,7 @@ async def renew_leases_forever(redis: ArqRedis, running: Callable[[], Iterable[s
             async with redis.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
                     # PEXPIRE on a key that is gone (the job just finished) does nothing.
-                    pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
+                    pipe.pexpire(wire.IN_PROGRESS_PREFIX + job_id, lease_ms)
                 await pipe.execute()
         except REDIS_DOWN as exc:
             log.warning("could not renew the leases of %d jobs: %s", len(job_ids), exc)
@@ -76,32 +75,3 @@ class OutageBudget:
         if self.down_since is not None:
             log.warning("Redis reachable again after %.1fs", time.monotonic() - self.down_since)
             self.down_since = None
-
-
-def explain_failure(result_data: bytes | None, max_tries: int) -> bytes | None:
-    """Reword the reason in a result arq stores for a job it could not run, so callers see why.
-
-    ``result_data`` is arq's result record as our JSON codec wrote it; its ``r`` field holds the
-    exception as ``{"error": name, "message": text}`` (see ``worker.contract``).
-    """
-    if result_data is None:
-        return None
-    try:
-        record: dict[str, Any] = loads(result_data)
-        reason = record["r"]
-        error, message = reason["error"], reason["message"]
-    except (ValueError, TypeError, KeyError):
-        return result_data
-    if error == "JobExecutionFailed" and "retries exceeded" in message:
-        message = (
-            f"gave up after {max_tries} tries: each try ended without a result because the worker running it "
-            "died (crash, out of memory, SIGKILL) or lost Redis - the job may be crashing its workers"
-        )
-    elif error == "DeserializationError":
-        message = "the job stored in Redis is not a JSON job in arq's format (unable to deserialize it); it was not run"
-    elif error == "JobExecutionFailed" and message == "job expired":
-        message = "the job's payload had gone from Redis (expired or deleted) when a worker took it"
-    else:
-        return result_data
-    record["r"] = {"error": error, "message": message}
-    return dumps(record)

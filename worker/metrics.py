@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from agentq.errors import REDIS_DOWN
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from worker.contract import JobResult
-    from worker.job import WorkerContext
+    from agentq.contract import JobResult
+    from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ async def refresh_queue_depth_forever(ctx: WorkerContext) -> None:
     while True:
         try:
             QUEUE_DEPTH.set(await ctx["redis"].zcard(s.queue_name))
-        except (OSError, ConnectionError) as exc:
+        except REDIS_DOWN as exc:  # one line, no traceback: Redis is down, not us
             log.warning("queue depth read failed: %s", exc)
         except Exception:
             log.exception("queue depth read failed")

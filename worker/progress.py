@@ -9,7 +9,8 @@ the history and subscribing in which an event could fall through.
 The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only puts the event on an
 ``asyncio.Queue``. One task per job drains the queue in batches (one pipelined round trip each),
 so a slow or unreachable Redis delays progress, never the answer. Lost progress is logged, not
-fatal. After the result is stored, :func:`finish` appends ``job_done`` (or ``requeued`` when the
+fatal. The job starts a publisher per start (``worker.job``); after the result is stored,
+:func:`finish` (``worker.lifecycle``) appends ``job_done`` (or ``requeued`` when the
 start ended without a result and arq will run the job again) and clears the job's deduplication
 marker.
 """
@@ -17,22 +18,19 @@ marker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
 
-import redis.exceptions
-
-from worker.contract import Keys, ProgressEvent, ProgressKind, SourceOutcome, request_fingerprint
+from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
+from agentq.errors import REDIS_DOWN
+from agentq.keys import Keys
 from worker.timing import overall_status
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
 
-    from worker.contract import QuestionRequest
     from worker.fanout import FanOutEvent
-    from worker.job import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,6 @@ _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_REDIS_ERRORS = (OSError, redis.exceptions.RedisError)
 
 
 class ProgressPublisher:
@@ -135,33 +132,31 @@ async def append(redis: ArqRedis, key: str, events: list[ProgressEvent], ttl_s: 
                 pipe.xadd(key, {"e": e.model_dump_json(exclude_none=True)}, maxlen=STREAM_MAXLEN, approximate=True)
             pipe.expire(key, ttl_s)
             await pipe.execute()
-    except _REDIS_ERRORS as exc:
+    except REDIS_DOWN as exc:
         log.warning("progress of %s lost (%d events): %s", key, len(events), exc)
+    except Exception:
+        log.exception("progress of %s lost (%d events)", key, len(events))
 
 
-def start(ctx: WorkerContext, request: QuestionRequest) -> ProgressPublisher:
-    """A publisher for this job start, kept in ``ctx`` for :func:`finish`."""
-    publisher = ProgressPublisher(
-        ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, request_fingerprint(request)
-    )
-    ctx["progress"] = publisher
-    return publisher
-
-
-async def finish(ctx: WorkerContext) -> None:
+async def finish(publisher: ProgressPublisher) -> None:
     """After the job (its result stored, or not when arq will re-run it): the last entry, then
     the dedup marker goes. Runs for every start, also those that never reached the fan-out."""
-    publisher = ctx.get("progress")
-    if publisher is None:
-        publisher = ProgressPublisher(ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, None)
     await publisher.close()
+    redis, job_id = publisher.redis, publisher.job_id
     try:
-        done = bool(await ctx["redis"].exists(Keys.result(ctx["job_id"])))
-    except _REDIS_ERRORS as exc:
-        log.warning("job %s: cannot tell whether its result is stored: %s", ctx["job_id"], exc)
+        done = bool(await redis.exists(Keys.result(job_id)))
+    except REDIS_DOWN as exc:
+        log.warning("job %s: cannot tell whether its result is stored: %s", job_id, exc)
         return
-    await append(ctx["redis"], publisher.key, [publisher.event("job_done" if done else "requeued")], publisher.ttl_s)
+    except Exception:
+        log.exception("job %s: cannot tell whether its result is stored", job_id)
+        return
+    await append(redis, publisher.key, [publisher.event("job_done" if done else "requeued")], publisher.ttl_s)
     if done and publisher.inflight_key:
-        with contextlib.suppress(*_REDIS_ERRORS):
-            delete_if_equal = ctx["redis"].register_script(_DELETE_IF_EQUAL)
-            await delete_if_equal(keys=[publisher.inflight_key], args=[ctx["job_id"]])
+        try:
+            delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
+            await delete_if_equal(keys=[publisher.inflight_key], args=[job_id])
+        except REDIS_DOWN as exc:  # harmless: a join checks the marked job's real state
+            log.warning("job %s: dedup marker left behind: %s", job_id, exc)
+        except Exception:
+            log.exception("job %s: dedup marker left behind", job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 
-from worker.contract import JobStatus, SourceOutcome
+from agentq.contract import JobStatus, SourceOutcome
 
 
 def overall_status(outcomes: Sequence[SourceOutcome]) -> JobStatus:

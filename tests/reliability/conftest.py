@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,9 +16,8 @@ from typing import TypeVar
 import psutil
 import pytest
 
-from producer.demo import start_workers, stop_workers, wait_for_heartbeats
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 
-CRASHING_WORKER = [sys.executable, str(Path(__file__).with_name("crashing_worker.py"))]
 #: Latency of every simulated source, before scaling: at the test time scale (0.02) 50 is 1 s.
 ONE_SECOND = 50.0
 T = TypeVar("T")
@@ -33,9 +31,9 @@ class Workers:
     log_dir: Path
     started: list[Popen[bytes]]
 
-    def start(self, count: int = 1, command: list[str] | None = None, **extra_env: str) -> list[Popen[bytes]]:
+    def start(self, count: int = 1, **extra_env: str) -> list[Popen[bytes]]:
         """Start ``count`` workers with the test's environment plus ``extra_env``; wait until they beat."""
-        procs = start_workers(count, {**self.env, **extra_env}, self.log_dir, command, first=len(self.started))
+        procs = start_workers(count, {**self.env, **extra_env}, self.log_dir, first=len(self.started))
         self.started.extend(procs)
         try:
             wait_for_heartbeats(extra_env.get("AGENTQ_REDIS_URL", self.env["AGENTQ_REDIS_URL"]), procs)

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from agentq.contract import QuestionRequest, parse_request
+from agentq.errors import InvalidRequest
 from producer.cli import app
 from producer.client import Client
-from worker.contract import QuestionRequest, parse_request
-from worker.errors import InvalidRequest
 
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 KNOWN = ("weather", "news", "knowledge_base")

@@ -14,9 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agentq.contract import JobResult
+from agentq.keys import Keys
 from producer.client import Client
 from tests.reliability.conftest import Workers
-from worker.contract import JobResult, Keys
 
 pytestmark = pytest.mark.e2e
 JOBS = int(os.environ.get("AGENTQ_BURST_JOBS", "2000"))

@@ -13,14 +13,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agentq.settings import Settings
+from agentq.sources import SourceContext, installed_sources
+from agentq_tools.sources import POISON_EXIT
 from producer.client import Client
-from tests.reliability.conftest import CRASHING_WORKER, Workers, wait_for
-from tests.reliability.crashing_worker import POISON_EXIT
-from worker.contract import JOB_FUNCTION
+from tests.helpers import enqueue_raw
+from tests.reliability.conftest import Workers, wait_for
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
-from worker.settings import Settings
-from worker.sources import SourceContext
 
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 
@@ -30,12 +30,10 @@ async def test_poison_job_fails_for_good_after_max_tries(
     client: Client, workers: Workers, worker_env: dict[str, str]
 ) -> None:
     """A job that kills its worker every time: 2 tries, 2 dead workers, then a `failed` result saying why."""
-    procs = workers.start(3, command=CRASHING_WORKER, AGENTQ_MAX_TRIES="2", AGENTQ_LEASE_S="1")
-    job = await client.redis.enqueue_job(
-        JOB_FUNCTION, {"question": "crash", "sources": ["poison"]}, _queue_name=client.settings.queue_name
-    )
-    assert job is not None
-    result = await client.result(job.job_id, timeout=60)
+    enabled = json.dumps(["weather", "news", "knowledge_base", "poison"])
+    procs = workers.start(3, AGENTQ_MAX_TRIES="2", AGENTQ_LEASE_S="1", AGENTQ_ENABLED_SOURCES=enabled)
+    job_id = await enqueue_raw(client, {"question": "crash", "sources": ["poison"]})
+    result = await client.result(job_id, timeout=60)
 
     dead = [p for p in procs if p.poll() is not None]
     assert [p.returncode for p in dead] == [POISON_EXIT, POISON_EXIT]  # one worker per try, no more
@@ -44,7 +42,7 @@ async def test_poison_job_fails_for_good_after_max_tries(
 
     shown = await asyncio.to_thread(
         subprocess.run,
-        [PRODUCER, "result", job.job_id, "--json"],
+        [PRODUCER, "result", job_id, "--json"],
         env=worker_env,
         capture_output=True,
         text=True,
@@ -52,7 +50,7 @@ async def test_poison_job_fails_for_good_after_max_tries(
     )
     assert shown.returncode == 1, shown.stderr
     assert "gave up after 2 tries" in json.loads(shown.stdout)["errors"][0]
-    # The survivor goes on serving (named sources: by default a query would fan out to poison too).
+    # The survivor goes on serving.
     good = await client.enqueue("still alive?", sources=["weather", "news"])
     assert (await client.result(good, timeout=30)).status == "ok"
 
@@ -100,7 +98,7 @@ async def test_an_inference_exception_is_that_sources_error(monkeypatch: pytest.
     pool: InferencePool = create_pool("thread", 2)
     try:
         settings = Settings(time_scale=0.01)
-        outcomes, _ = await FanOut(pool, inference_units=1).run(
+        outcomes, _ = await FanOut(pool, installed_sources(), inference_units=1).run(
             _request("does news explode?"),
             SourceContext(settings, "job-1"),
             source_names=("weather", "news", "knowledge_base"),
@@ -116,6 +114,6 @@ async def test_an_inference_exception_is_that_sources_error(monkeypatch: pytest.
 
 
 def _request(question: str) -> object:
-    from worker.contract import QuestionRequest
+    from agentq.contract import QuestionRequest
 
     return QuestionRequest(question=question)

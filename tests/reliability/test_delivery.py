@@ -8,8 +8,8 @@ import signal
 import time
 
 import pytest
-from arq.constants import in_progress_key_prefix
 
+from agentq.keys import Keys
 from producer.client import Client
 from tests.reliability.conftest import ONE_SECOND, Workers, alive, descendants, kill_group, wait_for
 
@@ -32,7 +32,7 @@ async def test_a_job_run_twice_keeps_the_first_complete_result(client: Client, w
     await _in_progress(client, job_id)
     await asyncio.sleep(0.3)  # the first run is well under way
     # Simulate a lost lease: the other worker sees the job as free and starts it again (try 2).
-    assert await client.redis.delete(in_progress_key_prefix + job_id) == 1
+    assert await client.redis.delete(Keys.in_progress(job_id)) == 1
     first = await client.result(job_id, timeout=30)
     runs = wait_for(lambda: len(workers.runs_of(job_id)) == 2 and workers.runs_of(job_id), timeout=30)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from agentq.settings import Settings
+from agentq_tools.embedded import EmbeddedRedis
 from producer.client import Client
-from producer.embedded import EmbeddedRedis
 from tests.reliability.conftest import Workers
-from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 PRODUCER = str(Path(sys.executable).with_name("producer"))

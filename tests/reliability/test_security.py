@@ -11,11 +11,11 @@ import pytest
 import trustme
 import yaml
 
+from agentq.errors import RedisUnavailable
+from agentq.settings import Settings
+from agentq_tools.embedded import EmbeddedRedis, TlsFiles
 from producer.client import Client
-from producer.embedded import EmbeddedRedis, TlsFiles
 from tests.reliability.conftest import Workers
-from worker.errors import RedisUnavailable
-from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ async def test_worker_and_client_over_tls_with_ca_file_and_hostname_check(
     settings = Settings(redis_url=server.url, redis_ca_file=str(ca_file), time_scale=0.02)
     assert settings.redis_tls_check_hostname
 
-    from producer.demo import start_workers
+    from agentq_tools.processes import start_workers
 
     (worker,) = start_workers(1, {**workers.env, **env}, tmp_path)
     workers.started.append(worker)

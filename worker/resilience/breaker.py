@@ -23,12 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from worker.contract import CircuitState
+from agentq.contract import CircuitState
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from worker.contract import Keys
+    from agentq.keys import Keys
 
 # KEYS[1] the breaker hash; ARGV: op (allow|success|failure), threshold, cool-down s, probe lease s.
 # Returns {state, consecutive failures, seconds until a call may go through (as a string)}.

@@ -13,7 +13,7 @@ is skipped for :data:`REDIS_BACKOFF_S` (see :class:`RedisHealth`), so an outage 
 one bounded call per source, not one per feature and attempt; it is logged once per back-off period.
 
 Only failures that say something about the upstream's health reach the circuit breaker: timeouts,
-:class:`~worker.errors.TransientSourceError` and connection errors, the same ones the retries retry
+:class:`~agentq.errors.TransientSourceError` and connection errors, the same ones the retries retry
 (:func:`~worker.resilience.retry.is_transient`). A permanent error (a 4xx, a body we cannot read, the
 simulated sources' injected failures) means the upstream answered, so it neither counts towards
 opening the circuit nor resets the count.
@@ -29,8 +29,9 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from worker.contract import Keys, QuestionRequest, SourceOutcome
-from worker.errors import REDIS_DOWN
+from agentq.contract import QuestionRequest, SourceOutcome
+from agentq.errors import REDIS_DOWN
+from agentq.keys import Keys
 from worker.fanout import SourceSkipped
 from worker.resilience.adaptive import LatencyWindow
 from worker.resilience.breaker import CircuitBreaker, Verdict
@@ -41,8 +42,8 @@ from worker.resilience.retry import is_transient, with_retries
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from worker.settings import Settings
-    from worker.sources import Source, SourceContext
+    from agentq.settings import Settings
+    from agentq.sources import Source, SourceContext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,8 +52,6 @@ T = TypeVar("T")
 REDIS_OP_TIMEOUT_S = 1.0
 #: After Redis failed a bookkeeping call (down or too slow), how long every policy skips Redis.
 REDIS_BACKOFF_S = 5.0
-
-#: Failures that mean Redis itself is unwell (as opposed to, say, a value that is not what we wrote).
 
 
 class RedisHealth:

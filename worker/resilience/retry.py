@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random
 
-from worker.errors import TransientSourceError
+from agentq.errors import TransientSourceError
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ T = TypeVar("T")
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: a timeout, a transient upstream error (5xx, 429), a broken connection.
 
-    A plain :class:`~worker.errors.SourceError` is permanent (the upstream refused the request, or
+    A plain :class:`~agentq.errors.SourceError` is permanent (the upstream refused the request, or
     the simulated sources' injected failure, which by design repeats for the same job and try), as
     is any other exception (a bug retried is only slower).
     """

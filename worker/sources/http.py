@@ -21,15 +21,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.errors import SourceError, TransientSourceError
-from worker.settings import Settings
-from worker.sources.registry import SourceContext, SourceFunction, register
+from agentq import __version__
+from agentq.errors import SourceError, TransientSourceError
+from agentq.settings import Settings
+from agentq.sources import Source, SourceContext
 
 
 def create_client(settings: Settings, worker_id: str) -> httpx.AsyncClient:
@@ -37,17 +37,13 @@ def create_client(settings: Settings, worker_id: str) -> httpx.AsyncClient:
 
     The User-Agent names the worker, so an upstream can tell workers apart (and count their connections).
     """
-    try:
-        version = metadata.version("agentq")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        version = "0"
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.max_source_timeout_s, connect=settings.upstream_connect_timeout_s),
         limits=httpx.Limits(
             max_connections=settings.upstream_max_connections,
             max_keepalive_connections=settings.upstream_max_connections,
         ),
-        headers={"User-Agent": f"agentq/{version} (worker {worker_id})", "Accept": "application/json"},
+        headers={"User-Agent": f"agentq/{__version__} (worker {worker_id})", "Accept": "application/json"},
         follow_redirects=True,
     )
 
@@ -159,7 +155,7 @@ class Endpoint:
     body: type[_Body]
 
 
-#: The HTTP sources; ``producer.upstream`` serves every path here.
+#: The HTTP sources; the mock upstream (``agentq_tools.upstream``) serves every path here.
 ENDPOINTS = (
     Endpoint("weather_api", "weather", WeatherBody),
     Endpoint("news_api", "news", NewsBody),
@@ -252,14 +248,15 @@ async def fetch(endpoint: Endpoint, question: str, ctx: SourceContext) -> str:
     return text
 
 
-def _source(endpoint: Endpoint) -> SourceFunction:
-    async def source(question: str, ctx: SourceContext) -> str:
+def http_source(endpoint: Endpoint) -> Source:
+    """The :class:`Source` that fetches ``endpoint``."""
+
+    async def fetch_endpoint(question: str, ctx: SourceContext) -> str:
         return await fetch(endpoint, question, ctx)
 
-    source.__name__ = source.__qualname__ = endpoint.source
-    source.__doc__ = f"GET <upstream>/{endpoint.path}?q=<question>"
-    return source
+    fetch_endpoint.__name__ = fetch_endpoint.__qualname__ = endpoint.source
+    fetch_endpoint.__doc__ = f"GET <upstream>/{endpoint.path}?q=<question>"
+    return Source(endpoint.source, fetch_endpoint, kind="http", unready=functools.partial(_unready, endpoint))
 
 
-for _endpoint in ENDPOINTS:
-    register(_endpoint.source, kind="http", unready=functools.partial(_unready, _endpoint))(_source(_endpoint))
+weather_api, news_api, knowledge_base_api, stocks_api, geo_api = (http_source(e) for e in ENDPOINTS)

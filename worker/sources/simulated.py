@@ -7,10 +7,12 @@ question always gets the same answer and tests can compare results.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 
-from worker.sources.registry import SourceContext, register
+from agentq.errors import SourceError
+from agentq.sources import Source, SourceContext
 
 _VOCABULARY = {
     "weather": (
@@ -55,7 +57,7 @@ _VOCABULARY = {
         "structure",
         "evidence",
     ),
-    # The mock upstream's extra endpoints (``producer.upstream``) draw on these two as well.
+    # The mock upstream's extra endpoints (``agentq_tools.upstream``) draw on these two as well.
     "stocks": (
         "shares",
         "index",
@@ -112,22 +114,36 @@ def compose(question: str, source: str, sentences: int = 8) -> str:
     return " ".join(f"{speaker} says {phrase(rng, source, words)}." for _ in range(sentences))
 
 
-@register("weather")
-async def weather(question: str, ctx: SourceContext) -> str:
-    """A weather API: about 2 s."""
-    await ctx.simulate("weather", 2.0)
-    return compose(question, "weather")
+async def simulate(ctx: SourceContext, name: str, latency_s: float) -> None:
+    """Wait like a remote API would, honouring the dev-only fault-injection settings.
+
+    The latency is ``latency_s`` (or its override in ``source_latency_s``) times ``time_scale``.
+    Injected failures are deterministic per job, source and try.
+    """
+    s = ctx.settings
+    if name in s.source_fail:
+        raise SourceError(f"{name}: injected failure (source_fail)")
+    if s.source_fail_rate and random.Random(f"{ctx.job_id}:{name}:{ctx.job_try}").random() < s.source_fail_rate:
+        raise SourceError(f"{name}: injected failure (source_fail_rate={s.source_fail_rate:g})")
+    await asyncio.sleep(s.source_latency_s.get(name, latency_s) * s.time_scale)
 
 
-@register("news")
-async def news(question: str, ctx: SourceContext) -> str:
-    """A news search: about 1.5 s."""
-    await ctx.simulate("news", 1.5)
-    return compose(question, "news")
+#: The reference latencies, seconds at time_scale 1.
+REFERENCE_LATENCY_S = {"weather": 2.0, "news": 1.5, "knowledge_base": 3.0}
 
 
-@register("knowledge_base")
-async def knowledge_base(question: str, ctx: SourceContext) -> str:
-    """A knowledge-base lookup: about 3 s."""
-    await ctx.simulate("knowledge_base", 3.0)
-    return compose(question, "knowledge_base")
+def simulated(name: str, latency_s: float, vocabulary: str, *, opt_in: bool = False) -> Source:
+    """A simulated source: ``latency_s`` (scaled), then text in ``vocabulary`` derived from the question."""
+
+    async def fetch(question: str, ctx: SourceContext) -> str:
+        await simulate(ctx, name, latency_s)
+        return compose(question, vocabulary)
+
+    fetch.__name__ = fetch.__qualname__ = name
+    fetch.__doc__ = f"A simulated {vocabulary.replace('_', ' ')} source: about {latency_s:g} s."
+    return Source(name, fetch, kind="simulated", opt_in=opt_in)
+
+
+weather = simulated("weather", REFERENCE_LATENCY_S["weather"], "weather")
+news = simulated("news", REFERENCE_LATENCY_S["news"], "news")
+knowledge_base = simulated("knowledge_base", REFERENCE_LATENCY_S["knowledge_base"], "knowledge_base")

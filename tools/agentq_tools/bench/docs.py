@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from producer.bench.report import Figure, markdown
+from agentq_tools.bench.report import Figure, markdown
 
 _CHART_CAPTIONS = (
     ("timeline.png", "One reference query, three designs: where the time went (fetch, waiting for a core, inference)."),
@@ -37,7 +37,7 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "make bench                                         # full run, ~3 minutes on 2 cores",
         "make bench PYTHON=/opt/python3.14/bin/python3.14   # the interpreter-pool path",
         "make bench ARGS=--quick                            # seconds; writes bench-results/ only",
-        "producer bench [--quick] [--out DIR] [--publish docs/benchmarks]",
+        "agentq-bench [--quick] [--out DIR] [--publish docs/benchmarks]",
         "```",
         "",
         "Results go to `bench-results/` (`summary.json`, `table.md`, `table.txt`, the PNG charts); a full",
@@ -62,7 +62,7 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "## How each part is measured",
         "",
         "1. **workload**: sequential and the reference design (TaskGroup for all fetches, then every inference "
-        "at once in the pool) are written in `producer/bench/workload.py` with the same source registry, the same "
+        "at once in the pool) are written in `tools/agentq_tools/bench/workload.py` with the same sources, the same "
         "`worker.inference.analyse` and a pool from the same `worker.executor.create_pool`; *ours* is the real "
         "system (Redis, a `worker` process, `worker/fanout.py`). The floor is the critical path of ours' own "
         "measured stages on the pool's cores; the ideal speed-up is sequential's wall time over the critical path "
@@ -75,8 +75,8 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "caller uses the worker's `finished_at` and the moment `Client.result` returns (pub/sub wake-up).",
         "4. **throughput**: all jobs enqueued at once; CPU-s per job is the inference CPU the jobs report; RSS is "
         "the worker process plus its children, sampled every 100 ms.",
-        "5. **growth**: sources beyond the reference three are copies of them (`producer/bench/sources.py`, "
-        "served by `python -m producer.bench.worker`, the `worker` command plus that import).",
+        "5. **growth**: sources beyond the reference three are copies of them (`tools/agentq_tools/sources.py`, "
+        "installed as plugins like any other source and enabled in the benchmark's workers).",
         "6. **noop**: the zero-work job of 3, 1,000 at once, timed from the first enqueue to the last completion.",
         "",
         "## Figures against targets",

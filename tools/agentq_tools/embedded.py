@@ -18,6 +18,8 @@ from pathlib import Path
 
 import redis
 
+from agentq_tools.processes import stop_process
+
 
 def find_redis_server() -> str:
     """Path of a redis-server binary; raise with advice if there is none."""
@@ -38,18 +40,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
-    """SIGTERM ``process`` if it still runs, then SIGKILL it after ``grace_s``; reap it either way."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,26 @@ from __future__ import annotations
 
 import redis.exceptions
 
-#: Errors that mean "Redis cannot be reached right now", for every Redis caller to catch or retry.
-#: The builtin OSError covers "connection refused" while Redis restarts, which redis-py's own
-#: ConnectionError does not (and, since 3.11, asyncio's TimeoutError).
-REDIS_DOWN: tuple[type[Exception], ...] = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: The one classification of "Redis cannot be reached right now": every Redis caller catches (or
+#: retries) exactly these, and treats anything else as a bug or bad data.
+#:
+#: - the builtin ``OSError``: "connection refused" while Redis restarts, resets, and since 3.11
+#:   asyncio's ``TimeoutError`` (redis-py raises these unwrapped from some paths);
+#: - redis-py's ``ConnectionError`` (which includes ``BusyLoadingError``, Redis still loading its
+#:   data after a restart) and ``TimeoutError`` (no answer within the socket timeout);
+#: - ``ReadOnlyError``: the server we reached is a replica (a failover is under way), so the
+#:   primary is, for this connection, not there.
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
+def redis_down(exc: BaseException) -> bool:
+    """True if ``exc`` means Redis cannot be reached right now (see :data:`REDIS_DOWN`)."""
+    return isinstance(exc, REDIS_DOWN)
 
 
 class AgentQError(Exception):

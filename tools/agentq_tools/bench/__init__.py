@@ -1,4 +1,4 @@
-"""``make bench`` / ``producer bench``: the numbers that show where this design stands.
+"""``make bench`` / ``agentq-bench``: the numbers that show where this design stands.
 
 One run measures, side by side on the same machine and interpreter:
 

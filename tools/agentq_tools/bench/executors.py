@@ -12,11 +12,11 @@ import statistics
 import time
 from typing import Any
 
-from producer.bench.config import BenchConfig
-from producer.bench.report import Figure
+from agentq.settings import ExecutorKind
+from agentq_tools.bench.config import BenchConfig
+from agentq_tools.bench.report import Figure
 from worker import inference
 from worker.executor import create_pool, interpreter_pool_available
-from worker.settings import ExecutorKind
 from worker.sources.simulated import compose
 
 QUESTION = "Should I take an umbrella to the conference in Paris tomorrow?"

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from producer.bench.cluster import Cluster
-from producer.bench.config import BenchConfig
-from producer.bench.report import Figure, spread
-from producer.bench.waiting import run_batch
+from agentq.settings import Settings, get_settings
+from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.config import BenchConfig
+from agentq_tools.bench.report import Figure, spread
+from agentq_tools.bench.waiting import run_batch
 from producer.client import Client
-from worker.settings import Settings, get_settings
 
 NOOP_SOURCE = "weather"
 #: Published by SAQ's README for 1,000 no-op jobs (a different machine): the reference points.

@@ -1,6 +1,6 @@
 """A mock upstream for the HTTP sources: real HTTP, JSON answers, configurable latency and failures.
 
-``python -m producer.upstream --port 8080 --latency weather=2 --error-rate news=0.1`` serves
+``agentq-upstream --port 8080 --latency weather=2 --error-rate news=0.1`` serves
 ``GET /<endpoint>?q=<question>`` for every endpoint of ``worker.sources.http`` (weather, news,
 knowledge_base, stocks, geo), plus ``/health`` and ``/stats`` (request, error and connection
 counts, per endpoint and per client). Answers are deterministic functions of the question, so
@@ -35,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer.embedded import free_port, stop_process
+from agentq_tools.embedded import free_port
+from agentq_tools.processes import stop_process
 from worker.sources.http import ENDPOINTS
 from worker.sources.simulated import phrase, question_words, seeded
 
@@ -215,7 +216,7 @@ def _per_endpoint(kind: type[float] | type[int]) -> Any:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m producer.upstream", description="A mock upstream for the HTTP sources.")
+    p = argparse.ArgumentParser(prog="agentq-upstream", description="A mock upstream for the HTTP sources.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port; 0 = any free port (printed)")
     p.add_argument(
@@ -306,7 +307,7 @@ class MockUpstream:
 
     def start(self, timeout: float = 20.0) -> MockUpstream:
         """Start the server and wait until ``/health`` answers."""
-        command = [sys.executable, "-m", "producer.upstream", "--port", str(self.port), *self.args]
+        command = [sys.executable, "-m", "agentq_tools.upstream", "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         give_up = time.monotonic() + timeout
         while True:

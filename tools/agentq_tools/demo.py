@@ -1,7 +1,7 @@
-"""``make demo``: the whole system on one machine, started and stopped in one command.
+"""``make demo`` (``agentq-demo``): the whole system on one machine, started and stopped in one command.
 
 Starts a Redis on a free loopback port (unless ``REDIS_URL``/``AGENTQ_REDIS_URL`` names one) and
-the mock upstream (``producer.upstream``, unless ``AGENTQ_UPSTREAM_URL`` names one) with the
+the mock upstream (``agentq_tools.upstream``, unless ``AGENTQ_UPSTREAM_URL`` names one) with the
 reference latencies, starts worker processes with the documented ``worker`` command pointed at
 both, sends the reference question to the three HTTP sources through the queue with the live
 display, prints the result, and stops everything it started, also on Ctrl-C.
@@ -9,28 +9,26 @@ display, prints the result, and stops everything it started, also on Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import FrameType
-from typing import cast
 
-import redis
 from rich.console import Console
 
+from agentq.contract import JobResult
+from agentq.settings import get_settings
+from agentq_tools.embedded import EmbeddedRedis
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats, worker_command
 from producer.client import Client
 from producer.display import summary
-from producer.embedded import EmbeddedRedis
-from worker.contract import JobResult, Keys
+from producer.watch import wait_with_progress
 from worker.executor import choose
-from worker.settings import get_settings
 
 REFERENCE_QUESTION = "Should I take an umbrella to the conference in Paris tomorrow, and what is the news about it?"
 #: The reference workload's three sources, over real HTTP: the mock upstream's paths and latencies (s).
@@ -42,74 +40,12 @@ REFERENCE_HTTP = {
 console = Console()
 
 
-def worker_command() -> list[str]:
-    """The documented way to start a worker, from the same environment as this Python."""
-    script = Path(sys.executable).with_name("worker")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
-
-
-def start_workers(
-    count: int, env: dict[str, str], log_dir: Path, command: list[str] | None = None, first: int = 0
-) -> list[subprocess.Popen[bytes]]:
-    """Start ``count`` worker processes (``command``, default the ``worker`` command).
-
-    Each logs to ``log_dir/worker-<n>.log``, numbered from ``first``.
-    """
-    procs = []
-    for i in range(first, first + count):
-        log = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
-        procs.append(
-            subprocess.Popen(
-                command or worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-        log.close()
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
-    """SIGTERM every worker, wait for it to shut its pool down, SIGKILL stragglers."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    give_up = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(max(0.1, give_up - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def wait_for_heartbeats(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
-    """Block until every process in ``procs`` has written its heartbeat (its pool is warm)."""
-    pids = {p.pid for p in procs}
-    pattern = Keys(get_settings().key_prefix).workers_pattern
-    client = redis.Redis.from_url(url)
-    give_up = time.monotonic() + timeout
-    try:
-        while True:
-            values = [cast(bytes | None, client.get(k)) for k in client.scan_iter(match=pattern)]
-            if pids <= {json.loads(v)["pid"] for v in values if v}:
-                return
-            dead = [p for p in procs if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"a worker exited with code {dead[0].returncode} before it was ready")
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"workers not ready after {timeout:g}s")
-            time.sleep(0.05)
-    finally:
-        client.close()
-
-
 async def ask_reference() -> JobResult:
     """Enqueue the reference question and wait for it with the live display."""
-    from producer.cli import _wait_live
-
     async with Client(get_settings()) as client:
         job_id = await client.enqueue(REFERENCE_QUESTION, sources=list(REFERENCE_HTTP))
         console.print(f"question: {REFERENCE_QUESTION}\njob {job_id} queued", highlight=False)
-        return await _wait_live(client, job_id, timeout=120, live=console.is_terminal)
+        return await wait_with_progress(client, job_id, 120, console.is_terminal, console)
 
 
 def start_upstream(stack: contextlib.ExitStack, time_scale: float) -> str:
@@ -119,11 +55,9 @@ def start_upstream(stack: contextlib.ExitStack, time_scale: float) -> str:
         console.print(f"using the upstream at {url}", highlight=False)
         return url
     try:
-        from producer.upstream import MockUpstream
-    except ImportError as exc:  # starlette/uvicorn come with the `upstream` extra (part of `dev`)
-        raise RuntimeError(
-            f"the mock upstream needs the upstream extra: pip install 'agentq[upstream]' ({exc})"
-        ) from exc
+        from agentq_tools.upstream import MockUpstream
+    except ImportError as exc:  # starlette/uvicorn come with agentq-tools
+        raise RuntimeError(f"the mock upstream needs starlette and uvicorn: pip install -e ./tools ({exc})") from exc
     latencies = [f"{path}={seconds:g}" for path, seconds in REFERENCE_HTTP.values()]
     upstream = stack.enter_context(
         MockUpstream(*(a for latency in latencies for a in ("--latency", latency)), "--time-scale", str(time_scale))
@@ -177,3 +111,16 @@ def run_demo(workers: int = 2, time_scale: float = 1.0) -> int:
         console.print(summary(result))
         console.print("stopping the workers, the upstream and Redis...")
     return 0 if result.status != "failed" else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``agentq-demo [--workers N] [--time-scale S]``."""
+    parser = argparse.ArgumentParser(prog="agentq-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, choices=range(1, 17), metavar="N", help="worker processes")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="scale of latencies and work (default 1)")
+    args = parser.parse_args(argv)
+    sys.exit(run_demo(workers=args.workers, time_scale=args.time_scale))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agentq.contract import JobResult, QuestionRequest
+from agentq.keys import Keys
 from producer.client import Client
-from worker.contract import JobResult, Keys, QuestionRequest
 
 
 @dataclass

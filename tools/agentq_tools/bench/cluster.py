@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +15,11 @@ from types import TracebackType
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import redis
 
-from producer.demo import start_workers, stop_workers, wait_for_heartbeats
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
+from agentq_tools.sources import MAX_SOURCES, first_sources
 
-WORKER_COMMAND = [sys.executable, "-m", "producer.bench.worker"]
+#: Every worker of the benchmark serves the reference sources and the growth benchmark's extras.
+ENABLED_SOURCES = list(first_sources(MAX_SOURCES))
 
 
 class Cluster:
@@ -31,16 +32,16 @@ class Cluster:
         self.env["AGENTQ_REDIS_URL"] = redis_url
         # The bench asks the same question again and again: it measures fetching and inference,
         # so the shared cache and the latency-driven timeouts stay off unless a case asks for them.
-        settings = {"cache_ttl_s": 0, "adaptive_timeouts": False, **settings}
+        settings = {"cache_ttl_s": 0, "adaptive_timeouts": False, "enabled_sources": ENABLED_SOURCES, **settings}
         for name, value in settings.items():
-            text = json.dumps(value) if isinstance(value, dict) else str(value)
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
             self.env[f"AGENTQ_{name.upper()}"] = text
         self.procs: list[subprocess.Popen[bytes]] = []
         self.started = 0  # numbers the log files, across stop()
 
     def add(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` more workers and wait until each has warmed its pool and heartbeats."""
-        new = start_workers(count, self.env, self.log_dir, command=WORKER_COMMAND, first=self.started)
+        new = start_workers(count, self.env, self.log_dir, first=self.started)
         self.started += count
         self.procs.extend(new)
         try:

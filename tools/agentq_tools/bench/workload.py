@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producer.bench.cluster import Cluster
-from producer.bench.config import BenchConfig
-from producer.bench.executors import units_for
-from producer.bench.report import Figure
+from agentq.contract import JobResult
+from agentq.settings import Settings, get_settings
+from agentq.sources import REFERENCE_SOURCES, SourceContext, installed_sources
+from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.config import BenchConfig
+from agentq_tools.bench.executors import units_for
+from agentq_tools.bench.report import Figure
+from agentq_tools.demo import REFERENCE_QUESTION
 from producer.client import Client
-from producer.demo import REFERENCE_QUESTION
 from worker import inference
-from worker.contract import JobResult
 from worker.executor import InferencePool, create_pool
-from worker.settings import DEFAULT_SOURCES, Settings, get_settings
-from worker.sources import REGISTRY, SourceContext
 from worker.timing import critical_path
 
 
@@ -59,9 +59,9 @@ async def sequential(settings: Settings, units: int) -> Run:
     ctx = SourceContext(settings, "bench-sequential")
     t0 = time.monotonic()
     fetched = []
-    for name in DEFAULT_SOURCES:
+    for name in REFERENCE_SOURCES:
         f0 = time.monotonic()
-        text = await REGISTRY[name].fetch(REFERENCE_QUESTION, ctx)
+        text = await installed_sources()[name].fetch(REFERENCE_QUESTION, ctx)
         fetched.append((name, f0, time.monotonic(), text))
     spans = []
     for name, f0, f1, text in fetched:
@@ -77,11 +77,11 @@ async def reference(settings: Settings, units: int, pool: InferencePool) -> Run:
 
     async def fetch(name: str) -> tuple[str, float, float, str]:
         f0 = time.monotonic()
-        text = await REGISTRY[name].fetch(REFERENCE_QUESTION, ctx)
+        text = await installed_sources()[name].fetch(REFERENCE_QUESTION, ctx)
         return name, f0, time.monotonic(), text
 
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(fetch(name)) for name in DEFAULT_SOURCES]
+        tasks = [group.create_task(fetch(name)) for name in REFERENCE_SOURCES]
     fetched = [t.result() for t in tasks]
     outputs = await asyncio.gather(
         *(pool.run(inference.analyse, REFERENCE_QUESTION, text, units, pool.kind) for _, _, _, text in fetched)
@@ -93,7 +93,7 @@ async def reference(settings: Settings, units: int, pool: InferencePool) -> Run:
 async def ours(client: Client) -> tuple[Run, JobResult]:
     """The real system: enqueue, a worker fans out with overlapped stages, wait for the result."""
     t0 = time.monotonic()
-    job_id = await client.enqueue(REFERENCE_QUESTION, sources=list(DEFAULT_SOURCES))
+    job_id = await client.enqueue(REFERENCE_QUESTION, sources=list(REFERENCE_SOURCES))
     result = await client.result(job_id, timeout=120)
     end_to_end = time.monotonic() - t0
     if result.timing is None or result.status != "ok":

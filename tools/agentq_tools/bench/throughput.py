@@ -13,18 +13,19 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from producer.bench.cluster import Cluster, peak_rss
-from producer.bench.config import BenchConfig
-from producer.bench.executors import units_for
-from producer.bench.report import Figure
-from producer.bench.waiting import run_batch
+from agentq.settings import Settings, get_settings
+from agentq.sources import REFERENCE_SOURCES
+from agentq_tools.bench.cluster import Cluster, peak_rss
+from agentq_tools.bench.config import BenchConfig
+from agentq_tools.bench.executors import units_for
+from agentq_tools.bench.report import Figure
+from agentq_tools.bench.waiting import run_batch
 from producer.client import Client
-from worker.settings import DEFAULT_SOURCES, Settings, get_settings
 
 
 async def _saturate(settings: Settings, jobs: int) -> dict[str, Any]:
     async with Client(settings) as client:
-        request = client.validate("How busy can the workers get?", sources=list(DEFAULT_SOURCES))
+        request = client.validate("How busy can the workers get?", sources=list(REFERENCE_SOURCES))
         await run_batch(client, [request] * 2)  # warm-up, not measured
         batch = await run_batch(client, [request] * jobs, timeout=300)
     timings = [r.timing for r in batch.results.values() if r.timing is not None]
@@ -42,7 +43,7 @@ def run(
     worker_settings: dict[str, object] = {
         "time_scale": 1.0,
         "inference_units": units,
-        "source_latency_s": dict.fromkeys(DEFAULT_SOURCES, 0.0),
+        "source_latency_s": dict.fromkeys(REFERENCE_SOURCES, 0.0),
         "pool_size": cores,
     }
     by_workers: dict[str, Any] = {}
@@ -59,7 +60,7 @@ def run(
     result = {
         "cores": cores,
         "units_per_inference": units,
-        "sources_per_job": len(DEFAULT_SOURCES),
+        "sources_per_job": len(REFERENCE_SOURCES),
         "max_jobs_per_worker": settings.max_jobs,
         "by_workers": by_workers,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import shutil
 import sys
@@ -14,10 +15,9 @@ from typing import Any
 
 from rich.console import Console
 
-from producer.bench import executors, growth, queue, report, throughput, workload
-from producer.bench import sources as _sources  # noqa: F401  (the producer must know the extra sources)
-from producer.bench.config import BenchConfig, machine_info
-from producer.embedded import EmbeddedRedis
+from agentq_tools.bench import executors, growth, queue, report, throughput, workload
+from agentq_tools.bench.config import BenchConfig, machine_info
+from agentq_tools.embedded import EmbeddedRedis
 
 #: Wide enough for the table when the output is a file or a pipe (as under make).
 console = Console(width=None if sys.stdout.isatty() else 130)
@@ -88,7 +88,7 @@ def run_bench(*, quick: bool, out: Path, redis_url: str | None = None, publish: 
 
 
 def _charts(summary: dict[str, Any], out: Path) -> None:
-    from producer.bench.charts import draw_all
+    from agentq_tools.bench.charts import draw_all
 
     try:
         draw_all(summary, out)
@@ -97,8 +97,8 @@ def _charts(summary: dict[str, Any], out: Path) -> None:
 
 
 def _publish(out: Path, docs: Path, summary: dict[str, Any], figures: list[report.Figure], title: str) -> None:
-    from producer.bench.charts import CHARTS
-    from producer.bench.docs import readme
+    from agentq_tools.bench.charts import CHARTS
+    from agentq_tools.bench.docs import readme
 
     docs.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "table.md", "table.txt", *CHARTS):
@@ -113,3 +113,17 @@ def _step(what: str) -> Iterator[None]:
     with console.status(f"{what}..."):
         yield
     console.print(f"  {what}: {time.monotonic() - t0:.1f} s", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``agentq-bench [--quick] [--out DIR] [--publish DIR]``."""
+    parser = argparse.ArgumentParser(prog="agentq-bench", description="Run the benchmarks on a throw-away Redis.")
+    parser.add_argument("--quick", action="store_true", help="a small run (seconds) that checks everything works")
+    parser.add_argument("--out", default="bench-results", help="where to write summary.json, tables, charts")
+    parser.add_argument("--publish", default=None, help="also copy a full run's results and README here")
+    args = parser.parse_args(argv)
+    run_bench(quick=args.quick, out=Path(args.out), publish=Path(args.publish) if args.publish else None)
+
+
+if __name__ == "__main__":
+    main()

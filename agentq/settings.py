@@ -12,14 +12,15 @@ from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from limits import parse as parse_rate_limit
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ExecutorKind = Literal["auto", "interpreter", "process", "thread"]
 
-#: Names of the sources every installation registers (see ``worker.sources``).
-DEFAULT_SOURCES = ("weather", "news", "knowledge_base")
+#: Marks a setting that exists for tests, benchmarks and demos only (the simulated sources and
+#: fault injection); docs/settings.md lists these apart, and a production deployment leaves them be.
+DEV_ONLY: JsonDict = {"dev_only": True}
 
 
 class Settings(BaseSettings):
@@ -56,22 +57,37 @@ class Settings(BaseSettings):
     max_source_timeout_s: PositiveFloat = Field(30.0, description="largest timeout a request may ask")
     max_deadline_s: PositiveFloat = Field(30.0, description="largest deadline a request may ask")
     time_scale: PositiveFloat = Field(
-        1.0, description="multiplies simulated latencies and inference work (tests use 0.01-0.1)"
+        1.0,
+        description="multiplies simulated latencies and inference work (tests use 0.01-0.1)",
+        json_schema_extra=DEV_ONLY,
     )
     inference_units: PositiveInt = Field(
         1500, description="CPU work per inference at time_scale 1 (1 unit = 1,000 token hashes)"
     )
     source_latency_s: dict[str, float] = Field(
-        default_factory=dict, description="override a simulated source's latency (before scaling)"
+        default_factory=dict,
+        description="override a simulated source's latency (before scaling)",
+        json_schema_extra=DEV_ONLY,
     )
     source_fail: frozenset[str] = Field(
-        default_factory=frozenset, description="simulated sources that raise an error (fault injection)"
+        default_factory=frozenset,
+        description="simulated sources that raise an error (fault injection)",
+        json_schema_extra=DEV_ONLY,
     )
     source_fail_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="chance that any simulated fetch fails (fault injection)"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="chance that any simulated fetch fails (fault injection)",
+        json_schema_extra=DEV_ONLY,
     )
 
     # --- sources -------------------------------------------------------------------------------
+    enabled_sources: tuple[str, ...] = Field(
+        (),
+        description="the sources this worker serves (JSON list); empty = every installed source except opt-in ones"
+        " (the test and benchmark sources)",
+    )
     default_sources: tuple[str, ...] = Field(
         (), description="sources a request that names none fans out to; empty = every source that can run here"
     )
@@ -194,6 +210,8 @@ class Settings(BaseSettings):
     @field_validator("rate_limits")
     @classmethod
     def _rate_limits(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        from limits import parse as parse_rate_limit  # here: only a worker with rate limits needs the library
+
         for name, limit in value.items():
             try:
                 if isinstance(limit, str):
@@ -223,3 +241,13 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Read the settings from the environment (and ``.env``), with explicit overrides on top."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming every setting that is wrong and why, by its environment variable."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        variable = name if name.isupper() else f"AGENTQ_{name.upper()}"
+        parts.append(f"{variable}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

@@ -16,13 +16,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]
 
+from agentq.keys import Keys
+from agentq.settings import Settings
+from agentq_tools.embedded import EmbeddedRedis
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from producer.client import Client
-from producer.demo import start_workers, stop_workers, wait_for_heartbeats
-from producer.embedded import EmbeddedRedis
-from worker.contract import Keys
-from worker.settings import Settings
 
 
 async def soak(seconds: float, rate: float, worker_count: int) -> int:
@@ -83,7 +83,7 @@ def finished_runs(log_dir: Path) -> Counter[str]:
 
 
 def main() -> None:
-    """Entry point: ``python -m tests.reliability.soak``."""
+    """Entry point: ``python -m agentq_tools.soak`` (``make soak``)."""
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
     rate = float(os.environ.get("SOAK_RATE", "10"))
     sys.exit(asyncio.run(soak(seconds, rate, int(os.environ.get("SOAK_WORKERS", "2")))))

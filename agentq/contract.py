@@ -1,7 +1,8 @@
 """The job contract: what a producer sends, what a worker stores, and where in Redis.
 
-This module is the single home of the request and result models, the Redis key names and the
-JSON codec. The producer and the worker both import it; nothing re-declares it.
+This module is the single home of the request and result models and the JSON codec (Redis key
+names are in ``agentq.keys``, arq's record format in ``agentq.wire``). The producer and the worker
+both import it; nothing re-declares it.
 
 Jobs and results cross Redis as JSON only (never pickle), so whoever can write to Redis can at
 worst make a job fail, never run code in a worker.
@@ -16,7 +17,6 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal
 
-from arq.constants import job_key_prefix, result_key_prefix
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from worker.errors import InvalidRequest
+from agentq.errors import InvalidRequest
 
 #: The name the worker registers its job function under (what ``enqueue_job`` is given).
 JOB_FUNCTION = "answer_question"
@@ -265,64 +265,8 @@ class ProgressEvent(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
-# Redis keys and the codec
+# The codec
 # --------------------------------------------------------------------------------------------
-class Keys:
-    """Every Redis key the system uses. arq's own keys carry arq's fixed prefixes."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    @staticmethod
-    def job(job_id: str) -> str:
-        return job_key_prefix + job_id
-
-    @staticmethod
-    def result(job_id: str) -> str:
-        return result_key_prefix + job_id
-
-    def done_channel(self, job_id: str) -> str:
-        """Pub/sub channel told when a job's result has been stored."""
-        return f"{self.prefix}:done:{job_id}"
-
-    def progress(self, job_id: str) -> str:
-        """A job's progress log: a capped stream of :class:`ProgressEvent` JSON (``worker.progress``)."""
-        return f"{self.prefix}:progress:{job_id}"
-
-    def inflight(self, fingerprint: str) -> str:
-        """The id of the job answering a request with this fingerprint, while it is queued or running."""
-        return f"{self.prefix}:inflight:{fingerprint}"
-
-    def health(self, queue_name: str) -> str:
-        """arq's own health-check key (shared by all workers on the queue)."""
-        return f"{queue_name}:health-check"
-
-    def worker(self, worker_id: str) -> str:
-        """One worker's heartbeat record (see ``worker.health``)."""
-        return f"{self.prefix}:worker:{worker_id}"
-
-    @property
-    def workers_pattern(self) -> str:
-        return f"{self.prefix}:worker:*"
-
-    def cache(self, source: str, question_digest: str) -> str:
-        """A source's fetched text for one normalised question (``worker.resilience.cache``)."""
-        return f"{self.prefix}:cache:{source}:{question_digest}"
-
-    def breaker(self, source: str) -> str:
-        """A source's circuit-breaker hash, shared by every worker."""
-        return f"{self.prefix}:breaker:{source}"
-
-    def latencies(self, source: str) -> str:
-        """A source's recent fetch durations, newest first (adaptive timeouts)."""
-        return f"{self.prefix}:latency:{source}"
-
-    @property
-    def rate_limit_prefix(self) -> str:
-        """Prefix of the ``limits`` library's moving-window keys, one per rate-limited source."""
-        return f"{self.prefix}:rate"
-
-
 def _json_default(obj: object) -> object:
     if isinstance(obj, BaseException):
         # arq stores an exception as the result of a job it could not run (bad payload, too
@@ -336,10 +280,10 @@ def _json_default(obj: object) -> object:
 
 
 def dumps(obj: object) -> bytes:
-    """arq ``job_serializer``: JSON, UTF-8, never pickle."""
+    """The serializer of jobs and results (arq's ``job_serializer``): JSON, UTF-8, never pickle."""
     return json.dumps(obj, default=_json_default, separators=(",", ":"), allow_nan=False).encode()
 
 
 def loads(data: bytes | str) -> Any:
-    """arq ``job_deserializer``: JSON only; anything else raises and the job fails cleanly."""
+    """The deserializer (arq's ``job_deserializer``): JSON only; anything else raises and the job fails cleanly."""
     return json.loads(data)

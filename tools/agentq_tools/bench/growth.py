@@ -1,7 +1,7 @@
 """Benchmark 5: how latency grows with the number of sources and with the size of a burst.
 
 Sources: one query fanning out to 3, 5, 10 and 20 sources (the reference three, then copies of
-them from ``producer.bench.sources``), each source ~2 s of inference at time_scale 1, one worker.
+them from ``agentq_tools.sources``), each source ~2 s of inference at time_scale 1, one worker.
 Burst: 10, 100 and 1,000 small reference queries enqueued at once, two workers; each job's
 latency is enqueue → the caller learns it is done.
 """
@@ -13,15 +13,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from producer.bench.cluster import Cluster
-from producer.bench.config import BenchConfig
-from producer.bench.executors import units_for
-from producer.bench.report import Figure, spread
-from producer.bench.sources import first_sources
-from producer.bench.waiting import run_batch
+from agentq.settings import Settings, get_settings
+from agentq.sources import REFERENCE_SOURCES
+from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.config import BenchConfig
+from agentq_tools.bench.executors import units_for
+from agentq_tools.bench.report import Figure, spread
+from agentq_tools.bench.waiting import run_batch
+from agentq_tools.demo import REFERENCE_QUESTION
+from agentq_tools.sources import first_sources
 from producer.client import Client
-from producer.demo import REFERENCE_QUESTION
-from worker.settings import DEFAULT_SOURCES, Settings, get_settings
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -35,7 +36,7 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 async def _sources(settings: Settings, sizes: tuple[int, ...], repeats: int) -> list[dict[str, Any]]:
     rows = []
     async with Client(settings) as client:
-        await client.result(await client.enqueue(REFERENCE_QUESTION, sources=list(DEFAULT_SOURCES)), timeout=60)
+        await client.result(await client.enqueue(REFERENCE_QUESTION, sources=list(REFERENCE_SOURCES)), timeout=60)
         for n in sizes:
             runs = []
             inference_walls: list[float] = []
@@ -61,7 +62,7 @@ async def _sources(settings: Settings, sizes: tuple[int, ...], repeats: int) -> 
 async def _bursts(settings: Settings, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
     rows = []
     async with Client(settings) as client:
-        request = client.validate(REFERENCE_QUESTION, sources=list(DEFAULT_SOURCES))
+        request = client.validate(REFERENCE_QUESTION, sources=list(REFERENCE_SOURCES))
         await run_batch(client, [request] * 4)  # warm-up
         for n in sizes:
             batch = await run_batch(client, [request] * n, timeout=300)

@@ -1,0 +1,43 @@
+"""Helpers the tests share that are not fixtures: raw jobs in Redis, waiting on a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from agentq import wire
+from agentq.contract import JOB_FUNCTION
+from agentq.keys import Keys
+from producer.client import Client
+
+T = TypeVar("T")
+
+
+async def enqueue_raw(
+    client: Client, *args: Any, function: str = JOB_FUNCTION, defer_s: float = 0.0, **kwargs: Any
+) -> str:
+    """Put a job on the queue exactly as arq's format has it, skipping the client's validation."""
+    job_id = uuid.uuid4().hex
+    now_ms = round(time.time() * 1000)
+    async with client.redis.pipeline(transaction=True) as pipe:
+        pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, wire.encode_job(function, args, kwargs, now_ms))
+        pipe.zadd(client.settings.queue_name, {job_id: now_ms + round(defer_s * 1000)})
+        await pipe.execute()
+    return job_id
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, every: float = 0.01) -> T:
+    """Await ``check`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    give_up = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > give_up:
+            pytest.fail(f"gave up after {timeout:g}s waiting for {check}")
+        await asyncio.sleep(every)

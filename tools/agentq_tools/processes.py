@@ -1,0 +1,84 @@
+"""Worker processes started with the documented ``worker`` command, waited for, and stopped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import cast
+
+import redis
+
+from agentq.keys import Keys
+from agentq.settings import get_settings
+
+
+def worker_command() -> list[str]:
+    """The documented way to start a worker, from the same environment as this Python."""
+    script = Path(sys.executable).with_name("worker")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
+
+
+def start_workers(count: int, env: dict[str, str], log_dir: Path, first: int = 0) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` worker processes with ``env``; each logs to ``log_dir/worker-<n>.log``, from ``first``.
+
+    Each runs in a session of its own, so its pool processes can be signalled with it.
+    """
+    procs = []
+    for i in range(first, first + count):
+        log = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
+        procs.append(
+            subprocess.Popen(worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+        log.close()
+    return procs
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+    """SIGTERM ``process`` if it still runs, then SIGKILL it after ``grace_s``; reap it either way."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """SIGTERM every worker, wait for it to shut its pool down, SIGKILL stragglers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    give_up = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(max(0.1, give_up - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_for_heartbeats(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
+    """Block until every process in ``procs`` has written its heartbeat (its pool is warm)."""
+    pids = {p.pid for p in procs}
+    pattern = Keys(get_settings().key_prefix).workers_pattern
+    client = redis.Redis.from_url(url)
+    give_up = time.monotonic() + timeout
+    try:
+        while True:
+            values = [cast(bytes | None, client.get(k)) for k in client.scan_iter(match=pattern)]
+            if pids <= {json.loads(v)["pid"] for v in values if v}:
+                return
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a worker exited with code {dead[0].returncode} before it was ready")
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"workers not ready after {timeout:g}s")
+            time.sleep(0.05)
+    finally:
+        client.close()

@@ -1,0 +1,94 @@
+"""The worker's life cycle, as arq's hooks: start-up and shut-down, and around every job.
+
+Start-up opens the HTTP client, starts and warms the inference pool, starts the heartbeat and the
+metrics; shut-down stops them in reverse and waits for the pool's processes or interpreters.
+Around each job: the in-flight count and the log context at its start; the done notification,
+the progress log's last entry and the dedup marker at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from agentq.errors import REDIS_DOWN
+from agentq.sources import default_sources, enabled_sources
+from worker import health, metrics, progress
+from worker.context import WorkerContext
+from worker.executor import create_pool
+from worker.logs import current_job_id
+from worker.sources.http import create_client
+
+log = logging.getLogger(__name__)
+
+
+async def startup(ctx: WorkerContext) -> None:
+    """arq ``on_startup``: open the HTTP client, start and warm the inference pool."""
+    s = ctx["settings"]
+    # A bad AGENTQ_ENABLED_SOURCES or AGENTQ_DEFAULT_SOURCES stops the worker here, not every job.
+    ctx["sources"] = enabled_sources(s)
+    default_sources(s, ctx["sources"])
+    ctx["http"] = create_client(s, ctx["worker_id"])
+    ctx["pool"] = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
+    info = ctx["pool"].info
+    ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
+    metrics.start(ctx)  # before the first beat, which reports the metrics port
+    ctx["heartbeat"] = asyncio.create_task(health.heartbeat_forever(ctx))
+    health.write_id_file(ctx)
+    log.info("worker %s ready: %s pool of %d (%s)", ctx["worker_id"], info.kind, info.size, info.reason)
+
+
+async def shutdown(ctx: WorkerContext) -> None:
+    """arq ``on_shutdown``: stop heartbeating, close the HTTP client, stop the pool and wait for its workers."""
+    if "heartbeat" in ctx:
+        await health.stop(ctx, ctx["heartbeat"])
+    await metrics.stop(ctx)
+    if "http" in ctx:
+        await ctx["http"].aclose()
+    pool = ctx.get("pool")
+    if pool is not None:
+        await asyncio.to_thread(pool.shutdown)
+
+
+async def job_started(ctx: WorkerContext) -> None:
+    """arq ``on_job_start``: count the job as in flight; tag this job's log lines with its id."""
+    current_job_id.set(ctx["job_id"])
+    ctx["stats"]["jobs_in_flight"] += 1
+
+
+async def job_ended(ctx: WorkerContext) -> None:
+    """arq ``after_job_end`` (the result is stored by now): wake whoever waits for it."""
+    ctx["stats"]["jobs_in_flight"] -= 1
+    ctx["stats"]["jobs_done"] += 1
+    try:
+        await ctx["redis"].publish(ctx["keys"].done_channel(ctx["job_id"]), b"1")
+    except REDIS_DOWN as exc:  # waiters still find the result on their 1 s recheck
+        log.warning("could not publish job %s done: %s", ctx["job_id"], exc)
+    except Exception:  # arq would let it take the worker down
+        log.exception("could not publish job %s done", ctx["job_id"])
+    finally:
+        # The progress log's last entry; the dedup marker goes. Also for a start that never reached
+        # the fan-out (a bad payload, too many tries): its log still says how it ended.
+        publisher = ctx.get("progress") or progress.ProgressPublisher(
+            ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, None
+        )
+        await progress.finish(publisher)
+
+
+async def replace_pool_if_broken(ctx: WorkerContext) -> None:
+    """A pool whose process died is unusable for good: start a fresh one for the next job."""
+    pool = ctx.get("pool")
+    if pool is None or not pool.broken:
+        return
+    s = ctx["settings"]
+    log.error("inference pool broken; starting a new one")
+    broken = pool.executor
+    fresh = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
+    if pool.executor is not broken:  # a concurrent job replaced it meanwhile
+        await asyncio.to_thread(fresh.shutdown)
+        return
+    # arq hands each job a copy of the worker's ctx: replace the pool's insides, not ctx["pool"],
+    # so the next jobs (and shutdown) see the new pool.
+    pool.executor, pool.info, pool.broken = fresh.executor, fresh.info, False
+    await asyncio.to_thread(broken.shutdown, wait=False, cancel_futures=True)
