@@ -151,12 +151,14 @@ class AgentQWorker(Worker):
         for job_id in job_ids:
             if job_id.decode() in self._running():
                 continue
+            before = self.tasks.get(job_id.decode())  # a finished run of this id arq has not reaped yet
             try:
                 await super().start_jobs([job_id])
             except REDIS_DOWN:
                 # arq takes the slot (semaphore and counter) before talking to Redis and only gives
                 # it back on a WATCH conflict; without this each outage would cost one slot for good.
-                if job_id.decode() not in self.tasks:
+                # No new task under this id means the pickup failed before the job started.
+                if self.tasks.get(job_id.decode()) is before:
                     self.job_counter -= 1
                     self.sem.release()
                 raise
