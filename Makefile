@@ -7,7 +7,7 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test lint workers clean bench soak
+.PHONY: help install demo test lint workers clean bench soak docs
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
 	@echo "make soak     10 minutes at a steady rate (SOAK_SECONDS, SOAK_RATE): throughput, p99, lost/doubled, RSS"
+	@echo "make docs     regenerate docs/settings.md and docs/result.md from the code"
 	@echo "PYTHON=$(PYTHON)  VENV=$(VENV)"
 
 # The product (agentq: agentq/, worker/, producer/) and its development tooling (agentq-tools:
@@ -37,6 +38,9 @@ soak: install
 
 demo: install
 	$(BIN)/agentq-demo
+
+docs: install
+	$(BIN)/python -m agentq_tools.docgen
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

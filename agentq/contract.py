@@ -162,85 +162,106 @@ def describe_validation_error(exc: ValidationError) -> str:
 class RanIn(BaseModel):
     """Where an inference ran: proves which executor did the work."""
 
-    executor: ExecutorName
-    pid: int
-    interpreter_id: int
-    thread_id: int
+    executor: ExecutorName = Field(description="the kind of pool the inference ran in")
+    pid: int = Field(description="the process it ran in (a pool's child process, or the worker itself)")
+    interpreter_id: int = Field(description="the interpreter it ran in; 0 is the main interpreter")
+    thread_id: int = Field(description="the thread it ran in")
 
 
 class InferenceOutput(BaseModel):
     """What the CPU-bound analysis of one source's text produced."""
 
-    summary: str
-    top_terms: list[str]
-    relevance: float
-    work_units: int
-    ran_in: RanIn
+    summary: str = Field(description="the sentence of the source's text most similar to the question")
+    top_terms: list[str] = Field(description="up to five frequent terms of the three most similar sentences")
+    relevance: float = Field(description="cosine similarity of that sentence to the question, 0 to 1")
+    work_units: int = Field(description="the CPU work done, in units of 1,000 token hashes")
+    ran_in: RanIn = Field(description="where the inference ran")
 
 
 class SourceOutcome(BaseModel):
     """One source's part of the answer. Offsets are seconds from the start of the job."""
 
-    name: str
-    status: SourceStatus = "deadline"
-    data: str | None = None
-    inference: InferenceOutput | None = None
-    error: str | None = None
-    timeout_s: float | None = None
-    fetch_start_s: float | None = None
-    fetch_end_s: float | None = None
-    fetch_s: float | None = None
-    inference_submit_s: float | None = None
-    inference_start_s: float | None = None
-    inference_end_s: float | None = None
-    inference_s: float | None = None
-    inference_cpu_s: float | None = None
-    # What the source policies (worker.resilience) did; see README "Source policies".
-    timeout_mode: Literal["fixed", "adaptive"] = "fixed"
-    attempts: int = 0
-    attempt_errors: list[str] = Field(default_factory=list)
-    cache: CacheUse | None = None
-    circuit: CircuitState | None = None
-    rate_limit_wait_s: float = 0.0
+    name: str = Field(description="the source's name")
+    status: SourceStatus = Field(
+        "deadline",
+        description="ok: fetched and analysed; timeout: no answer within timeout_s; error: the fetch or the"
+        " inference failed; deadline: the whole-query deadline passed first; circuit_open, rate_limited: skipped"
+        " by a source policy",
+    )
+    data: str | None = Field(None, description="the text the source returned")
+    inference: InferenceOutput | None = Field(None, description="the analysis of that text, when it finished")
+    error: str | None = Field(None, description="why the source did not answer, when it did not")
+    timeout_s: float | None = Field(None, description="the per-attempt timeout used")
+    fetch_start_s: float | None = Field(None, description="when the fetch began")
+    fetch_end_s: float | None = Field(None, description="when the fetch ended, whatever its outcome")
+    fetch_s: float | None = Field(None, description="how long the fetch took, retries and waits included")
+    inference_submit_s: float | None = Field(None, description="when the text was handed to the inference pool")
+    inference_start_s: float | None = Field(None, description="when the pool began the inference")
+    inference_end_s: float | None = Field(None, description="when the inference ended")
+    inference_s: float | None = Field(None, description="the inference's wall time in the pool")
+    inference_cpu_s: float | None = Field(None, description="the CPU time the inference used")
+    # What the source policies (worker.resilience) did; see docs/sources.md.
+    timeout_mode: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="fixed: the request's or the default timeout; adaptive: from recent latencies"
+    )
+    attempts: int = Field(0, description="calls made to the source; 0 on a cache hit or when it was skipped")
+    attempt_errors: list[str] = Field(default_factory=list, description="why each failed attempt failed, in order")
+    cache: CacheUse | None = Field(
+        None, description="how the shared cache was used; off also when Redis could not be asked"
+    )
+    circuit: CircuitState | None = Field(
+        None,
+        description="the circuit breaker's state when the fetch began; null without a breaker or when Redis"
+        " could not be asked",
+    )
+    rate_limit_wait_s: float = Field(0.0, description="time spent waiting for rate-limit tokens")
 
 
 class ExecutorInfo(BaseModel):
     """Which pool ran inference, how big it is and why it was chosen."""
 
-    kind: ExecutorName
-    size: int
-    reason: str
+    kind: ExecutorName = Field(description="the kind of inference pool")
+    size: int = Field(description="how many inferences it runs at once")
+    reason: str = Field(description="why this kind was chosen (AGENTQ_EXECUTOR and the Python version)")
 
 
 class Timing(BaseModel):
     """Where the time went. Durations are seconds."""
 
-    queued_at: datetime | None = None
-    started_at: datetime
-    finished_at: datetime
-    queue_wait_s: float | None = None
-    total_s: float
-    fetch_wall_s: float
-    inference_cpu_s: float
-    critical_path_s: float
-    sequential_estimate_s: float
-    speedup: float
+    queued_at: datetime | None = Field(None, description="when the producer enqueued the job (its clock)")
+    started_at: datetime = Field(description="when this start of the job began (the worker's clock)")
+    finished_at: datetime = Field(description="when the fan-out ended")
+    queue_wait_s: float | None = Field(None, description="started_at minus queued_at")
+    total_s: float = Field(description="the fan-out's wall time: every fetch and inference, overlapped")
+    fetch_wall_s: float = Field(description="from the first fetch's start to the last fetch's end")
+    inference_cpu_s: float = Field(description="CPU time of every inference, summed")
+    critical_path_s: float = Field(
+        description="the shortest possible total_s for the measured fetch and inference times on this pool's size"
+    )
+    sequential_estimate_s: float = Field(description="every fetch and every inference one after the other, summed")
+    speedup: float = Field(description="sequential_estimate_s / total_s")
 
 
 class JobResult(BaseModel):
     """The aggregated answer to one question, as stored in Redis and shown to callers."""
 
-    version: int = RESULT_VERSION
-    job_id: str
-    question: str
-    status: JobStatus
-    answer: list[str] = Field(default_factory=list)
-    sources: list[SourceOutcome] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
-    timing: Timing | None = None
-    executor: ExecutorInfo | None = None
-    worker_id: str | None = None
-    job_try: int | None = None
+    version: int = Field(RESULT_VERSION, description="the result format's version, bumped on incompatible changes")
+    job_id: str = Field(description="the job's id, as enqueue returned it")
+    question: str = Field(description="the question, stripped (at most 200 characters when the request was invalid)")
+    status: JobStatus = Field(
+        description="ok: every source answered; partial: some did; failed: none did, or the job could not run"
+    )
+    answer: list[str] = Field(
+        default_factory=list, description="one line per answering source, [name] summary, most relevant first"
+    )
+    sources: list[SourceOutcome] = Field(default_factory=list, description="every source asked, in the order asked")
+    errors: list[str] = Field(
+        default_factory=list, description="one line per source that did not answer, or why the job failed"
+    )
+    timing: Timing | None = Field(None, description="where the time went; null when the job could not run")
+    executor: ExecutorInfo | None = Field(None, description="the worker's inference pool")
+    worker_id: str | None = Field(None, description="host:pid:random of the worker that stored the result")
+    job_try: int | None = Field(None, description="which start of the job this result came from (1 = the first)")
 
 
 ProgressKind = Literal["fetch_start", "fetch_end", "inference_start", "done", "job_done", "requeued"]

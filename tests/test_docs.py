@@ -1,24 +1,77 @@
-"""The README documents what the code has: every setting and every CLI command."""
+"""The docs say what the code has: generated pages up to date, every command shown, no dead links."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
+from agentq.contract import JobResult
 from agentq.settings import Settings
+from agentq_tools import docgen
 from producer.cli import app
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+MAX_README_LINES = 150
+#: Pages whose relative links must resolve.
+LINKED = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "README.md"]
+_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
-def test_every_setting_is_in_the_readme_table() -> None:
-    """Each settings field appears in the README's settings table under its variable name."""
-    missing = [name for name in Settings.model_fields if f"| `AGENTQ_{name.upper()}` |" not in README]
-    assert not missing, f"settings missing from README.md: {missing}"
+def relative_links(page: Path) -> list[str]:
+    """The targets of the page's Markdown links that point inside the repository (code blocks left out)."""
+    text = _FENCE.sub("", page.read_text())
+    return [t for t in _LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
 
 
-def test_every_cli_command_is_in_the_readme() -> None:
-    """Each `producer` sub-command is shown in the README's CLI section."""
+@pytest.mark.parametrize("path", sorted(docgen.DOCS))
+def test_generated_docs_are_what_the_code_says_now(path: str) -> None:
+    """docs/settings.md and docs/result.md equal what the generator writes from Settings and JobResult today."""
+    written = (ROOT / path).read_text(encoding="utf-8") if (ROOT / path).exists() else ""
+    assert written == docgen.DOCS[path](), f"{path} is out of date: run `make docs` and commit the result"
+
+
+def test_every_setting_has_a_row_in_docs_settings() -> None:
+    """Each Settings field appears in docs/settings.md as a table row under its environment variable."""
+    text = (ROOT / "docs" / "settings.md").read_text()
+    missing = [name for name in Settings.model_fields if f"| `AGENTQ_{name.upper()}`" not in text]
+    assert not missing, f"settings missing from docs/settings.md: {missing}"
+
+
+def test_every_result_field_has_a_row_in_docs_result() -> None:
+    """Each field of JobResult and of every model inside it appears in docs/result.md under its model."""
+    text = (ROOT / "docs" / "result.md").read_text()
+    schema = JobResult.model_json_schema()
+    models = {"JobResult": schema, **schema["$defs"]}
+    for name, model in models.items():
+        section = text.split(f"\n## {name}\n", 1)
+        assert len(section) == 2, f"docs/result.md has no section for {name}"
+        body = section[1].split("\n## ", 1)[0]
+        missing = [field for field in model["properties"] if f"| `{field}` |" not in body]
+        assert not missing, f"{name} fields missing from docs/result.md: {missing}"
+
+
+def test_every_producer_command_is_in_the_readme() -> None:
+    """Each `producer` sub-command is shown in README.md."""
     commands = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
     assert commands, "the CLI has commands"
-    missing = [c for c in commands if f"producer {c}" not in README]
-    assert not missing, f"CLI commands missing from README.md: {missing}"
+    text = README.read_text()
+    missing = [c for c in commands if f"producer {c}" not in text]
+    assert not missing, f"producer commands missing from README.md: {missing}"
+
+
+def test_the_readme_stays_short() -> None:
+    """README.md has at most 150 lines: reference material belongs in docs/."""
+    lines = len(README.read_text().splitlines())
+    assert lines <= MAX_README_LINES, f"README.md has {lines} lines; move reference material to docs/"
+
+
+@pytest.mark.parametrize("page", LINKED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_points_at_an_existing_file(page: Path) -> None:
+    """Each relative link in README.md, CONTRIBUTING.md, docs/*.md and deploy/README.md names a file that exists."""
+    links = relative_links(page)
+    dead = [link for link in links if not (page.parent / link.split("#", 1)[0]).exists()]
+    assert not dead, f"{page.relative_to(ROOT)} links to missing files: {dead}"

@@ -8,8 +8,8 @@ inference has real text to work on and the same question always gets the same an
 127.0.0.1 unless told otherwise. :class:`MockUpstream` runs one as a child process for the demo
 and the tests.
 
-Built on Starlette and uvicorn (the ``upstream`` extra): both pure Python, so they install from
-PyPI on any CPython (3.11 and 3.14 alike) and add only two packages to what httpx already brings.
+Built on Starlette and uvicorn (dependencies of agentq-tools, not of the product): both pure
+Python, so they install from PyPI on any CPython (3.11 and 3.14 alike).
 """
 
 from __future__ import annotations

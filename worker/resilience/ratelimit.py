@@ -9,7 +9,7 @@ then asks again, and gives up as soon as the wait would make its fetch miss the 
 
 Clocks: ``limits`` stamps each call with the caller's ``time.time()`` (not Redis's ``TIME``), so the
 limit is exact among workers on one host; across hosts whose clocks differ by up to d seconds it
-holds as N per (period - d). Hosts must run NTP (README, "Source policies").
+holds as N per (period - d). Hosts must run NTP (docs/sources.md, "Source policies").
 """
 
 from __future__ import annotations
