@@ -2,12 +2,17 @@
 
 End-to-end tests use a real ``redis-server`` on a free loopback port and real ``worker``
 processes started with the documented command; fakeredis serves the fast unit tests.
+
+The ``e2e`` marker is kept true by the hooks at the end: a test that starts a program (a
+redis-server, a worker, the mock upstream, a command, another Python) or uses the session's
+redis-server must be marked ``e2e``, and a test marked ``e2e`` must do one of the two.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
@@ -147,3 +152,66 @@ def sample_result() -> JobResult:
         worker_id="host:1:abc",
         job_try=1,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The e2e marker, enforced. Programs are seen through Python's "subprocess.Popen" audit event, so
+# every way of starting one counts (Popen, run, asyncio's subprocesses, the tools' helpers). The
+# session's redis-server starts only once, so a test that uses it counts through its fixtures
+# (redis_server, and everything built on it: redis_url, settings, client, worker_env, ...).
+# The inference pool's own processes (multiprocessing, no Popen) are the unit under test in
+# test_executor.py and test_fanout.py and need nothing outside the test: they do not count.
+# ------------------------------------------------------------------------------------------------
+#: Fixtures that mean a real redis-server or worker processes, directly or through their closure.
+PROCESS_FIXTURES = frozenset({"redis_server", "start_worker_processes", "workers"})
+_started: list[str] = []  # programs started since the current test's setup began
+_CALL_PASSED = pytest.StashKey[bool]()
+
+
+def _record_program(event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen":
+        _started.append(os.path.basename(os.fsdecode(args[0])))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(_record_program)  # cannot be removed; it only appends a name to a list
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse, before anything starts, a test that uses real processes through fixtures without e2e."""
+    _started.clear()
+    used = sorted(PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())))
+    if used and item.get_closest_marker("e2e") is None:
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(used)} (a real redis-server or worker processes) but is not "
+            "marked e2e: add @pytest.mark.e2e, or use fake_redis if it does not need a real server",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    """After the fixtures are gone: a test that started a program is e2e; a passed e2e test started one."""
+    yield
+    started, e2e = sorted(set(_started)), item.get_closest_marker("e2e") is not None
+    _started.clear()
+    if started and not e2e:
+        pytest.fail(
+            f"{item.nodeid} started {', '.join(started)} but is not marked e2e: add @pytest.mark.e2e", pytrace=False
+        )
+    uses_processes = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if e2e and not started and not uses_processes and item.stash.get(_CALL_PASSED, False):
+        pytest.fail(
+            f"{item.nodeid} is marked e2e but started no program and used no real redis-server: "
+            "remove the marker (move it from the module's pytestmark to the tests that need it)",
+            pytrace=False,
+        )

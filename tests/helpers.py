@@ -1,8 +1,10 @@
-"""Helpers the tests share that are not fixtures: raw jobs in Redis, waiting on a condition."""
+"""Helpers the tests share that are not fixtures: raw jobs in Redis, waiting on a condition or on
+a job's progress."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,7 +13,8 @@ from typing import Any, TypeVar
 import pytest
 
 from agentq import wire
-from agentq.contract import JOB_FUNCTION
+from agentq.contract import JOB_FUNCTION, ProgressEvent, ProgressKind
+from agentq.errors import WaitTimeout
 from agentq.keys import Keys
 from producer.client import Client
 
@@ -41,3 +44,24 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
         if time.monotonic() > give_up:
             pytest.fail(f"gave up after {timeout:g}s waiting for {check}")
         await asyncio.sleep(every)
+
+
+async def progress_reached(
+    client: Client, job_id: str, event: ProgressKind, *, count: int = 1, timeout: float = 30.0
+) -> list[ProgressEvent]:
+    """Follow ``job_id``'s progress log until ``count`` events of kind ``event`` are in it; return
+    every event so far. Fails the test if the job finishes first or ``timeout`` seconds pass.
+
+    The log is what the worker publishes as it goes (``worker.progress``), so this waits for the
+    moment itself (all fetches started, inference submitted), not for a guess at how long it takes.
+    """
+    seen: list[ProgressEvent] = []
+    try:
+        async with contextlib.aclosing(client.progress(job_id, timeout=timeout)) as events:
+            async for logged in events:
+                seen.append(logged)
+                if sum(e.event == event for e in seen) >= count:
+                    return seen
+    except WaitTimeout:
+        pass
+    pytest.fail(f"job {job_id} logged {count} x {event} neither before it ended nor within {timeout:g}s: {seen}")

@@ -23,6 +23,7 @@ BENCH = str(Path(sys.executable).with_name("agentq-bench"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_quick_bench_writes_summary_tables_and_charts(redis_url: str, tmp_path: Path) -> None:
     """A quick run completes against real Redis and workers and writes JSON, tables and every chart."""

@@ -18,13 +18,13 @@ from agentq.keys import Keys
 from agentq.settings import Settings
 from producer.client import Client
 
-pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 
 
-def test_fingerprint_normalises_case_whitespace_and_source_order(client: Client) -> None:
+def test_fingerprint_normalises_case_whitespace_and_source_order() -> None:
     """Case, runs of whitespace and source order do not matter; sources, timeouts and no_cache do."""
+    client = Client(Settings())  # validation only: no connection
     base = request_fingerprint(client.validate("Will it rain  in\tParis?", sources=["news", "weather"]))
     assert base == request_fingerprint(client.validate(" will it RAIN in paris? ", sources=["weather", "news"]))
     for different in (
@@ -37,6 +37,7 @@ def test_fingerprint_normalises_case_whitespace_and_source_order(client: Client)
         assert request_fingerprint(different) != base
 
 
+@pytest.mark.e2e
 async def test_identical_questions_in_flight_share_one_job(client: Client) -> None:
     """With no worker the job stays queued: the same question (any case) joins it, dedup=False and a
     different question do not, the marker expires no sooner than its job, and a marker naming a
@@ -66,6 +67,7 @@ async def test_identical_questions_in_flight_share_one_job(client: Client) -> No
     assert (await client.redis.get(marker)).decode() == fresh.job_id
 
 
+@pytest.mark.e2e
 async def test_two_producers_at_once_make_one_job(settings: Settings) -> None:
     """Two clients (two connections) enqueueing the same question at the same moment, 20 times over:
     each pair gets one id, exactly one of them made the job, and the queue holds 20 jobs."""
@@ -77,6 +79,7 @@ async def test_two_producers_at_once_make_one_job(settings: Settings) -> None:
         assert await a.redis.zcard(settings.queue_name) == 20
 
 
+@pytest.mark.e2e
 async def test_a_finished_job_is_not_joined_and_its_marker_is_cleared(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
@@ -94,6 +97,7 @@ async def test_a_finished_job_is_not_joined_and_its_marker_is_cleared(
     assert not again.deduplicated and again.job_id != job_id
 
 
+@pytest.mark.e2e
 def test_cli_says_deduplicated_and_no_dedup_makes_a_new_job(
     settings_env: dict[str, str], worker_env: dict[str, str]
 ) -> None:

@@ -1,7 +1,10 @@
 """The fan-out in one process, with the real inference pool and the simulated sources.
 
 At ``time_scale`` 0.05 the reference latencies are 100, 75 and 150 ms and each inference is
-about 0.1 s of CPU; margins are generous because the machine is shared and noisy.
+about 0.1 s of CPU. The two tests of concurrency stretch the latencies (0.3, 0.5 and 1.5 s) so
+that what they assert (fetches overlap; the slow source does not hold up the fast one's
+inference) holds with margins of hundreds of milliseconds on a shared, loaded machine; how fast
+it all goes is the benchmark's business.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from worker.fanout import FanOut
 from worker.timing import overall_status
 
 SCALE = 0.05
+#: Latencies (before scaling) for the concurrency tests: news 0.3 s, weather 0.5 s, knowledge base 1.5 s.
+STRETCHED = {"news": 6.0, "weather": 10.0, "knowledge_base": 30.0}
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +57,25 @@ async def run(
 
 
 async def test_fetches_start_together_and_overlap(pool: InferencePool) -> None:
-    """All fetches start at once, so the fetch wall time is the slowest fetch, not the sum."""
-    o = await run(pool)
+    """Every fetch starts before any ends, so the fetch wall time is the slowest fetch, not the sum."""
+    o = await run(pool, source_latency_s=STRETCHED)
     assert all(x.status == "ok" for x in o.values()), o
     starts = [x.fetch_start_s or 0.0 for x in o.values()]
     ends = [x.fetch_end_s or 0.0 for x in o.values()]
-    assert max(starts) - min(starts) < 0.05
-    slowest, total = 3.0 * SCALE, (2.0 + 1.5 + 3.0) * SCALE
-    assert slowest * 0.95 <= max(ends) - min(starts) < (slowest + total) / 2
+    assert max(starts) < min(ends)  # one after another, the last would start after the first ended (0.3 s)
+    slowest, total = max(STRETCHED.values()) * SCALE, sum(STRETCHED.values()) * SCALE  # 1.5 s and 2.3 s
+    assert slowest * 0.95 <= max(ends) - min(starts) < (slowest + total) / 2  # nearer the slowest: 0.4 s spare
 
 
 async def test_fast_source_inference_overlaps_slow_fetch(pool: InferencePool) -> None:
-    """The first inference starts before the last fetch ends, right after its own fetch."""
-    o = await run(pool)
+    """The fast source's inference runs while the slow source is still fetching, right after its own fetch."""
+    o = await run(pool, source_latency_s=STRETCHED)
     news, kb = o["news"], o["knowledge_base"]
-    assert news.inference_start_s is not None and kb.fetch_end_s is not None
-    assert news.inference_start_s < kb.fetch_end_s
-    # The slow knowledge base does not delay the news inference: it starts at once (a core is free).
-    assert news.inference_start_s - (news.fetch_end_s or 0.0) < 0.05
-    assert min(x.inference_start_s or 9.0 for x in o.values()) < max(x.fetch_end_s or 0.0 for x in o.values())
+    assert news.inference_end_s is not None and news.fetch_end_s is not None and kb.fetch_end_s is not None
+    assert news.inference_end_s < kb.fetch_end_s  # done ~1 s before the slow fetch ends
+    # The slow knowledge base does not delay the news inference: it starts at once (a core is free),
+    # far nearer its own fetch's end (0.3 s) than the knowledge base's (1.5 s).
+    assert (news.inference_start_s or 0.0) - news.fetch_end_s < (kb.fetch_end_s - news.fetch_end_s) / 2
 
 
 async def test_one_timeout_gives_partial_and_others_ok(pool: InferencePool) -> None:
@@ -78,7 +83,7 @@ async def test_one_timeout_gives_partial_and_others_ok(pool: InferencePool) -> N
     o = await run(pool, timeout=0.5, source_latency_s={"knowledge_base": 100.0})
     assert o["knowledge_base"].status == "timeout"
     assert "no answer within 0.5s" in (o["knowledge_base"].error or "")
-    assert o["knowledge_base"].fetch_s == pytest.approx(0.5, abs=0.2)
+    assert 0.45 <= (o["knowledge_base"].fetch_s or 0.0) < 1.5  # cut at its timeout, not its 5 s latency
     assert o["weather"].status == o["news"].status == "ok"
     assert overall_status(list(o.values())) == "partial"
 

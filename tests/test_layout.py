@@ -14,6 +14,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("agentq", "worker", "producer")
 PACKAGES = {**{name: ROOT / name for name in PRODUCT}, "agentq_tools": ROOT / "tools" / "agentq_tools"}
@@ -89,6 +91,7 @@ def test_there_are_no_import_cycles() -> None:
             visit(node)
 
 
+@pytest.mark.e2e  # a fresh interpreter: a real process
 def test_the_client_loads_no_worker_runtime() -> None:
     """Importing the client and the CLI in a fresh interpreter loads none of arq, httpx, Prometheus or the worker."""
     code = "import json, sys, producer.client, producer.cli; print(json.dumps(sorted(sys.modules)))"

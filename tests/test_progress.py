@@ -22,12 +22,12 @@ from producer import client as client_module
 from producer.client import Client
 from worker.progress import ProgressPublisher
 
-pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
 SOURCES = ["weather", "news", "knowledge_base"]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 
 
+@pytest.mark.e2e
 async def test_events_arrive_in_order_and_a_late_watcher_gets_them_all(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
@@ -59,6 +59,7 @@ async def test_events_arrive_in_order_and_a_late_watcher_gets_them_all(
     assert late == live
 
 
+@pytest.mark.e2e
 async def test_waiters_are_woken_when_the_job_finishes_not_at_the_next_recheck(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
@@ -96,6 +97,7 @@ async def test_waiters_are_woken_when_the_job_finishes_not_at_the_next_recheck(
         assert timedelta(0) <= returned - finished < timedelta(seconds=0.5), returned - finished
 
 
+@pytest.mark.e2e
 async def test_progress_ends_for_failed_or_unknown_jobs_and_times_out(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
@@ -118,6 +120,7 @@ async def test_progress_ends_for_failed_or_unknown_jobs_and_times_out(
     assert queued_events[-1].event == "job_done"
 
 
+@pytest.mark.e2e
 async def test_publisher_never_blocks_and_finishes_with_job_done_or_requeued(redis_url: str) -> None:
     """on_event only queues; the drain writes events in order; close flushes; finish() says job_done
     only when the result is stored, else requeued, and deletes the dedup marker only if it is this job's."""
@@ -152,6 +155,7 @@ async def test_publisher_never_blocks_and_finishes_with_job_done_or_requeued(red
     await conn.aclose()
 
 
+@pytest.mark.e2e
 def test_cli_ask_wait_shows_bars_and_exits_0(worker_env: dict[str, str], start_worker_processes: StartWorkers) -> None:
     """`producer ask --wait` at a (forced) terminal draws a bar per source, then prints the result and
     exits 0; --json draws no bars; --no-cache and --priority are accepted."""

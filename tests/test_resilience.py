@@ -30,6 +30,10 @@ from worker.resilience.ratelimit import RateLimited, RateLimits, parse_limit
 from worker.resilience.retry import is_transient, with_retries
 
 KEYS = Keys("agentq")
+#: Breaker cool-downs and probe leases in these tests: the steps between two sleeps (a few Redis
+#: calls) must finish inside one even on a loaded machine; each sleep outlasts one by a little.
+COOLDOWN_S = 0.5
+PAST_IT_S = COOLDOWN_S + 0.05
 
 
 async def no_sleep(seconds: float) -> None:
@@ -98,20 +102,23 @@ async def test_retries_until_success_then_stops() -> None:
 async def test_no_retry_that_cannot_finish_before_the_deadline() -> None:
     """A retry starts only if its back-off plus its whole timeout fit before the deadline."""
     calls: list[float] = []
+    attempt_s = 0.3
 
     async def times_out() -> str:
         calls.append(time.monotonic())
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(attempt_s)
         raise TimeoutError
 
-    deadline = time.monotonic() + 0.35  # room for the first attempt and two 0.1 s retries, not five
+    # Room for the first attempt and two retries (0.9 s), not five; a first attempt that overruns
+    # by up to 0.45 s (a loaded machine) still leaves room for one retry.
+    deadline = time.monotonic() + 3.5 * attempt_s
     with pytest.raises(TimeoutError):
         await with_retries(
-            times_out, retries=5, backoff_s=0.001, backoff_max_s=0.001, attempt_timeout_s=0.1, deadline=deadline
+            times_out, retries=5, backoff_s=0.001, backoff_max_s=0.001, attempt_timeout_s=attempt_s, deadline=deadline
         )
     assert 2 <= len(calls) <= 3
-    assert all(t + 0.1 <= deadline for t in calls[1:])  # every retry could finish in time
-    assert time.monotonic() + 0.1 > deadline  # and one more could not have
+    assert all(t + attempt_s <= deadline for t in calls[1:])  # every retry could finish in time
+    assert time.monotonic() + attempt_s > deadline  # and one more could not have
 
 
 async def test_retry_after_hint_lengthens_the_backoff() -> None:
@@ -172,7 +179,7 @@ async def test_backoff_is_exponential_with_bounded_jitter(draw: float | None, mo
 # --------------------------------------------------------------------------------- breaker
 async def test_breaker_opens_probes_once_and_closes(fake_redis: Any) -> None:
     """K failures open it for every worker; after the cool-down exactly one probe goes; success closes."""
-    one, two = (CircuitBreaker(fake_redis, KEYS, threshold=3, cooldown_s=0.2) for _ in range(2))
+    one, two = (CircuitBreaker(fake_redis, KEYS, threshold=3, cooldown_s=COOLDOWN_S) for _ in range(2))
     assert (await one.allow("news", 1.0)).state == "closed"
     await one.failure("news")
     await two.failure("news")
@@ -181,9 +188,9 @@ async def test_breaker_opens_probes_once_and_closes(fake_redis: Any) -> None:
         verdict = await breaker.failure("news")
     assert verdict.state == "open" and verdict.failures == 3
     blocked = await two.allow("news", 1.0)  # the other "worker" sees it open
-    assert blocked.state == "open" and 0 < blocked.retry_in_s <= 0.2
+    assert blocked.state == "open" and 0 < blocked.retry_in_s <= COOLDOWN_S
     assert (await two.allow("weather", 1.0)).state == "closed"  # per source
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(PAST_IT_S)
     assert (await one.allow("news", 1.0)).state == "half_open"  # the probe
     assert (await two.allow("news", 1.0)).state == "open"  # nobody else while it runs
     await one.success("news")
@@ -193,28 +200,30 @@ async def test_breaker_opens_probes_once_and_closes(fake_redis: Any) -> None:
 
 async def test_failed_probe_reopens_and_lost_probe_is_replaced(fake_redis: Any) -> None:
     """A probe's failure re-opens the circuit; a probe that never reports is replaced after its lease."""
-    breaker = CircuitBreaker(fake_redis, KEYS, threshold=1, cooldown_s=0.1)
+    breaker = CircuitBreaker(fake_redis, KEYS, threshold=1, cooldown_s=COOLDOWN_S)
+    lease = COOLDOWN_S
     await breaker.failure("kb")
-    await asyncio.sleep(0.15)
-    assert (await breaker.allow("kb", 0.1)).state == "half_open"
+    await asyncio.sleep(PAST_IT_S)
+    assert (await breaker.allow("kb", lease)).state == "half_open"
     assert (await breaker.failure("kb")).state == "open"
-    assert (await breaker.allow("kb", 0.1)).state == "open"
-    await asyncio.sleep(0.15)
-    assert (await breaker.allow("kb", 0.1)).state == "half_open"  # probe, then silence
-    await asyncio.sleep(0.15)
-    assert (await breaker.allow("kb", 0.1)).state == "half_open"  # lease over: a new probe
+    assert (await breaker.allow("kb", lease)).state == "open"
+    await asyncio.sleep(PAST_IT_S)
+    assert (await breaker.allow("kb", lease)).state == "half_open"  # probe, then silence
+    assert (await breaker.allow("kb", lease)).state == "open"  # nobody else during its lease
+    await asyncio.sleep(PAST_IT_S)
+    assert (await breaker.allow("kb", lease)).state == "half_open"  # lease over: a new probe
     assert await fake_redis.ttl(KEYS.breaker("kb")) > 0
 
 
 async def test_breaker_ignores_a_late_success_while_open(fake_redis: Any) -> None:
     """A success reported while the circuit is open (a call begun before it opened) does not close it."""
-    breaker = CircuitBreaker(fake_redis, KEYS, threshold=2, cooldown_s=0.2)
+    breaker = CircuitBreaker(fake_redis, KEYS, threshold=2, cooldown_s=COOLDOWN_S)
     await breaker.failure("news")
     await breaker.failure("news")
     late = await breaker.success("news")
-    assert (late.state, late.failures) == ("open", 2) and 0 < late.retry_in_s <= 0.2
+    assert (late.state, late.failures) == ("open", 2) and 0 < late.retry_in_s <= COOLDOWN_S
     assert (await breaker.allow("news", 1.0)).state == "open"
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(PAST_IT_S)
     assert (await breaker.allow("news", 1.0)).state == "half_open"
     assert (await breaker.success("news")).state == "closed"  # the probe's success does close it
     assert (await breaker.allow("news", 1.0)).state == "closed"
@@ -253,12 +262,13 @@ async def test_rate_limit_is_shared_and_waits(fake_redis: Any) -> None:
     """Two limiters on one Redis share 3 tokens per second; a refused caller waits for the window."""
     a, b = RateLimits(fake_redis, KEYS, {"news": 3, "kb": 1}), RateLimits(fake_redis, KEYS, {"news": 3})
     far = time.monotonic() + 10
+    first = time.monotonic()
     waits = [await limiter.acquire("news", latest_start=far) for limiter in (a, b, a)]
-    assert max(waits) < 0.2
-    t0 = time.monotonic()
+    # No wait is a few Redis calls, a wait lasts until the window moves on (~1 s): 0.5 s tells them apart.
+    assert max(waits) < 0.5
     waited = await b.acquire("news", latest_start=far)
-    assert waited >= 0.5 and time.monotonic() - t0 >= 0.5
-    assert await a.acquire("kb", latest_start=far) < 0.2
+    assert waited >= 0.5 and time.monotonic() - first >= 0.95  # the 4th token: once the 1st left its 1 s window
+    assert await a.acquire("kb", latest_start=far) < 0.5
     with pytest.raises(RateLimited, match="too late"):
         await a.acquire("kb", latest_start=time.monotonic() + 0.1)
     assert await a.acquire("weather", latest_start=far) == 0.0  # no limit, no wait
@@ -393,7 +403,7 @@ async def test_policy_waits_for_rate_limit_or_gives_up(fake_redis: Any) -> None:
     policy = ResilientFetch(policy_settings(rate_limits={"news": 2}, cache_ttl_s=0), fake_redis)
     outcomes = [await fetch(policy, Upstream()) for _ in range(3)]
     assert [o.status for o in outcomes] == ["ok"] * 3
-    assert outcomes[0].rate_limit_wait_s < 0.2 and outcomes[2].rate_limit_wait_s >= 0.5
+    assert outcomes[0].rate_limit_wait_s < 0.5 <= outcomes[2].rate_limit_wait_s  # no wait vs ~1 s
     await fetch(policy, Upstream())
     late = await fetch(policy, Upstream(), deadline_s=5.3)  # the token would come after deadline - timeout
     assert late.status == "rate_limited" and "too late for the deadline" in (late.error or "")

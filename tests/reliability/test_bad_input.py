@@ -43,6 +43,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("args", "message"), CLI_CASES, ids=lambda v: repr(v)[:40])
 def test_cli_refuses_with_exit_2_one_line_and_nothing_enqueued(
     settings_env: dict[str, str], redis_url: str, args: list[str], message: str
@@ -54,6 +55,7 @@ def test_cli_refuses_with_exit_2_one_line_and_nothing_enqueued(
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
+@pytest.mark.e2e
 def test_cli_refuses_invalid_utf8_from_the_command_line(settings_env: dict[str, str], redis_url: str) -> None:
     """Raw bytes that are not UTF-8 in argv (a real process): exit 2, one line, nothing enqueued."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}, **settings_env}
@@ -63,6 +65,7 @@ def test_cli_refuses_invalid_utf8_from_the_command_line(settings_env: dict[str, 
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -19,7 +19,7 @@ from agentq.keys import Keys
 from producer.client import Client
 from tests.reliability.conftest import Workers
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 JOBS = int(os.environ.get("AGENTQ_BURST_JOBS", "2000"))
 FIGURES = Path(__file__).with_name("burst-figures.txt")
 

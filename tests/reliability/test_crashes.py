@@ -17,7 +17,7 @@ from agentq.settings import Settings
 from agentq.sources import SourceContext, installed_sources
 from agentq_tools.sources import POISON_EXIT
 from producer.client import Client
-from tests.helpers import enqueue_raw
+from tests.helpers import enqueue_raw, progress_reached
 from tests.reliability.conftest import Workers, wait_for
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
@@ -60,14 +60,15 @@ async def test_a_broken_inference_pool_is_an_error_then_replaced(client: Client,
     """Pool processes killed mid-inference: those sources are `error`, the job completes, the next job runs."""
     (worker,) = workers.start(1, AGENTQ_EXECUTOR="process", AGENTQ_INFERENCE_UNITS="40000")  # ~1 s per inference
     job_id = await client.enqueue("break the pool")
-    workers.running(job_id)
+    # Every source's inference is in the pool now (2 running, 1 waiting): kill the pool under them.
+    await progress_reached(client, job_id, "inference_start", count=3)
 
     def pool_processes() -> list[psutil.Process]:
         # The pool's processes are the forkserver's children, the worker's grandchildren.
         return [c for c in psutil.Process(worker.pid).children(recursive=True) if c.ppid() != worker.pid]
 
     before = pool_processes()
-    await asyncio.sleep(0.4)  # fetches take ~0.06 s: inference is running now
+    assert before, "the process pool has processes"
     for proc in before:
         os.kill(proc.pid, signal.SIGKILL)
     broken = await client.result(job_id, timeout=60)

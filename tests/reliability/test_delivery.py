@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -11,6 +10,7 @@ import pytest
 
 from agentq.keys import Keys
 from producer.client import Client
+from tests.helpers import progress_reached
 from tests.reliability.conftest import ONE_SECOND, Workers, alive, descendants, kill_group, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -18,19 +18,11 @@ pytestmark = pytest.mark.e2e
 SLOW = json.dumps(dict.fromkeys(("weather", "news", "knowledge_base"), ONE_SECOND))
 
 
-async def _in_progress(client: Client, job_id: str, timeout: float = 30.0) -> None:
-    give_up = time.monotonic() + timeout
-    while await client.status(job_id) != "in_progress":
-        assert time.monotonic() < give_up, f"job {job_id} never started"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_job_run_twice_keeps_the_first_complete_result(client: Client, workers: Workers) -> None:
     """Two complete runs of one job id (its lease lost mid-run): one stored result, the first to finish."""
     workers.start(2, AGENTQ_SOURCE_LATENCY_S=SLOW)
     job_id = await client.enqueue("run me twice")
-    await _in_progress(client, job_id)
-    await asyncio.sleep(0.3)  # the first run is well under way
+    await progress_reached(client, job_id, "fetch_start", count=3)  # the first run is fetching (~1 s)
     # Simulate a lost lease: the other worker sees the job as free and starts it again (try 2).
     assert await client.redis.delete(Keys.in_progress(job_id)) == 1
     first = await client.result(job_id, timeout=30)
@@ -40,7 +32,8 @@ async def test_a_job_run_twice_keeps_the_first_complete_result(client: Client, w
     assert first.status == "ok" and first.job_try == runs[0][1]  # the stored result is the earlier finisher's
     stored = await client.fetch_result(job_id)
     assert stored == first  # the later run did not overwrite it
-    discarded = [p for p in workers.started if "already had a result" in workers.log(p)]
+    # The later run logs its line (worker.job) before arq stores its result and finds one there.
+    discarded = wait_for(lambda: [p for p in workers.started if "already had a result" in workers.log(p)], timeout=30)
     assert len(discarded) == 1 and first.worker_id is not None and str(discarded[0].pid) not in first.worker_id
 
 
@@ -50,7 +43,7 @@ async def test_sigkill_mid_job_another_worker_finishes_within_a_lease(client: Cl
     workers.start(2, AGENTQ_SOURCE_LATENCY_S=SLOW, AGENTQ_LEASE_S=str(lease))
     job_id = await client.enqueue("who finishes me?", deadline_s=deadline)
     victim = workers.running(job_id)
-    await asyncio.sleep(0.3)
+    await progress_reached(client, job_id, "fetch_start", count=3)  # mid-job: its fetches (~1 s) are under way
     killed_at = time.monotonic()
     kill_group(victim)  # the worker and its pool processes, as if the machine died
     result = await client.result(job_id, timeout=60)

@@ -67,14 +67,33 @@ async def test_worker_and_client_over_tls_with_ca_file_and_hostname_check(
 
 
 def test_shipped_redis_configs_require_a_password_and_stay_private() -> None:
-    """deploy/redis.conf and the compose file: a password is required and Redis is not published."""
+    """deploy/redis.conf listens on every interface, so the compose file and the k8s Service must not
+    publish it; protected mode is on and a password is required, never written in the file."""
     conf = (ROOT / "deploy" / "redis.conf").read_text()
     directives = [line.split() for line in conf.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert ["protected-mode", "yes"] in directives
+    # The password comes from the command line (a secret), and no ACL user may log in without one.
+    assert not [d for d in directives if d[0].lower() in ("requirepass", "masterauth")], "a secret in redis.conf"
+    assert not [d for d in directives if d[0].lower() == "user" and "nopass" in d], "an ACL user without a password"
+
+    # What bind really allows: "0.0.0.0 -::" is every IPv4 and (if present) IPv6 interface of the
+    # container, not just the compose network; only the deployment keeps Redis private.
+    (bind,) = [d[1:] for d in directives if d[0] == "bind"]
+    listens_on = {address.removeprefix("-") for address in bind}
+    assert listens_on <= {"0.0.0.0", "::", "*", "127.0.0.1", "::1"}, f"bind names an unexpected address: {bind}"
+    everywhere = bool(listens_on & {"0.0.0.0", "::", "*"})
+
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     redis_service = compose["services"]["redis"]
-    assert "ports" not in redis_service  # reachable from the compose network only
     command = redis_service["command"]
     assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")  # no password, no start
-    bind = next(d for d in directives if d[0] == "bind")
-    assert "0.0.0.0" not in bind or "ports" not in redis_service  # listens on the private network only
+    published = "ports" in redis_service or redis_service.get("network_mode") == "host"
+    assert not (everywhere and published), "Redis listens on every interface and compose publishes it"
+
+    k8s = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "redis.yaml").read_text()) if d]
+    (service,) = [d for d in k8s if d["kind"] == "Service"]
+    (pod,) = [d["spec"]["template"]["spec"] for d in k8s if d["kind"] == "StatefulSet"]
+    exposed = service["spec"].get("type", "ClusterIP") != "ClusterIP" or pod.get("hostNetwork", False)
+    exposed |= any("hostPort" in port for c in pod["containers"] for port in c.get("ports", []))
+    assert not (everywhere and exposed), "Redis listens on every interface and the k8s manifests expose it"
+    assert pod["containers"][0]["args"][1:3] == ["--requirepass", "$(REDIS_PASSWORD)"]
