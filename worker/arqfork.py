@@ -26,6 +26,8 @@ arq internal                    what changes here                             wh
                                 when Redis fails mid-pickup                   arq's books; arq leaks the slot
 ``Worker.finish_job``,          arq's transactions with ``SET NX`` on the     at-least-once delivery, exactly-once
 ``Worker.finish_failed_job``    result; a failure reason a caller can act on  results: the first complete one wins
+``Worker.close``                a Redis that is down (or a job that ended in   a worker stopped during an outage
+                                an error) no longer skips ``on_shutdown``     must still stop its pool and client
 ``Worker.run_job``              its error texts are matched by                "max N retries exceeded", "job
                                 :func:`explain_failure`                       expired", ``DeserializationError``
 ``ArqRedis.enqueue_job``,       mirrored, never called, by ``agentq.wire``    the producer may not import arq (its
@@ -41,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from signal import Signals
 from typing import Any
 
@@ -68,6 +71,7 @@ PINNED: dict[str, str] = {
     "arq.worker.Worker.run_job": "589a19059ff84ee777552dc9fa5ff76b17d6d0d7f99716d2720a2ed07ccb9607",
     "arq.worker.Worker.finish_job": "903f09c92830d3fd8044e19cc409074d9b62143218f73c3101a1ef5f724b22ce",
     "arq.worker.Worker.finish_failed_job": "3e16087f318a7acfbe79189a682d732fc43a3fce1917689e96990cb14d30bee2",
+    "arq.worker.Worker.close": "5bcc9cb35668082910200a680f052cc5d36a8ce3b3c04a95ef32c14ebd7daaa1",
     "arq.worker.Worker.handle_sig": "985ff7ba01aa8f04269a46c0d1be4e86ccf1d67ef5cab3a1154a9633e7360981",
     "arq.worker.Worker.handle_sig_wait_for_completion": "8f161d86834cc74ee2293cf004c5456c4c01614d651e6daa03f5d7d81863435f",  # noqa: E501
     "arq.worker.Worker._wait_for_tasks_to_complete": "c186389a00b11500e8644c6d050e4249488985639e6a01e40d77015400fccde8",
@@ -109,6 +113,31 @@ class AgentQWorker(Worker):
 
     def _stop_requested(self, signum: Signals) -> None:
         self.stopping = True
+
+    async def close(self) -> None:
+        """arq's close, but the shut-down (the pool, the HTTP client, the heartbeat) always runs.
+
+        arq awaits the job tasks and deletes its health key first, so a job that ended in an
+        error or a Redis that is down made it skip ``on_shutdown``: the inference pool and the HTTP
+        client were never stopped, and the worker exited with an error instead of 0.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        for outcome in await asyncio.gather(*self.tasks.values(), return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("a job ended in an error during shut-down: %r", outcome)
+        try:
+            await self.pool.delete(self.health_check_key)
+        except REDIS_DOWN as exc:
+            log.warning("shutting down without Redis (%s): the health-check key is left to expire", exc)
+        try:
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+        finally:
+            await self.pool.aclose(close_connection_pool=True)
+            self._pool = None
 
     async def main(self) -> None:
         """Connect with our own pool, keep the leases of running jobs, then run arq's loop."""

@@ -530,3 +530,42 @@ def test_explain_failure_leaves_anything_else_as_it_is(data: bytes) -> None:
 def test_explain_failure_of_no_result_is_none() -> None:
     """No result (arq could not serialize one) stays no result."""
     assert explain_failure(None, max_tries=5) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# close: the shut-down always runs
+# --------------------------------------------------------------------------------------------------
+async def test_close_runs_the_shutdown_even_with_redis_down_and_a_failed_job(
+    make_worker: MakeWorker, arq_pool: ArqRedis, fake_server: fakeredis.FakeServer
+) -> None:
+    """Redis down and a job task that ended in an error: close() still calls on_shutdown and returns."""
+    shut_down: list[bool] = []
+
+    async def on_shutdown(ctx: object) -> None:
+        shut_down.append(True)
+
+    w = make_worker()
+    w.on_shutdown = on_shutdown
+    w.run_job = failed_at_finish  # type: ignore[method-assign]
+    await queue_jobs(arq_pool, "a")
+    await w.start_jobs([b"a"])
+    fake_server.connected = False
+    await w.close()
+    assert shut_down == [True] and w._pool is None
+
+
+async def test_arq_alone_skips_the_shutdown_when_redis_is_down(
+    make_arq_worker: Callable[..., Worker], fake_server: fakeredis.FakeServer
+) -> None:
+    """What the override changes: arq's own close() raises at its health-key delete and never shuts down."""
+    shut_down: list[bool] = []
+
+    async def on_shutdown(ctx: object) -> None:
+        shut_down.append(True)
+
+    w = make_arq_worker()
+    w.on_shutdown = on_shutdown
+    fake_server.connected = False
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await w.close()
+    assert shut_down == []

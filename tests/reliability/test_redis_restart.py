@@ -95,5 +95,7 @@ async def test_redis_crash_and_restart_loses_no_job(workers: Workers, tmp_path: 
         assert all(r.status in ("ok", "partial") for r in results.values())
         assert all(p.poll() is None for p in procs), workers.logs()  # rode through the outage
         assert done_before < JOBS  # the outage really hit the run
+        # An outage is logged as warning lines (tests/test_outage_logs.py): never a traceback.
+        assert not any("Traceback" in workers.log(p) for p in procs), workers.logs()
     finally:
         server.stop()
