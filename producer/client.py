@@ -9,8 +9,10 @@ Redis. Source and analysis names are checked against the installed plugins' entr
 ``AGENTQ_HTTP_SOURCES``, read without importing any plugin. The plugins of ``AGENTQ_PLUGIN_MODULES``
 cannot be known without importing them, and a producer never imports plugin code (it may pull in
 anything, and the producer need not have it installed): when that setting is set, names are left
-to the worker, which fails a request naming what it does not serve, with the reason. The client speaks arq's Redis format itself (``agentq.wire``) and imports nothing of arq or
-of the worker: enqueueing a question loads no worker runtime.
+to the worker, which fails a request naming what it does not serve, with the reason.
+
+The client speaks arq's Redis format itself (``agentq.wire``) and imports nothing of arq or of
+the worker: enqueueing a question loads no worker runtime.
 
 Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
 on a per-job channel once the result is stored, and the client checks the result key on every
