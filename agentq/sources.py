@@ -108,14 +108,15 @@ def render(payload: object) -> str:
     if not isinstance(payload, Mapping | Sequence) or isinstance(payload, bytes | bytearray):
         raise TypeError(f"source returned {type(payload).__name__}, not text or a JSON payload")
     lines: list[str] = []
-    _render(payload, 0, None, lines)
+    _render(payload, 0, None, lines, 0)
     return "\n".join(lines)
 
 
-def _render(value: object, depth: int, label: str | None, lines: list[str]) -> None:
+def _render(value: object, depth: int, label: str | None, lines: list[str], level: int) -> None:
+    """Append ``value``'s lines: ``depth`` is the indentation, ``level`` how deep in the payload it is."""
     indent = "  " * depth
     if isinstance(value, Mapping | list | tuple):
-        if depth >= MAX_PAYLOAD_DEPTH:
+        if level >= MAX_PAYLOAD_DEPTH:
             raise TypeError(f"payload nested deeper than {MAX_PAYLOAD_DEPTH} levels")
         if label is not None:
             lines.append(f"{indent}{label}:")
@@ -124,10 +125,10 @@ def _render(value: object, depth: int, label: str | None, lines: list[str]) -> N
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise TypeError(f"payload has a {type(key).__name__} key; JSON keys are strings")
-                _render(item, depth, key, lines)
+                _render(item, depth, key, lines, level + 1)
         else:
             for item in value:
-                _render(item, depth, None, lines)
+                _render(item, depth, None, lines, level + 1)
         return
     if value is None:
         return

@@ -116,10 +116,15 @@ def check_failure(analysis: Analysis, executor: ExecutorName, exc: BaseException
     unloadable = _NOT_IN_SUBINTERPRETERS.search(chain)
     if executor == "interpreter" and (unloadable or isinstance(exc, ImportError) or "ImportError" in chain):
         cause = f"ImportError: {unloadable[0]}" if unloadable else _root_cause(exc, chain)
+        beside = (
+            " (if only its module needs pydantic, as agentq.plugins does, move the function to a module of its own)"
+            if unloadable and unloadable[1].startswith("pydantic_core")
+            else ""
+        )
         return (
             f"{where} cannot run in a subinterpreter (AGENTQ_EXECUTOR=interpreter): {cause}. Most C extensions"
             f" (numpy, pydantic-core) do not load in subinterpreters: set AGENTQ_EXECUTOR=process to run analyses"
-            f" in processes instead, or leave {analysis.name!r} out of AGENTQ_ENABLED_ANALYSES"
+            f" in processes instead, or leave {analysis.name!r} out of AGENTQ_ENABLED_ANALYSES{beside}"
         )
     return f"{where} failed its start-up check under the {executor} executor: {_root_cause(exc, chain)}"
 

@@ -55,7 +55,15 @@ def run_analysis(
 
 
 def warm_up(modules: tuple[str, ...] = ()) -> int:
-    """Start a pool worker and import ``modules`` in it (the analyses' modules), so the first job does not."""
+    """Start a pool worker and import ``modules`` in it (the analyses' modules), so the first job does not.
+
+    Best effort: a module that does not import here is skipped. The analyses passed their start-up
+    check already, so such a module is not needed to run them (3.14 can send a function that uses
+    no globals to a subinterpreter by its code alone, without importing its module).
+    """
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
     return os.getpid()
