@@ -13,7 +13,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from agentq.analyses import Analysis, AnalysisOutput, enabled_analyses, installed_analyses
+from agentq.analyses import Analysis, enabled_analyses, installed_analyses
 from agentq.contract import QuestionRequest, SourceOutcome, parse_request, request_fingerprint
 from agentq.errors import InvalidRequest, PluginError, StartupError
 from agentq.plugins import PLUGIN_API_VERSION, Source, SourceContext, check_api_version, module_plugins, render
@@ -181,7 +181,7 @@ async def test_the_start_up_check_runs_and_validates_every_analysis(threads: Inf
 
 @pytest.mark.skipif(not ON_314, reason="InterpreterPoolExecutor is new in 3.14")
 async def test_an_analysis_beside_pydantic_cannot_run_in_a_subinterpreter() -> None:
-    """A function whose module imports pydantic fails the check in a subinterpreter, pointing to the process executor."""
+    """A function whose module imports pydantic fails the check in a subinterpreter; the message says what to do."""
     pool = create_pool("interpreter", 1)
     beside = Analysis("beside_pydantic", plugin_samples.in_this_module)
     try:
@@ -247,7 +247,7 @@ class CountingRedis(fakeredis.FakeAsyncRedis):
 
 
 async def test_policies_a_source_turns_off_make_no_redis_call() -> None:
-    """Cache, breaker, adaptive timeout, retries and rate limit all on in settings, all off for the source: no Redis call."""
+    """Every policy on in the settings and off for the source: that source's fetch makes no Redis call."""
     redis = CountingRedis()
     redis.commands = []
     s = Settings(rate_limits={"payload_sample": 5, "slow_sample": 5})
