@@ -1,4 +1,8 @@
-"""``worker``: run one arq worker process configured from the settings (env, ``.env``)."""
+"""``worker``: run one arq worker process configured from the settings (env, ``.env``).
+
+Exit codes: 2 bad settings, or plugins that cannot work (checked at start-up: docs/plugins.md);
+5 Redis unreachable; ``--check``: 0 alive, 1 not alive.
+"""
 
 from __future__ import annotations
 
