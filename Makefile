@@ -46,8 +46,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check agentq worker producer tools tests
-	$(BIN)/ruff format --check agentq worker producer tools tests
+	$(BIN)/ruff check agentq worker producer tools tests examples
+	$(BIN)/ruff format --check agentq worker producer tools tests examples
 	$(BIN)/mypy
 
 workers: install

@@ -6,7 +6,11 @@
 - ``agentq.settings``    every setting, one pydantic-settings object
 - ``agentq.errors``      the error tree, and the one test of "Redis is down"
 - ``agentq.connection``  how a Redis connection is built from the settings
-- ``agentq.sources``     the source interface and the registry of installed sources
+- ``agentq.plugins``     the plugin interface, the one import of plugin authors (docs/plugins.md)
+- ``agentq.sources``     the source interface, payload rendering and the registry of installed sources
+- ``agentq.analyses``    the analysis interface (the inference stage) and the registry of installed analyses
+- ``agentq.policies``    which source policies apply to a source
+- ``agentq.registry``    where plugins are found: entry points, and the modules of a setting
 
 The core imports neither side: ``producer`` and ``worker`` import it.
 """

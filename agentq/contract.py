@@ -63,6 +63,7 @@ class QuestionRequest(BaseModel):
     source_timeout_s: StrictFloat | None = Field(None, description="per-source fetch timeout")
     deadline_s: StrictFloat | None = Field(None, description="whole-query deadline")
     no_cache: StrictBool = Field(False, description="fetch every source afresh, bypassing the shared cache")
+    analysis: StrictStr | None = Field(None, description="the analysis to run; default: the worker's default_analysis")
 
     @field_validator("question")
     @classmethod
@@ -96,6 +97,19 @@ class QuestionRequest(BaseModel):
                 raise ValueError(f"unknown source {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
         return names
 
+    @field_validator("analysis")
+    @classmethod
+    def _analysis(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("no analysis named")
+        known: Collection[str] | None = _context(info).get("known_analyses")
+        if known is not None and value not in known:
+            raise ValueError(f"unknown analysis {value!r}; known: {', '.join(sorted(known)) or 'none'}")
+        return value
+
     @field_validator("source_timeout_s", "deadline_s")
     @classmethod
     def _timeout(cls, value: float | None, info: ValidationInfo) -> float | None:
@@ -114,14 +128,20 @@ def _context(info: ValidationInfo) -> dict[str, Any]:
 def parse_request(
     data: object,
     *,
-    known_sources: Collection[str],
+    known_sources: Collection[str] | None,
     max_question_chars: int,
     max_source_timeout_s: float,
     max_deadline_s: float,
+    known_analyses: Collection[str] | None = None,
 ) -> QuestionRequest:
-    """Validate raw request data against the limits in force; raise :class:`InvalidRequest`."""
+    """Validate raw request data against the limits in force; raise :class:`InvalidRequest`.
+
+    ``known_sources`` and ``known_analyses`` are the names that may be asked for; None accepts any
+    (the worker checks them: a producer cannot know the plugins of ``AGENTQ_PLUGIN_MODULES``).
+    """
     context = {
         "known_sources": known_sources,
+        "known_analyses": known_analyses,
         "max_question_chars": max_question_chars,
         "max_source_timeout_s": max_source_timeout_s,
         "max_deadline_s": max_deadline_s,
@@ -134,14 +154,16 @@ def parse_request(
 
 def request_fingerprint(request: QuestionRequest) -> str:
     """sha256 of what makes two requests the same work: the question casefolded with its whitespace
-    collapsed, the sources (in any order), the timeouts and ``no_cache``. Deduplication keys on it."""
-    body = {
+    collapsed, the sources (in any order), the timeouts, ``no_cache`` and the analysis. Deduplication keys on it."""
+    body: dict[str, object] = {
         "question": " ".join(request.question.casefold().split()),
         "sources": sorted(request.sources) if request.sources is not None else None,
         "source_timeout_s": request.source_timeout_s,
         "deadline_s": request.deadline_s,
         "no_cache": request.no_cache,
     }
+    if request.analysis is not None:  # absent otherwise, so fingerprints of requests without one stay as they were
+        body["analysis"] = request.analysis
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -169,13 +191,24 @@ class RanIn(BaseModel):
 
 
 class InferenceOutput(BaseModel):
-    """What the CPU-bound analysis of one source's text produced."""
+    """What the CPU-bound analysis of one source's text produced.
 
-    summary: str = Field(description="the sentence of the source's text most similar to the question")
-    top_terms: list[str] = Field(description="up to five frequent terms of the three most similar sentences")
-    relevance: float = Field(description="cosine similarity of that sentence to the question, 0 to 1")
-    work_units: int = Field(description="the CPU work done, in units of 1,000 token hashes")
+    The fields every analysis has (``agentq.analyses.AnalysisOutput``) are here; the analysis's own
+    typed fields are under ``details``. ``ran_in`` is measured around the analysis, in the pool.
+    """
+
+    analysis: str = Field("bag_of_words", description="which analysis ran (results before plugins: the built-in)")
+    summary: str = Field(
+        description="the analysis's summary of the source's text (the built-in: its sentence most "
+        "similar to the question)"
+    )
+    top_terms: list[str] = Field(default_factory=list, description="the text's main terms, if the analysis names any")
+    relevance: float = Field(description="how relevant the text is to the question, 0 to 1: the answer is ranked by it")
+    work_units: int | None = Field(
+        None, description="the CPU work done, in the analysis's own units (the built-in: 1,000 token hashes)"
+    )
     ran_in: RanIn = Field(description="where the inference ran")
+    details: dict[str, Any] = Field(default_factory=dict, description="the analysis's own output fields (JSON)")
 
 
 class SourceOutcome(BaseModel):

@@ -5,6 +5,8 @@ AgentQError
 ├── JobNotFound           permanent: no such job id, or its result has expired (CLI exit 3)
 ├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
 ├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
+├── StartupError          permanent: the worker cannot start with this configuration (worker exit 2)
+│   └── PluginError       a plugin does not load, does not fit the interface, or fails its start-up check
 └── SourceError           one source failed; recorded in its outcome, never fatal to the job
     └── TransientSourceError  it may pass: 5xx, 429, a connection error (worth retrying)
 """
@@ -53,6 +55,14 @@ class WaitTimeout(AgentQError):
 
 class RedisUnavailable(AgentQError):
     """Redis could not be reached; the message names the URL without its password."""
+
+
+class StartupError(AgentQError):
+    """The worker cannot start with this configuration; the message says what to change."""
+
+
+class PluginError(StartupError):
+    """A plugin does not load, does not fit the plugin interface, or fails its start-up check."""
 
 
 class SourceError(AgentQError):

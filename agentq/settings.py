@@ -8,19 +8,92 @@ file in the working directory is read, and container secrets may be mounted in `
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentq.policies import SourcePolicies
+
 ExecutorKind = Literal["auto", "interpreter", "process", "thread"]
+
+#: What a source or analysis may be called: it appears in requests, results, Redis keys and the
+#: CLI's comma-separated ``--sources``.
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 #: Marks a setting that exists for tests, benchmarks and demos only (the simulated sources and
 #: fault injection); docs/settings.md lists these apart, and a production deployment leaves them be.
 DEV_ONLY: JsonDict = {"dev_only": True}
+
+
+def check_plugin_name(name: str) -> str:
+    """``name`` if it is a valid source or analysis name, else ``ValueError`` saying why."""
+    if not PLUGIN_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid name (letters, digits, '_', '.', '-'; up to 64; not starting with '_')"
+        )
+    return name
+
+
+class HttpSourceSettings(BaseModel):
+    """One source of ``AGENTQ_HTTP_SOURCES``: a JSON API read without code (``worker.sources.http_json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="URL template: {question} becomes the URL-encoded question")
+    fields: tuple[str, ...] = Field(
+        min_length=1, description="JMESPath expressions of the values to read (articles[].title, data.items[0].text)"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="headers sent with every request")
+    header_files: dict[str, str] = Field(
+        default_factory=dict,
+        description="header -> path of a file holding its value (a secret), read once at start-up, never logged",
+    )
+    timeout_s: PositiveFloat | None = Field(None, description="this source's timeout; default AGENTQ_SOURCE_TIMEOUT_S")
+    policies: SourcePolicies = Field(default_factory=SourcePolicies, description="which source policies apply")
+    opt_in: bool = Field(False, description="served only by workers whose AGENTQ_ENABLED_SOURCES names it")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if urlsplit(value.replace("{question}", "q")).scheme not in {"http", "https"}:
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import jmespath  # here: only settings that define HTTP sources need the library
+        from jmespath.exceptions import JMESPathError
+
+        for expression in value:
+            try:
+                jmespath.compile(expression)
+            except JMESPathError as exc:
+                raise ValueError(f"{expression!r} is not a JMESPath expression: {' '.join(str(exc).split())}") from None
+        return value
+
+    @field_validator("headers", "header_files")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or "\r" in text or "\n" in text:
+                raise ValueError(f"header {name!r}: not a valid header name, or a line break in its value")
+        return value
 
 
 class Settings(BaseSettings):
@@ -90,6 +163,26 @@ class Settings(BaseSettings):
     )
     default_sources: tuple[str, ...] = Field(
         (), description="sources a request that names none fans out to; empty = every source that can run here"
+    )
+    http_sources: dict[str, HttpSourceSettings] = Field(
+        default_factory=dict,
+        description='sources defined without code (JSON): name -> {"url": ".../news?q={question}", "fields":'
+        ' ["articles[].title"], "headers": {}, "header_files": {"Authorization": "/run/secrets/token"},'
+        ' "timeout_s": 2, "policies": {"cache": false}, "opt_in": false}; see docs/plugins.md',
+    )
+    plugin_modules: tuple[str, ...] = Field(
+        (),
+        description="modules every worker imports at start, each exposing SOURCES and/or ANALYSES lists (plugins"
+        " without entry points; producers do not import them, so they accept names they cannot check)",
+    )
+
+    # --- analyses (the inference stage) ------------------------------------------------------------
+    enabled_analyses: tuple[str, ...] = Field(
+        (), description="the analyses this worker runs (JSON list); empty = every installed analysis except opt-in ones"
+    )
+    default_analysis: str = Field("bag_of_words", description="the analysis a request that names none gets")
+    analysis_params: dict[str, dict[str, JsonValue]] = Field(
+        default_factory=dict, description="per-analysis parameters over its defaults (JSON): name -> {param: value}"
     )
     upstream_url: str | None = Field(
         None, description="base URL of the HTTP sources' upstream (<url>/weather?q=...); unset = HTTP sources off"
@@ -189,6 +282,18 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("http_sources")
+    @classmethod
+    def _http_source_names(cls, value: dict[str, HttpSourceSettings]) -> dict[str, HttpSourceSettings]:
+        for name in value:
+            check_plugin_name(name)
+        return value
+
+    @field_validator("default_analysis")
+    @classmethod
+    def _analysis_name(cls, value: str) -> str:
+        return check_plugin_name(value)
 
     @field_validator("upstream_url")
     @classmethod

@@ -1,27 +1,35 @@
-"""The source interface and the registry of installed sources.
+"""The source interface, how a source's answer becomes text, and the registry of installed sources.
 
-A source is one async function ``fetch(question, ctx) -> str`` wrapped in a :class:`Source` that
-names it and says what it needs. Sources are found through the ``agentq.sources`` entry-point
-group: the one way to add a source, for the built-in ones, the benchmark's, the tests' and
-yours alike. A package declares, in its ``pyproject.toml``::
+A source is one async function ``fetch(question, ctx)`` wrapped in a :class:`Source` that names it
+and says what it needs. It returns text, or a structured JSON-able payload (a mapping or a list)
+that :func:`render` turns into text, the same way every time. Plugin authors import all of this
+from ``agentq.plugins`` (docs/plugins.md).
+
+Sources are found through the ``agentq.sources`` entry-point group: the way to add a source, for
+the built-in ones, the benchmark's, the tests' and yours alike. A package declares, in its
+``pyproject.toml``::
 
     [project.entry-points."agentq.sources"]
     my_api = "my_package.sources:my_api"     # the name a request uses = "module:Source object"
 
 and once it is installed, every worker in that environment can serve ``my_api``. The producer
 reads only the names (from the installed packages' metadata, importing none of them), so it can
-check a request's sources without loading what fetches them.
+check a request's sources without loading what fetches them. Two other kinds of source exist
+beside these: those of ``AGENTQ_PLUGIN_MODULES`` (``agentq.plugins``) and those defined by
+``AGENTQ_HTTP_SOURCES`` (``worker.sources.http_json``); :func:`source_names` counts the latter too.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from agentq.settings import Settings
+from agentq.policies import SourcePolicies
+from agentq.registry import entry_point_names, load_entry_points
+from agentq.settings import Settings, check_plugin_name
 
 if TYPE_CHECKING:
     import httpx
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "agentq.sources"
 #: The reference workload's three sources (simulated), in the order results list them.
 REFERENCE_SOURCES = ("weather", "news", "knowledge_base")
+#: How deep a payload may nest before :func:`render` refuses it.
+MAX_PAYLOAD_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,9 @@ class SourceContext:
     """The worker process's one pooled HTTP client (opened at start-up); None outside a worker."""
 
 
-SourceFunction = Callable[[str, SourceContext], Awaitable[str]]
+#: What a fetch returns: text, or a JSON-able payload (a mapping with string keys, or a list).
+FetchResult = str | Mapping[str, Any] | Sequence[Any]
+SourceFunction = Callable[[str, SourceContext], Awaitable[FetchResult]]
 #: Why a source cannot run under given settings (e.g. "needs AGENTQ_UPSTREAM_URL"), or None if it can.
 Readiness = Callable[[Settings], str | None]
 SourceKind = Literal["simulated", "http", "custom"]
@@ -55,57 +67,109 @@ def _always_ready(settings: Settings) -> str | None:
 
 @dataclass(frozen=True)
 class Source:
-    """A source: its name, the coroutine function that fetches its text, and what it needs."""
+    """A source: its name, the coroutine function that fetches its answer, and what it needs."""
 
     name: str
     fetch: SourceFunction
+    """``async (question, ctx) -> str | Mapping | Sequence``; may raise ``SourceError`` (``TransientSourceError``
+    for what a retry may fix)."""
     kind: SourceKind = "custom"
     unready: Readiness = field(default=_always_ready)
     """Returns why the source cannot run under given settings; such a source is left out of the default set."""
     opt_in: bool = False
     """Served only by workers whose ``AGENTQ_ENABLED_SOURCES`` names it (test and benchmark sources)."""
+    timeout_s: float | None = None
+    """Its default timeout; None = ``AGENTQ_SOURCE_TIMEOUT_S``. A request's ``source_timeout_s`` overrides it."""
+    policies: SourcePolicies = field(default_factory=SourcePolicies)
+    """Which source policies apply (cache, retries, breaker, adaptive timeout, rate limit)."""
+    api_version: int | None = None
+    """The plugin API version it was written for (``agentq.plugins.PLUGIN_API_VERSION``); None = the current one."""
+
+    def __post_init__(self) -> None:
+        check_plugin_name(self.name)
+        if self.timeout_s is not None and not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
+            raise ValueError(f"source {self.name!r}: timeout_s must be a positive number of seconds")
+
+    async def fetch_text(self, question: str, ctx: SourceContext) -> str:
+        """Fetch, and render a structured answer as text (:func:`render`)."""
+        return render(await self.fetch(question, ctx))
 
 
-class SourceLoadError(RuntimeError):
-    """An installed entry point does not load, or is not a :class:`Source` of its own name."""
+def render(payload: object) -> str:
+    """A source's answer as the text an analysis reads: the same payload always gives the same text.
+
+    Text stays as it is. A payload becomes one line per value, in the payload's own order: a
+    mapping's values as ``key: value`` (a nested one under ``key:``, indented), a list's items one
+    after another; ``None`` is left out, booleans are ``true``/``false``. Anything that is not
+    JSON-able raises ``TypeError``.
+    """
+    if isinstance(payload, str):
+        return payload
+    if not isinstance(payload, Mapping | Sequence) or isinstance(payload, bytes | bytearray):
+        raise TypeError(f"source returned {type(payload).__name__}, not text or a JSON payload")
+    lines: list[str] = []
+    _render(payload, 0, None, lines, 0)
+    return "\n".join(lines)
 
 
-def source_names() -> tuple[str, ...]:
-    """The names of every installed source, without importing any of them (sorted)."""
-    return tuple(sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}))
+def _render(value: object, depth: int, label: str | None, lines: list[str], level: int) -> None:
+    """Append ``value``'s lines: ``depth`` is the indentation, ``level`` how deep in the payload it is."""
+    indent = "  " * depth
+    if isinstance(value, Mapping | list | tuple):
+        if level >= MAX_PAYLOAD_DEPTH:
+            raise TypeError(f"payload nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        if label is not None:
+            lines.append(f"{indent}{label}:")
+            depth += 1
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"payload has a {type(key).__name__} key; JSON keys are strings")
+                _render(item, depth, key, lines, level + 1)
+        else:
+            for item in value:
+                _render(item, depth, None, lines, level + 1)
+        return
+    if value is None:
+        return
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = str(value)
+    else:
+        raise TypeError(f"payload holds a {type(value).__name__}, which is not JSON")
+    lines.append(f"{indent}{label}: {text}" if label is not None else f"{indent}{text}")
+
+
+def source_names(settings: Settings | None = None) -> tuple[str, ...]:
+    """The names of every installed source, and of the ``AGENTQ_HTTP_SOURCES`` of ``settings``, without
+    importing any of them (sorted). Sources of ``AGENTQ_PLUGIN_MODULES`` are not among them."""
+    names = entry_point_names(ENTRY_POINT_GROUP)
+    return tuple(sorted(names | set(settings.http_sources if settings is not None else ())))
 
 
 @functools.cache
 def installed_sources() -> Mapping[str, Source]:
-    """Every installed source, loaded (imported) once per process.
+    """Every source installed through entry points, loaded (imported) once per process.
 
     In the order a default set lists them: the reference three, then the rest of agentq's own,
-    then every other package's, each by name.
+    then every other package's, each by name. Raises ``PluginError`` if one does not load.
     """
-    found: dict[str, Source] = {}
-    rank: dict[str, tuple[int, bool, str]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            source = ep.load()
-        except Exception as exc:
-            why = f"{type(exc).__name__}: {exc}"
-            raise SourceLoadError(f"source {ep.name!r} ({ep.value}) does not load: {why}") from exc
-        if not isinstance(source, Source) or source.name != ep.name:
-            raise SourceLoadError(f"entry point {ep.name!r} ({ep.value}) is not a Source named {ep.name!r}")
-        if ep.name in found and found[ep.name] is not source:
-            raise SourceLoadError(f"two installed packages register a source named {ep.name!r}")
-        found[ep.name] = source
-        ours = ep.dist is not None and ep.dist.name == "agentq"
-        reference = REFERENCE_SOURCES.index(ep.name) if ep.name in REFERENCE_SOURCES else len(REFERENCE_SOURCES)
-        rank[ep.name] = (reference, not ours, ep.name)
-    return dict(sorted(found.items(), key=lambda item: rank[item[0]]))
+    found = load_entry_points(ENTRY_POINT_GROUP, Source)
+
+    def rank(name: str) -> tuple[int, bool, str]:
+        reference = REFERENCE_SOURCES.index(name) if name in REFERENCE_SOURCES else len(REFERENCE_SOURCES)
+        return reference, found[name][1] != "agentq", name
+
+    return {name: found[name][0] for name in sorted(found, key=rank)}
 
 
 def enabled_sources(settings: Settings, installed: Mapping[str, Source] | None = None) -> dict[str, Source]:
     """The sources a worker with these settings serves (``AGENTQ_ENABLED_SOURCES``).
 
-    Empty setting: every installed source that is not opt-in. Otherwise exactly the named ones;
-    a name that is not installed raises ``ValueError``.
+    Empty setting: every available source that is not opt-in. Otherwise exactly the named ones;
+    a name that is not available raises ``ValueError``. ``installed`` is every source there is
+    (the worker's: ``worker.plugins``); by default the installed entry points.
     """
     installed = installed_sources() if installed is None else installed
     if not settings.enabled_sources:

@@ -106,6 +106,9 @@ def ask(
     source_timeout: float | None = typer.Option(None, "--source-timeout", help="Per-source timeout, seconds."),
     deadline: float | None = typer.Option(None, "--deadline", help="Whole-query deadline, seconds."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Fetch every source afresh, bypassing the cache."),
+    analysis: str | None = typer.Option(
+        None, "--analysis", help="The analysis to run (default: the worker's AGENTQ_DEFAULT_ANALYSIS)."
+    ),
     priority: PriorityChoice = PRIORITY_OPTION,
     no_dedup: bool = typer.Option(
         False, "--no-dedup", help="Always a new job, even if an identical question is in flight."
@@ -121,6 +124,7 @@ def ask(
         "source_timeout_s": source_timeout,
         "deadline_s": deadline,
         "no_cache": no_cache,
+        "analysis": analysis,
     }
 
     async def body(client: Client) -> tuple[Enqueued, JobResult | None]:

@@ -5,8 +5,14 @@
         result = await client.result(job_id, timeout=30)
 
 Requests are validated here, against the same contract the worker uses, before anything reaches
-Redis. The client speaks arq's Redis format itself (``agentq.wire``) and imports nothing of arq or
-of the worker: enqueueing a question loads no worker runtime.
+Redis. Source and analysis names are checked against the installed plugins' entry points and
+``AGENTQ_HTTP_SOURCES``, read without importing any plugin. The plugins of ``AGENTQ_PLUGIN_MODULES``
+cannot be known without importing them, and a producer never imports plugin code (it may pull in
+anything, and the producer need not have it installed): when that setting is set, names are left
+to the worker, which fails a request naming what it does not serve, with the reason.
+
+The client speaks arq's Redis format itself (``agentq.wire``) and imports nothing of arq or of
+the worker: enqueueing a question loads no worker runtime.
 
 Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
 on a per-job channel once the result is stored, and the client checks the result key on every
@@ -45,6 +51,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from agentq import wire
+from agentq.analyses import analysis_names
 from agentq.connection import open_redis
 from agentq.contract import (
     JOB_FUNCTION,
@@ -109,18 +116,23 @@ class Client:
         source_timeout_s: float | None = None,
         deadline_s: float | None = None,
         no_cache: bool = False,
+        analysis: str | None = None,
     ) -> QuestionRequest:
         """Check a request against the contract and limits; raise ``InvalidRequest``."""
         s = self.settings
         data: dict[str, Any] = {"question": question}
-        for name, value in (("sources", sources), ("source_timeout_s", source_timeout_s), ("deadline_s", deadline_s)):
+        options = (("sources", sources), ("source_timeout_s", source_timeout_s), ("deadline_s", deadline_s))
+        for name, value in (*options, ("analysis", analysis)):
             if value is not None:
                 data[name] = tuple(value) if name == "sources" and isinstance(value, list) else value
         if no_cache:
             data["no_cache"] = no_cache
+        # AGENTQ_PLUGIN_MODULES: names this producer cannot know are the worker's to check (see above).
+        unknowable = bool(s.plugin_modules)
         return parse_request(
             data,
-            known_sources=source_names(),
+            known_sources=None if unknowable else source_names(s),
+            known_analyses=None if unknowable else analysis_names(),
             max_question_chars=s.max_question_chars,
             max_source_timeout_s=s.max_source_timeout_s,
             max_deadline_s=s.max_deadline_s,
@@ -134,12 +146,21 @@ class Client:
         source_timeout_s: float | None = None,
         deadline_s: float | None = None,
         no_cache: bool = False,
+        analysis: str | None = None,
         priority: Priority = "normal",
         dedup: bool = True,
     ) -> Enqueued:
-        """Validate, then queue the question, or join an identical one in flight (unless ``dedup=False``)."""
+        """Validate, then queue the question, or join an identical one in flight (unless ``dedup=False``).
+
+        ``analysis`` names the analysis to run (default: the worker's ``AGENTQ_DEFAULT_ANALYSIS``).
+        """
         request = self.validate(
-            question, sources=sources, source_timeout_s=source_timeout_s, deadline_s=deadline_s, no_cache=no_cache
+            question,
+            sources=sources,
+            source_timeout_s=source_timeout_s,
+            deadline_s=deadline_s,
+            no_cache=no_cache,
+            analysis=analysis,
         )
         return await self.submit_request(request, priority=priority, dedup=dedup)
 
@@ -151,6 +172,7 @@ class Client:
         source_timeout_s: float | None = None,
         deadline_s: float | None = None,
         no_cache: bool = False,
+        analysis: str | None = None,
         priority: Priority = "normal",
         dedup: bool = True,
     ) -> str:
@@ -161,6 +183,7 @@ class Client:
             source_timeout_s=source_timeout_s,
             deadline_s=deadline_s,
             no_cache=no_cache,
+            analysis=analysis,
             priority=priority,
             dedup=dedup,
         )

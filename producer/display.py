@@ -95,6 +95,9 @@ def summary(result: JobResult) -> Group:
     head.append(result.status.upper(), style=f"bold {_STATUS_STYLE[result.status]}")
     head.append(f"\nquestion: {result.question}\n")
     parts: list[object] = [head]
+    analyses = sorted({o.inference.analysis for o in result.sources if o.inference})
+    if analyses:
+        head.append(f"analysis: {', '.join(analyses)}\n")
     if result.answer:
         answer = Text("answer:\n", style="bold")
         for line in result.answer:

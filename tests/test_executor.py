@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from worker import inference
+from worker import inference, pooled
 from worker.executor import choose, create_pool, interpreter_pool_available
 
 ON_314 = sys.version_info >= (3, 14)
@@ -27,7 +27,9 @@ async def test_interpreter_pool_runs_in_another_interpreter() -> None:
     """On 3.14 inference runs in a subinterpreter of this process, not the main interpreter."""
     pool = create_pool("auto", 2)
     try:
-        out = await pool.run(inference.analyse, "rain?", "Rain today. Sun tomorrow.", 2, pool.kind)
+        out = await pool.run(
+            pooled.run_analysis, inference.analyse, "rain?", "Rain today. Sun tomorrow.", {}, pool.kind
+        )
     finally:
         pool.shutdown()
     assert pool.info.kind == "interpreter"
@@ -46,7 +48,7 @@ def test_forcing_interpreters_before_314_is_a_clear_error() -> None:
 async def test_process_pool_runs_in_child_processes_and_leaves_none() -> None:
     """The process pool runs inference in other processes and reaps them all on shutdown."""
     pool = create_pool("process", 2)
-    outs = await asyncio.gather(*(pool.run(inference.warm_up, i) for i in range(4)))
+    outs = await asyncio.gather(*(pool.run(pooled.warm_up, ()) for _ in range(4)))
     pool.shutdown()
     children = set(outs)
     assert os.getpid() not in children
@@ -59,7 +61,7 @@ async def test_thread_pool_is_available_for_benchmarks() -> None:
     """executor=thread runs in this interpreter (it exists to show the GIL)."""
     pool = create_pool("thread", 1)
     try:
-        out = await pool.run(inference.analyse, "q", "text.", 1, pool.kind)
+        out = await pool.run(pooled.run_analysis, inference.analyse, "q", "text.", {"units": 1}, pool.kind)
     finally:
         pool.shutdown()
     assert (out["ran_in"]["pid"], out["ran_in"]["interpreter_id"]) == (os.getpid(), 0)
@@ -69,9 +71,9 @@ async def test_thread_pool_is_available_for_benchmarks() -> None:
 def test_inference_is_a_fixed_amount_of_deterministic_work() -> None:
     """The work done is the requested units whatever the text, and the answer is repeatable."""
     text = "Rain is expected in Paris. The market is calm. Paris rain will stop by noon."
-    a = inference.analyse("will it rain in paris", text, 5, "thread")
-    b = inference.analyse("will it rain in paris", text, 5, "thread")
-    short = inference.analyse("will it rain in paris", "Rain.", 5, "thread")
+    a = inference.analyse("will it rain in paris", text, {"units": 5})
+    b = inference.analyse("will it rain in paris", text, {"units": 5})
+    short = inference.analyse("will it rain in paris", "Rain.", {"units": 5})
     assert a["work_units"] == short["work_units"] == 5
     assert (a["summary"], a["top_terms"], a["relevance"]) == (b["summary"], b["top_terms"], b["relevance"])
     assert "rain" in a["top_terms"] and "paris" in a["top_terms"]

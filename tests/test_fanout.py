@@ -16,6 +16,7 @@ import pytest
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.settings import Settings
 from agentq.sources import Source, SourceContext, default_sources, enabled_sources
+from worker.analyses import bag_of_words
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
 from worker.timing import overall_status
@@ -45,7 +46,7 @@ async def run(
 ) -> dict[str, SourceOutcome]:
     s = Settings(time_scale=SCALE, **settings)  # type: ignore[arg-type]
     known = {**enabled_sources(s), **(extra or {})}
-    fan = FanOut(pool, known, inference_units=round(s.inference_units * SCALE))
+    fan = FanOut(pool, known, analysis=bag_of_words, params=bag_of_words.params_for(s))
     outcomes, _ = await fan.run(
         QuestionRequest(question=question),
         SourceContext(s, "job-1"),
@@ -117,7 +118,7 @@ async def test_a_source_of_your_own_joins_the_fan_out(pool: InferencePool) -> No
     o = await run(pool, "paris", sources=("echo", "broken"), extra=extra)
     assert o["echo"].status == "ok" and o["echo"].data == "Echo says paris."
     assert o["echo"].inference is not None and "paris" in o["echo"].inference.top_terms
-    assert o["broken"].status == "error" and "returned int, not str" in (o["broken"].error or "")
+    assert o["broken"].status == "error" and "returned int, not text or a JSON payload" in (o["broken"].error or "")
 
 
 class _Oversized:
@@ -132,7 +133,9 @@ class _Oversized:
 async def test_a_source_text_over_the_limit_is_that_source_error(pool: InferencePool) -> None:
     """Any kind of source: text longer than max_text_chars never reaches inference or the result."""
     s = Settings(time_scale=SCALE)
-    fan = FanOut(pool, enabled_sources(s), inference_units=1, policy=_Oversized(), max_text_chars=100)
+    fan = FanOut(
+        pool, enabled_sources(s), analysis=bag_of_words, params={"units": 1}, policy=_Oversized(), max_text_chars=100
+    )
     outcomes, _ = await fan.run(
         QuestionRequest(question="rain?"),
         SourceContext(s, "job-1"),

@@ -1,4 +1,8 @@
-"""``worker``: run one arq worker process configured from the settings (env, ``.env``)."""
+"""``worker``: run one arq worker process configured from the settings (env, ``.env``).
+
+Exit codes: 2 bad settings, or plugins that cannot work (checked at start-up: docs/plugins.md);
+5 Redis unreachable; ``--check``: 0 alive, 1 not alive.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import typer
 from pydantic import ValidationError
 
-from agentq.errors import REDIS_DOWN
+from agentq.errors import REDIS_DOWN, StartupError
 from agentq.settings import Settings, describe_settings_error, get_settings
 from worker import health, logs
 from worker.app import create_worker
@@ -45,6 +49,9 @@ def main(
     logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))
     try:
         worker.run()
+    except StartupError as exc:  # a plugin or a choice of plugins that cannot work: say so once, exit 2
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
     except REDIS_DOWN as exc:
         typer.echo(f"error: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None

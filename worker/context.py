@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import httpx
     from arq.connections import ArqRedis
 
+    from agentq.analyses import Analysis
     from agentq.keys import Keys
     from agentq.settings import Settings
     from agentq.sources import Source
@@ -46,6 +47,8 @@ class WorkerContext(TypedDict, total=False):
     """The settings this worker was started with."""
     sources: Mapping[str, Source]
     """The sources this worker serves (``AGENTQ_ENABLED_SOURCES``), by name."""
+    analyses: Mapping[str, Analysis]
+    """The analyses this worker runs (``AGENTQ_ENABLED_ANALYSES``), by name; each passed its start-up check."""
     pool: InferencePool
     """This worker's inference pool; its insides are replaced if it breaks."""
     worker_id: str

@@ -15,13 +15,13 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from agentq.contract import ExecutorInfo, ExecutorName
 from agentq.settings import ExecutorKind
-from worker import inference
+from worker import pooled
 
 T = TypeVar("T")
 
@@ -67,6 +67,13 @@ class InferencePool:
             self.broken = True
             raise
 
+    async def warm(self, modules: Iterable[str]) -> None:
+        """Import ``modules`` in the pool's workers (best effort: one task per worker, as at start)."""
+        loop, names = asyncio.get_running_loop(), tuple(dict.fromkeys(modules))
+        await asyncio.gather(
+            *(loop.run_in_executor(self.executor, pooled.warm_up, names) for _ in range(self.info.size))
+        )
+
     @property
     def kind(self) -> ExecutorName:
         return self.info.kind
@@ -89,7 +96,8 @@ def create_pool(kind: ExecutorKind, size: int | None = None) -> InferencePool:
         executor = cf.ProcessPoolExecutor(max_workers=size, mp_context=context)
     else:
         executor = cf.ThreadPoolExecutor(max_workers=size, thread_name_prefix="inference")
-    # Start every worker now rather than during the first job, so its timing is honest.
-    # Only functions of ``worker.inference`` may cross: it is the one module a subinterpreter loads.
-    list(executor.map(inference.warm_up, range(size)))
+    # Start every worker now rather than during the first job, so its timing is honest. The
+    # analyses' own modules are imported later (InferencePool.warm), once each has passed its
+    # start-up check (worker.plugins): one that cannot load here must fail that check, by name.
+    list(executor.map(pooled.warm_up, [()] * size))
     return InferencePool(executor, ExecutorInfo(kind=name, size=size, reason=reason))

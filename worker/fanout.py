@@ -1,10 +1,12 @@
 """The fan-out: every source at once, each one's inference the moment its own fetch ends.
 
 One task per source runs in an ``asyncio.TaskGroup`` under the whole-query deadline. A task
-fetches under its own timeout and then awaits its inference in the worker's pool, so the
-inference of a fast source overlaps the fetches of slow ones. A task records every failure in its
-own :class:`SourceOutcome` and never raises, so one source can never cancel its siblings; when
-the deadline passes, whatever has not finished is marked ``deadline``.
+fetches under its own timeout and then awaits the request's analysis of its text in the worker's
+pool, so the inference of a fast source overlaps the fetches of slow ones. The analysis's output
+is validated against its model here, in the main interpreter; a misfit is that source's error.
+A task records every failure in its own :class:`SourceOutcome` and never raises, so one source
+can never cancel its siblings; when the deadline passes, whatever has not finished is marked
+``deadline``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from agentq.contract import InferenceOutput, QuestionRequest, SourceOutcome
+from pydantic import ValidationError
+
+from agentq.analyses import COMMON_FIELDS, Analysis
+from agentq.contract import InferenceOutput, QuestionRequest, SourceOutcome, describe_validation_error
 from agentq.errors import SourceError
 from agentq.sources import Source, SourceContext
-from worker import inference
+from worker import pooled
 from worker.executor import InferencePool
 
 log = logging.getLogger(__name__)
@@ -42,9 +47,9 @@ class SourceSkipped(Exception):
 class FetchPolicy(Protocol):
     """How one source's text is obtained: the place for caching, retries, breakers and limits.
 
-    It returns the text, or raises: ``TimeoutError`` (status ``timeout``), :class:`SourceSkipped`
-    (its own status), anything else (``error``). It may record what it did on ``outcome``.
-    ``outcome.timeout_s`` holds the per-source timeout asked for; ``deadline`` is the
+    It returns the text (``Source.fetch_text``: a payload rendered), or raises: ``TimeoutError``
+    (status ``timeout``), :class:`SourceSkipped` (its own status), anything else (``error``). It may
+    record what it did on ``outcome``. ``outcome.timeout_s`` holds the per-source timeout asked for; ``deadline`` is the
     ``time.monotonic()`` instant the whole query ends (nothing should be started that cannot end by then).
     """
 
@@ -61,7 +66,7 @@ class DirectFetch:
     ) -> str:
         outcome.attempts = 1
         async with asyncio.timeout(outcome.timeout_s or 0.0):
-            return await source.fetch(request.question, ctx)
+            return await source.fetch_text(request.question, ctx)
 
 
 @dataclass
@@ -71,7 +76,10 @@ class FanOut:
     pool: InferencePool
     sources: Mapping[str, Source]
     """The sources a request may name (the worker's enabled sources)."""
-    inference_units: int
+    analysis: Analysis
+    """The analysis every source's text goes through (the request's, or the worker's default)."""
+    params: Mapping[str, Any]
+    """The analysis's parameters under the worker's settings (``Analysis.params_for``)."""
     policy: FetchPolicy = field(default_factory=DirectFetch)
     on_event: EventHook | None = None
     max_text_chars: int | None = None
@@ -91,12 +99,18 @@ class FanOut:
         ctx: SourceContext,
         *,
         source_names: Sequence[str],
-        source_timeout_s: float,
+        source_timeout_s: float | Mapping[str, float],
         deadline_s: float,
     ) -> tuple[list[SourceOutcome], float]:
-        """Return every source's outcome and the wall time of the whole fan-out."""
+        """Return every source's outcome and the wall time of the whole fan-out.
+
+        ``source_timeout_s`` is one timeout for all, or each source's by name.
+        """
         t0 = time.monotonic()
-        outcomes = [SourceOutcome(name=name, timeout_s=source_timeout_s) for name in source_names]
+        timeouts = (
+            source_timeout_s if isinstance(source_timeout_s, Mapping) else dict.fromkeys(source_names, source_timeout_s)
+        )
+        outcomes = [SourceOutcome(name=name, timeout_s=timeouts[name]) for name in source_names]
         try:
             async with asyncio.timeout(deadline_s):
                 await self._all(outcomes, request, ctx, t0, t0 + deadline_s)
@@ -159,19 +173,44 @@ class FanOut:
 
         o.inference_submit_s = time.monotonic() - t0
         self._emit("inference_start", o)
+        analysis = self.analysis
         try:
-            raw = await self.pool.run(inference.analyse, question, text, self.inference_units, self.pool.kind)
+            raw = await self.pool.run(
+                pooled.run_analysis, analysis.function, question, text, dict(self.params), self.pool.kind
+            )
         except Exception as exc:
             log.warning("inference of %s failed", o.name, exc_info=True)
             o.status, o.error = "error", f"inference failed: {type(exc).__name__}: {exc}"
             return
-        started, ended, cpu_s = float(raw.pop("started")), float(raw.pop("ended")), float(raw.pop("cpu_s"))
-        o.inference = InferenceOutput.model_validate(raw)
+        started, ended = float(raw["started"]), float(raw["ended"])
         o.inference_start_s, o.inference_end_s = started - t0, ended - t0
-        o.inference_s, o.inference_cpu_s = ended - started, cpu_s
+        o.inference_s, o.inference_cpu_s = ended - started, float(raw["cpu_s"])
+        try:
+            o.inference = inference_output(analysis, raw["output"], raw["ran_in"])
+        except (ValidationError, TypeError) as exc:
+            why = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            o.status, o.error = (
+                "error",
+                f"analysis {analysis.name!r} returned output that does not fit {analysis.output.__name__}: {why}",
+            )
+            return
         o.status = "ok"
 
     def _fetch_ended(self, o: SourceOutcome, t0: float) -> None:
         o.fetch_end_s = time.monotonic() - t0
         o.fetch_s = o.fetch_end_s - (o.fetch_start_s or 0.0)
         self._emit("fetch_end", o)
+
+
+def inference_output(analysis: Analysis, raw: object, ran_in: object) -> InferenceOutput:
+    """The analysis's raw output, validated against its model, as a result records it: the common
+    fields at the top, the analysis's own under ``details``. Raises ``ValidationError``/``TypeError``."""
+    output = analysis.check_output(raw)
+    return InferenceOutput.model_validate(
+        {
+            "analysis": analysis.name,
+            **output.model_dump(mode="json", include=set(COMMON_FIELDS)),
+            "details": output.model_dump(mode="json", exclude=set(COMMON_FIELDS)),
+            "ran_in": ran_in,
+        }
+    )

@@ -1,9 +1,9 @@
-"""CPU-bound "inference" on one source's text: pure Python, a fixed amount of work.
+"""The built-in analysis, ``bag_of_words``: pure Python, a fixed amount of CPU work per text.
 
-This module is what the worker sends to its pool. It must stay importable on its own and use the
-standard library only, so that it runs unchanged in a subinterpreter (3.14's
-``InterpreterPoolExecutor``), in a child process or in a thread. Do not import pydantic, arq or
-anything else from the project here.
+This module is what the worker's pool imports to run it (``worker.analyses`` registers it as a
+plugin, with its output model). It must stay importable on its own and use the standard library
+only, so that it runs unchanged in a subinterpreter (3.14's ``InterpreterPoolExecutor``), in a
+child process or in a thread. Do not import pydantic, arq or anything else from the project here.
 
 The cost is counted in *work units*, never in seconds: one unit is 1,000 token hashes. A loop that
 spun until a wall-clock time had passed would finish on time whether or not it really ran in
@@ -13,10 +13,8 @@ parallel, and so would prove nothing about the GIL.
 from __future__ import annotations
 
 import math
-import os
 import re
-import threading
-import time
+from collections.abc import Mapping
 from typing import Any
 
 HASHES_PER_UNIT = 1000
@@ -24,7 +22,8 @@ DIMENSIONS = 256
 _FNV_OFFSET = 2166136261
 _FNV_PRIME = 16777619
 _TOKEN = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+#: Sentences end at . ! or ? followed by white space, and at every line break (a rendered payload's lines).
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
 _STOPWORDS = frozenset(
     "a an and are as at be by for from has have how in is it its of on or that the this to was were "  # noqa: SIM905
     "what when where which who why will with".split()
@@ -71,22 +70,18 @@ def _embed(token_lists: list[list[str]], budget: int) -> tuple[list[list[float]]
     return vectors, spent
 
 
-def _where_am_i() -> tuple[int, int]:
-    """(pid, interpreter id): interpreter id 0 is the main interpreter."""
-    try:
-        from concurrent import interpreters  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # before 3.14: no subinterpreters
-        return os.getpid(), 0
-    return os.getpid(), int(interpreters.get_current().id)
+#: The work per text when the parameters name none (``worker.analyses`` derives it from the settings).
+DEFAULT_UNITS = 1500
 
 
-def analyse(question: str, text: str, units: int, executor: str) -> dict[str, Any]:
+def analyse(question: str, text: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Rank the text's sentences by similarity to the question and summarise it.
 
-    Takes and returns only plain strings, numbers, lists and dicts, so that crossing into a
-    subinterpreter or a process is cheap. ``executor`` is echoed back in ``ran_in``.
+    ``params["units"]`` is the work to do, in thousands of token hashes. Takes and returns only
+    plain strings, numbers, lists and dicts, so that crossing into a subinterpreter or a process is
+    cheap; the output fits ``worker.analyses.BagOfWordsOutput``.
     """
-    started, cpu_started = time.monotonic(), time.thread_time()
+    units = int(params.get("units", DEFAULT_UNITS))
     sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()] or [text.strip() or "(empty)"]
     sentence_tokens = [tokenise(s) or ["empty"] for s in sentences]
     question_tokens = tokenise(question) or ["empty"]
@@ -104,24 +99,9 @@ def analyse(question: str, text: str, units: int, executor: str) -> dict[str, An
                 counts[token] = counts.get(token, 0.0) + 1.0 + max(scores[i], 0.0)
     top_terms = sorted(counts, key=lambda t: (-counts[t], t))[:5]
 
-    pid, interpreter_id = _where_am_i()
     return {
         "summary": sentences[ranked[0]],
         "top_terms": top_terms,
         "relevance": round(max(0.0, scores[ranked[0]]), 4),
         "work_units": spent // HASHES_PER_UNIT,
-        "ran_in": {
-            "executor": executor,
-            "pid": pid,
-            "interpreter_id": interpreter_id,
-            "thread_id": threading.get_ident(),
-        },
-        "started": started,
-        "ended": time.monotonic(),
-        "cpu_s": time.thread_time() - cpu_started,
     }
-
-
-def warm_up(_: object = None) -> int:
-    """A no-op task that makes each pool worker import this module before the first job."""
-    return os.getpid()

@@ -48,18 +48,26 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     s = ctx["settings"]
     if len(args) != 1 or kwargs:
         raise InvalidRequest("the job takes exactly one argument, the request object")
+    sources, analyses = ctx["sources"], ctx["analyses"]
     request = parse_request(
         args[0],
-        known_sources=ctx["sources"],
+        known_sources=sources,
+        known_analyses=analyses,
         max_question_chars=s.max_question_chars,
         max_source_timeout_s=s.max_source_timeout_s,
         max_deadline_s=s.max_deadline_s,
     )
     pool = ctx["pool"]
+    analysis = analyses[request.analysis or s.default_analysis]
+    names = request.sources or default_sources(s, sources)
+    # A request's timeout overrides every source's own (capped like a request's), which overrides the setting.
+    own = {n: min(t, s.max_source_timeout_s) for n in names if (t := sources[n].timeout_s) is not None}
+    timeouts = {n: request.source_timeout_s or own.get(n) or s.source_timeout_s for n in names}
     fan_out = FanOut(
         pool,
-        ctx["sources"],
-        inference_units=max(1, round(s.inference_units * s.time_scale)),
+        sources,
+        analysis=analysis,
+        params=analysis.params_for(s),
         policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
         on_event=_publisher(ctx, request).on_event,
         max_text_chars=s.max_source_bytes,
@@ -67,8 +75,8 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     outcomes, total_s = await fan_out.run(
         request,
         SourceContext(s, ctx["job_id"], ctx.get("job_try", 1), http=ctx.get("http")),
-        source_names=request.sources or default_sources(s, ctx["sources"]),
-        source_timeout_s=request.source_timeout_s or s.source_timeout_s,
+        source_names=names,
+        source_timeout_s=timeouts,
         deadline_s=request.deadline_s or s.deadline_s,
     )
     stages = stages_of(outcomes)

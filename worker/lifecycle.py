@@ -1,7 +1,9 @@
 """The worker's life cycle, as arq's hooks: start-up and shut-down, and around every job.
 
-Start-up opens the HTTP client, starts and warms the inference pool, starts the heartbeat and the
-metrics; shut-down stops them in reverse and waits for the pool's processes or interpreters.
+Start-up imports and checks the plugins (``worker.plugins``: a failure stops the worker with exit
+2), opens the HTTP client, starts the inference pool, runs every enabled analysis once in it,
+starts the heartbeat and the metrics; shut-down stops them in reverse and waits for the pool's
+processes or interpreters.
 Around each job: the in-flight count and the log context at its start; the done notification,
 the progress log's last entry and the dedup marker at its end.
 """
@@ -13,8 +15,7 @@ import logging
 from datetime import UTC, datetime
 
 from agentq.errors import REDIS_DOWN
-from agentq.sources import default_sources, enabled_sources
-from worker import health, metrics, progress
+from worker import health, metrics, plugins, progress
 from worker.context import WorkerContext
 from worker.executor import create_pool
 from worker.logs import current_job_id
@@ -24,19 +25,33 @@ log = logging.getLogger(__name__)
 
 
 async def startup(ctx: WorkerContext) -> None:
-    """arq ``on_startup``: open the HTTP client, start and warm the inference pool."""
+    """arq ``on_startup``: load and check the plugins, open the HTTP client, start and check the pool.
+
+    Raises :class:`~agentq.errors.StartupError` (the worker exits 2) for a plugin that does not load
+    or whose analysis cannot run in this pool, and for a bad choice of sources or analyses: those
+    stop the worker here, never fail its jobs later.
+    """
     s = ctx["settings"]
-    # A bad AGENTQ_ENABLED_SOURCES or AGENTQ_DEFAULT_SOURCES stops the worker here, not every job.
-    ctx["sources"] = enabled_sources(s)
-    default_sources(s, ctx["sources"])
+    chosen = plugins.load(s)
+    ctx["sources"], ctx["analyses"] = chosen.sources, chosen.analyses
     ctx["http"] = create_client(s, ctx["worker_id"])
     ctx["pool"] = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
+    await plugins.check_analyses(ctx["pool"], ctx["analyses"], s)
     info = ctx["pool"].info
     ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
     metrics.start(ctx)  # before the first beat, which reports the metrics port
     ctx["heartbeat"] = asyncio.create_task(health.heartbeat_forever(ctx))
     health.write_id_file(ctx)
-    log.info("worker %s ready: %s pool of %d (%s)", ctx["worker_id"], info.kind, info.size, info.reason)
+    log.info(
+        "worker %s ready: %s pool of %d (%s); sources %s; analyses %s (default %s)",
+        ctx["worker_id"],
+        info.kind,
+        info.size,
+        info.reason,
+        ", ".join(ctx["sources"]),
+        ", ".join(ctx["analyses"]),
+        s.default_analysis,
+    )
 
 
 async def shutdown(ctx: WorkerContext) -> None:
@@ -85,6 +100,7 @@ async def replace_pool_if_broken(ctx: WorkerContext) -> None:
     log.error("inference pool broken; starting a new one")
     broken = pool.executor
     fresh = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
+    await fresh.warm(a.module for a in ctx["analyses"].values())
     if pool.executor is not broken:  # a concurrent job replaced it meanwhile
         await asyncio.to_thread(fresh.shutdown)
         return

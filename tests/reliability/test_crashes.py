@@ -8,17 +8,22 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from agentq.analyses import Analysis
 from agentq.settings import Settings
 from agentq.sources import SourceContext, installed_sources
 from agentq_tools.sources import POISON_EXIT
 from producer.client import Client
 from tests.helpers import enqueue_raw, progress_reached
 from tests.reliability.conftest import Workers, wait_for
+from worker import inference
+from worker.analyses import BagOfWordsOutput
 from worker.executor import InferencePool, create_pool
 from worker.fanout import FanOut
 
@@ -84,22 +89,20 @@ async def test_a_broken_inference_pool_is_an_error_then_replaced(client: Client,
     wait_for(lambda: "inference pool broken" in workers.log(worker), timeout=5)
 
 
-async def test_an_inference_exception_is_that_sources_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def explodes_on_news(question: str, text: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The built-in analysis, except that it raises on the news source's text."""
+    if text.startswith("News"):
+        raise ValueError("model exploded")
+    return inference.analyse(question, text, params)
+
+
+async def test_an_inference_exception_is_that_sources_error() -> None:
     """Inference raising on one source's text: that source is `error`, the others answer, nothing propagates."""
-    from worker import inference
-
-    real = inference.analyse
-
-    def flaky(question: str, text: str, units: int, kind: str) -> dict[str, object]:
-        if text.startswith("News"):
-            raise ValueError("model exploded")
-        return real(question, text, units, kind)
-
-    monkeypatch.setattr(inference, "analyse", flaky)
+    flaky = Analysis("explodes_on_news", explodes_on_news, BagOfWordsOutput)
     pool: InferencePool = create_pool("thread", 2)
     try:
         settings = Settings(time_scale=0.01)
-        outcomes, _ = await FanOut(pool, installed_sources(), inference_units=1).run(
+        outcomes, _ = await FanOut(pool, installed_sources(), analysis=flaky, params={"units": 1}).run(
             _request("does news explode?"),
             SourceContext(settings, "job-1"),
             source_names=("weather", "news", "knowledge_base"),

@@ -7,4 +7,5 @@
 - ``embedded``    a throw-away redis-server on a free loopback port
 - ``processes``   worker processes started with the documented ``worker`` command, and stopped
 - ``sources``     the benchmark's and the tests' sources (opt-in plugins)
+- ``analyses``    the tests' analyses (opt-in plugins): ``numpy_similarity``, whose function is in ``numeric``
 """

@@ -212,7 +212,7 @@ EXAMPLE_START = datetime(2026, 11, 22, 9, 30, 0, 125000, tzinfo=UTC)
 def _answered(name: str, fetch: tuple[float, float], run: tuple[float, float, float], ran_in: RanIn) -> SourceOutcome:
     """A source that answered: fetched from ``fetch[0]`` to ``fetch[1]``, analysed ``run`` (submit, start, end)."""
     text = compose(EXAMPLE_QUESTION, name, sentences=3)
-    raw = inference.analyse(EXAMPLE_QUESTION, text, EXAMPLE_UNITS, ran_in.executor)
+    raw = inference.analyse(EXAMPLE_QUESTION, text, {"units": EXAMPLE_UNITS})
     analysis = InferenceOutput(
         summary=raw["summary"],
         top_terms=raw["top_terms"],

@@ -17,6 +17,9 @@ Only failures that say something about the upstream's health reach the circuit b
 (:func:`~worker.resilience.retry.is_transient`). A permanent error (a 4xx, a body we cannot read, the
 simulated sources' injected failures) means the upstream answered, so it neither counts towards
 opening the circuit nor resets the count.
+
+A source may turn any of these off for itself (``Source.policies``): what it turns off is skipped
+for it, with no Redis call, whatever the settings say.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from agentq.contract import QuestionRequest, SourceOutcome
@@ -92,6 +96,17 @@ class RedisHealth:
             log.warning("Redis answers again; source policies use it again")
 
 
+@dataclass(frozen=True)
+class _Policies:
+    """The parts of :class:`ResilientFetch` that apply to one source (None: off, no Redis call)."""
+
+    cache: SourceCache | None
+    breaker: CircuitBreaker | None
+    latencies: LatencyWindow | None
+    limits: RateLimits | None
+    retries: int
+
+
 class ResilientFetch:
     """The Redis-backed :class:`~worker.fanout.FetchPolicy`; cheap to build, holds no per-query state."""
 
@@ -110,12 +125,24 @@ class ResilientFetch:
         )
         self.limits = RateLimits(redis, keys, s.rate_limits) if s.rate_limits else None
 
+    def _for(self, source: Source) -> _Policies:
+        """The policies that apply to ``source``: those the settings turn on, less those it turns off."""
+        p = source.policies
+        return _Policies(
+            cache=self.cache if p.cache else None,
+            breaker=self.breaker if p.breaker else None,
+            latencies=self.latencies if p.adaptive_timeout else None,
+            limits=self.limits if p.rate_limit and self.limits and self.limits.limit_of(source.name) else None,
+            retries=self.settings.source_retries if p.retries else 0,
+        )
+
     async def fetch(
         self, source: Source, request: QuestionRequest, ctx: SourceContext, outcome: SourceOutcome, deadline: float
     ) -> str:
         """Return the source's text for ``request`` (see the module docstring for the order)."""
         name, question = source.name, request.question
-        cache, breaker = self.cache, self.breaker
+        policies = self._for(source)
+        cache, breaker = policies.cache, policies.breaker
         if cache is None:
             outcome.cache = "off"
         elif request.no_cache:
@@ -127,7 +154,7 @@ class ResilientFetch:
                 return cached
             outcome.cache = "miss" if cached is None else "off"
 
-        timeout = await self._timeout(name, request, outcome)
+        timeout = await self._timeout(name, request, outcome, policies.latencies)
         if breaker is not None:
             verdict = await self._guard("circuit breaker", lambda: breaker.allow(name, timeout + 1.0), None)
             if verdict is not None:
@@ -136,8 +163,8 @@ class ResilientFetch:
                     raise SourceSkipped("circuit_open", _open_reason(verdict))
 
         text = await with_retries(
-            lambda: self._attempt(source, question, ctx, outcome, timeout, deadline),
-            retries=self.settings.source_retries,
+            lambda: self._attempt(source, question, ctx, outcome, timeout, deadline, policies),
+            retries=policies.retries,
             backoff_s=self.settings.retry_backoff_s,
             backoff_max_s=self.settings.retry_backoff_max_s,
             attempt_timeout_s=timeout,
@@ -147,14 +174,15 @@ class ResilientFetch:
             await self._guard("cache write", lambda: cache.put(name, question, text), None)
         return text
 
-    async def _timeout(self, name: str, request: QuestionRequest, outcome: SourceOutcome) -> float:
+    async def _timeout(
+        self, name: str, request: QuestionRequest, outcome: SourceOutcome, latencies: LatencyWindow | None
+    ) -> float:
         """The per-attempt timeout: adaptive when there are enough samples, else the fixed one."""
         fixed = outcome.timeout_s or self.settings.source_timeout_s
-        if self.latencies is None:
+        if latencies is None:
             return fixed
         s = self.settings
         ceiling = min(s.adaptive_timeout_max_s or fixed, s.max_source_timeout_s, request.source_timeout_s or math.inf)
-        latencies = self.latencies
         adaptive = await self._guard(
             "adaptive timeout", lambda: latencies.timeout(name, floor=s.adaptive_timeout_min_s, ceiling=ceiling), None
         )
@@ -164,40 +192,44 @@ class ResilientFetch:
         return adaptive
 
     async def _attempt(
-        self, source: Source, question: str, ctx: SourceContext, o: SourceOutcome, timeout: float, deadline: float
+        self,
+        source: Source,
+        question: str,
+        ctx: SourceContext,
+        o: SourceOutcome,
+        timeout: float,
+        deadline: float,
+        policies: _Policies,
     ) -> str:
         """One call to the upstream: breaker check (on a retry), rate-limit token, timed fetch, bookkeeping."""
-        name, breaker = source.name, self.breaker
+        name, breaker = source.name, policies.breaker
         o.attempts += 1
         if o.attempts > 1 and breaker is not None:
             verdict = await self._guard("circuit breaker", lambda: breaker.allow(name, timeout + 1.0), None)
             if verdict is not None and verdict.state == "open":
                 raise SourceSkipped("circuit_open", f"{_open_reason(verdict)} (opened during retries)")
-        if self.limits is not None and self.limits.limit_of(name) is not None:
-            o.rate_limit_wait_s += await self._token(name, latest_start=deadline - timeout)
+        if policies.limits is not None:
+            o.rate_limit_wait_s += await self._token(policies.limits, name, latest_start=deadline - timeout)
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                text = await source.fetch(question, ctx)
-            if not isinstance(text, str):
-                raise TypeError(f"source returned {type(text).__name__}, not str")
+                text = await source.fetch_text(question, ctx)
         except Exception as exc:
             timed_out = isinstance(exc, TimeoutError)
             o.attempt_errors.append(f"timeout after {timeout:g}s" if timed_out else f"{type(exc).__name__}: {exc}")
             if is_transient(exc):  # a permanent error says the upstream answered: not the breaker's business
-                await self._report(name, ok=False, seconds=timeout if timed_out else None)
+                await self._report(policies, name, ok=False, seconds=timeout if timed_out else None)
             raise
-        await self._report(name, ok=True, seconds=time.monotonic() - started)
+        await self._report(policies, name, ok=True, seconds=time.monotonic() - started)
         return text
 
-    async def _token(self, name: str, *, latest_start: float) -> float:
+    async def _token(self, limits: RateLimits, name: str, *, latest_start: float) -> float:
         """Wait for a rate-limit token; ``rate_limited`` if none comes in time, unlimited if Redis fails."""
-        assert self.limits is not None
         if not self.health.available():
             return 0.0
         t0 = time.monotonic()
         try:
-            waited = await self.limits.acquire(name, latest_start=latest_start, redis_timeout_s=REDIS_OP_TIMEOUT_S)
+            waited = await limits.acquire(name, latest_start=latest_start, redis_timeout_s=REDIS_OP_TIMEOUT_S)
         except RateLimited as exc:
             raise SourceSkipped("rate_limited", str(exc)) from exc
         except Exception as exc:
@@ -206,9 +238,9 @@ class ResilientFetch:
         self.health.succeeded()
         return waited
 
-    async def _report(self, name: str, *, ok: bool, seconds: float | None) -> None:
+    async def _report(self, policies: _Policies, name: str, *, ok: bool, seconds: float | None) -> None:
         """Tell the shared state how an attempt went: its latency sample and the breaker."""
-        latencies, breaker = self.latencies, self.breaker
+        latencies, breaker = policies.latencies, policies.breaker
         calls: list[Awaitable[object]] = []
         if latencies is not None and seconds is not None:
             calls.append(self._guard("latency sample", lambda: latencies.record(name, seconds), None))

@@ -182,7 +182,7 @@ def _unready(endpoint: Endpoint, settings: Settings) -> str | None:
     return _not_configured(endpoint) if url_of(endpoint, settings) is None else None
 
 
-def _shown(url: str) -> str:
+def shown(url: str) -> str:
     """The URL for messages: no credentials, no query string (either may hold a secret)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -205,7 +205,7 @@ async def _read_capped(response: httpx.Response, limit: int, url: str) -> bytes:
     stops the read at the first chunk past the limit (leaving the ``stream`` block closes the
     connection). Retrying would get the same answer, hence a permanent :class:`SourceError`.
     """
-    too_long = SourceError(f"answer over {limit} bytes from {_shown(url)}")
+    too_long = SourceError(f"answer over {limit} bytes from {shown(url)}")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit and "content-encoding" not in response.headers:
         raise too_long
@@ -217,34 +217,44 @@ async def _read_capped(response: httpx.Response, limit: int, url: str) -> bytes:
     return bytes(body)
 
 
+async def get(
+    ctx: SourceContext, url: str, *, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
+) -> tuple[bytes, str]:
+    """GET ``url`` through the worker's client: the body (capped at ``max_source_bytes``) and its status line.
+
+    Every failure is mapped as the module docstring says; messages name the URL without its query.
+    """
+    if ctx.http is None:
+        raise SourceError("no HTTP client here (a worker opens one at start-up)")
+    try:
+        async with ctx.http.stream("GET", url, params=params, headers=headers) as response:
+            status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+            if response.status_code == 429 or response.status_code >= 500:
+                raise TransientSourceError(f"{status} from {shown(url)}", retry_after_s=_retry_after(response))
+            if not response.is_success:
+                raise SourceError(f"{status} from {shown(url)}")
+            return await _read_capped(response, ctx.settings.max_source_bytes, url), status
+    except httpx.TimeoutException as exc:  # connect or pool timeout (reads are cut by the fan-out first)
+        raise TransientSourceError(f"{type(exc).__name__} talking to {shown(url)}") from exc
+    except httpx.TransportError as exc:  # refused, reset, DNS, protocol errors
+        raise TransientSourceError(f"cannot reach {shown(url)}: {type(exc).__name__}: {exc}") from exc
+
+
 async def fetch(endpoint: Endpoint, question: str, ctx: SourceContext) -> str:
     """GET the endpoint with the question, check the answer, return it as text."""
     url = url_of(endpoint, ctx.settings)
     if url is None:
         raise SourceError(_not_configured(endpoint))
-    if ctx.http is None:
-        raise SourceError("no HTTP client here (a worker opens one at start-up)")
-    try:
-        async with ctx.http.stream("GET", url, params={"q": question}) as response:
-            status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-            if response.status_code == 429 or response.status_code >= 500:
-                raise TransientSourceError(f"{status} from {_shown(url)}", retry_after_s=_retry_after(response))
-            if not response.is_success:
-                raise SourceError(f"{status} from {_shown(url)}")
-            content = await _read_capped(response, ctx.settings.max_source_bytes, url)
-    except httpx.TimeoutException as exc:  # connect or pool timeout (reads are cut by the fan-out first)
-        raise TransientSourceError(f"{type(exc).__name__} talking to {_shown(url)}") from exc
-    except httpx.TransportError as exc:  # refused, reset, DNS, protocol errors
-        raise TransientSourceError(f"cannot reach {_shown(url)}: {type(exc).__name__}: {exc}") from exc
+    content, status = await get(ctx, url, params={"q": question})
     try:
         body = endpoint.body.model_validate_json(content)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise SourceError(f"unexpected answer from {_shown(url)} ({status}): {where}: {first['msg']}") from exc
+        raise SourceError(f"unexpected answer from {shown(url)} ({status}): {where}: {first['msg']}") from exc
     text = body.text(ctx.settings.max_source_bytes)
     if text is None:
-        raise SourceError(f"answer from {_shown(url)} renders to over {ctx.settings.max_source_bytes} characters")
+        raise SourceError(f"answer from {shown(url)} renders to over {ctx.settings.max_source_bytes} characters")
     return text
 
 

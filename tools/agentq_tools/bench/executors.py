@@ -1,8 +1,9 @@
 """Benchmark 2: the inference alone in each executor, and the calibration of its cost.
 
 Every pool is built by ``worker.executor.create_pool``, exactly as a worker builds it, and runs
-``worker.inference.analyse``, the function a job sends to it. ``serial`` runs the same tasks one
-after another in this thread: the baseline of parallel efficiency.
+``worker.inference.analyse`` (the built-in analysis) through ``worker.pooled.run_analysis``, as a
+job sends it. ``serial`` runs the same tasks one after another in this thread: the baseline of
+parallel efficiency.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from agentq.settings import ExecutorKind
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.report import Figure
-from worker import inference
+from worker import inference, pooled
 from worker.executor import create_pool, interpreter_pool_available
 from worker.sources.simulated import compose
 
@@ -25,11 +26,11 @@ TEXT = compose(QUESTION, "weather")
 
 def calibrate(probe_units: int = 300, rounds: int = 3) -> dict[str, float]:
     """CPU-seconds one work unit costs here, measured on this thread (median of ``rounds``)."""
-    inference.analyse(QUESTION, TEXT, 5, "thread")  # warm caches and the regex
+    inference.analyse(QUESTION, TEXT, {"units": 5})  # warm caches and the regex
     per_unit = []
     for _ in range(rounds):
         cpu0 = time.thread_time()
-        inference.analyse(QUESTION, TEXT, probe_units, "thread")
+        inference.analyse(QUESTION, TEXT, {"units": probe_units})
         per_unit.append((time.thread_time() - cpu0) / probe_units)
     cpu_per_unit = statistics.median(per_unit)
     return {
@@ -51,7 +52,7 @@ async def _per_task_overhead(kind: ExecutorKind, size: int, tasks: int) -> float
     try:
         t0 = time.perf_counter()
         for _ in range(tasks):
-            await pool.run(inference.warm_up, None)
+            await pool.run(pooled.warm_up, ())
         return (time.perf_counter() - t0) / tasks
     finally:
         pool.shutdown()
@@ -65,7 +66,14 @@ def _timed_pool(kind: ExecutorKind, size: int, units: int, tasks: int) -> dict[s
     try:
         t0 = time.perf_counter()
         outputs = list(
-            pool.executor.map(inference.analyse, [QUESTION] * tasks, [TEXT] * tasks, [units] * tasks, [kind] * tasks)
+            pool.executor.map(
+                pooled.run_analysis,
+                [inference.analyse] * tasks,
+                [QUESTION] * tasks,
+                [TEXT] * tasks,
+                [{"units": units}] * tasks,
+                [kind] * tasks,
+            )
         )
         wall_s = time.perf_counter() - t0
     finally:
@@ -85,7 +93,7 @@ def run(cfg: BenchConfig, calibration: dict[str, float]) -> tuple[dict[str, Any]
     t0 = time.perf_counter()
     cpu0 = time.thread_time()
     for _ in range(tasks):
-        inference.analyse(QUESTION, TEXT, units, "thread")
+        inference.analyse(QUESTION, TEXT, {"units": units})
     serial = {"wall_s": time.perf_counter() - t0, "cpu_s": time.thread_time() - cpu0}
 
     kinds: list[ExecutorKind] = ["thread", "process"]

@@ -25,7 +25,7 @@ from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.report import Figure
 from agentq_tools.demo import REFERENCE_QUESTION
 from producer.client import Client
-from worker import inference
+from worker import inference, pooled
 from worker.executor import InferencePool, create_pool
 from worker.timing import critical_path
 
@@ -61,11 +61,11 @@ async def sequential(settings: Settings, units: int) -> Run:
     fetched = []
     for name in REFERENCE_SOURCES:
         f0 = time.monotonic()
-        text = await installed_sources()[name].fetch(REFERENCE_QUESTION, ctx)
+        text = await installed_sources()[name].fetch_text(REFERENCE_QUESTION, ctx)
         fetched.append((name, f0, time.monotonic(), text))
     spans = []
     for name, f0, f1, text in fetched:
-        out = inference.analyse(REFERENCE_QUESTION, text, units, "thread")
+        out = pooled.run_analysis(inference.analyse, REFERENCE_QUESTION, text, {"units": units}, "thread")
         spans.append(_span(name, f0, f1, out, t0))
     return Run("sequential", time.monotonic() - t0, spans)
 
@@ -77,14 +77,17 @@ async def reference(settings: Settings, units: int, pool: InferencePool) -> Run:
 
     async def fetch(name: str) -> tuple[str, float, float, str]:
         f0 = time.monotonic()
-        text = await installed_sources()[name].fetch(REFERENCE_QUESTION, ctx)
+        text = await installed_sources()[name].fetch_text(REFERENCE_QUESTION, ctx)
         return name, f0, time.monotonic(), text
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(fetch(name)) for name in REFERENCE_SOURCES]
     fetched = [t.result() for t in tasks]
     outputs = await asyncio.gather(
-        *(pool.run(inference.analyse, REFERENCE_QUESTION, text, units, pool.kind) for _, _, _, text in fetched)
+        *(
+            pool.run(pooled.run_analysis, inference.analyse, REFERENCE_QUESTION, text, {"units": units}, pool.kind)
+            for _, _, _, text in fetched
+        )
     )
     spans = [_span(name, f0, f1, out, t0) for (name, f0, f1, _), out in zip(fetched, outputs, strict=True)]
     return Run("reference", time.monotonic() - t0, spans)
