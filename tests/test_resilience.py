@@ -404,8 +404,10 @@ async def test_policy_waits_for_rate_limit_or_gives_up(fake_redis: Any) -> None:
     outcomes = [await fetch(policy, Upstream()) for _ in range(3)]
     assert [o.status for o in outcomes] == ["ok"] * 3
     assert outcomes[0].rate_limit_wait_s < 0.5 <= outcomes[2].rate_limit_wait_s  # no wait vs ~1 s
-    await fetch(policy, Upstream())
-    late = await fetch(policy, Upstream(), deadline_s=5.3)  # the token would come after deadline - timeout
+    # A limit whose next token is a minute away: far past the deadline, however loaded the machine.
+    scarce = ResilientFetch(policy_settings(rate_limits={"news": "1/minute"}, cache_ttl_s=0), fake_redis)
+    assert (await fetch(scarce, Upstream())).status == "ok"
+    late = await fetch(scarce, Upstream(), deadline_s=5.3)  # the token would come after deadline - timeout
     assert late.status == "rate_limited" and "too late for the deadline" in (late.error or "")
 
 
