@@ -5,6 +5,7 @@ AgentQError
 ├── JobNotFound           permanent: no such job id, or its result has expired (CLI exit 3)
 ├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
 ├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
+│   └── NotReplicated     a write reached the primary, but not enough replicas in time (exit 5)
 └── SourceError           one source failed; recorded in its outcome, never fatal to the job
     └── TransientSourceError  it may pass: 5xx, 429, a connection error (worth retrying)
 """
@@ -53,6 +54,10 @@ class WaitTimeout(AgentQError):
 
 class RedisUnavailable(AgentQError):
     """Redis could not be reached; the message names the URL without its password."""
+
+
+class NotReplicated(RedisUnavailable):
+    """A write reached the primary but too few replicas confirmed it in time: a failover could lose it."""
 
 
 class SourceError(AgentQError):

@@ -25,7 +25,8 @@ arq internal                    what changes here                             wh
                                 already runs; gives back the slot arq takes   and a second task of one id breaks
                                 when Redis fails mid-pickup                   arq's books; arq leaks the slot
 ``Worker.finish_job``,          arq's transactions with ``SET NX`` on the     at-least-once delivery, exactly-once
-``Worker.finish_failed_job``    result; a failure reason a caller can act on  results: the first complete one wins
+``Worker.finish_failed_job``    result; a failure reason a caller can act on; results: the first complete one wins;
+                                ``WAIT`` for replicas if the settings ask      a result read survives a failover
 ``Worker.run_job``              its error texts are matched by                "max N retries exceeded", "job
                                 :func:`explain_failure`                       expired", ``DeserializationError``
 ``ArqRedis.enqueue_job``,       mirrored, never called, by ``agentq.wire``    the producer may not import arq (its
@@ -48,9 +49,10 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from agentq import wire
-from agentq.connection import open_redis
+from agentq.connection import open_redis, wait_for_replicas
 from agentq.contract import dumps, loads
 from agentq.errors import REDIS_DOWN
+from agentq.keys import Keys
 from agentq.settings import Settings
 from worker.leases import OutageBudget, renew_leases_forever
 
@@ -98,6 +100,7 @@ class AgentQWorker(Worker):
     def __init__(self, settings: Settings, **options: Any) -> None:
         super().__init__(**options)
         self.settings = settings
+        self.keys = Keys(settings.key_prefix)
         # start_jobs sets the in-progress key to this: one lease, renewed while the job runs.
         self.in_progress_timeout_s = settings.lease_s
         self.outage = OutageBudget(settings.redis_outage_s)
@@ -200,6 +203,8 @@ class AgentQWorker(Worker):
         if wrote_at is not None and not replies[wrote_at]:
             self.results_discarded += 1
             log.warning("job %s already had a result (an earlier try finished first); this one is discarded", job_id)
+        elif finish:
+            await self._replicated(job_id)
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq's finish_failed_job with ``SET NX`` and a reason a caller can act on."""
@@ -212,6 +217,28 @@ class AgentQWorker(Worker):
                 px = _ms(self.keep_result_s, self.keep_result_forever)
                 tr.set(wire.RESULT_PREFIX + job_id, result_data, px=px, nx=True)
             await tr.execute()
+        await self._replicated(job_id)
+
+    async def _replicated(self, job_id: str) -> None:
+        """With ``redis_wait_replicas``, wait until that many replicas hold the result just written.
+
+        Without it a failover can take back a result a caller has already read (the job, still
+        queued on the new primary, then runs again and may answer differently). Too few replicas in
+        time is logged, not raised: the result is on the primary, and the job is not lost either way.
+        """
+        try:
+            acked = await wait_for_replicas(self.pool, self.settings, self.keys.replication_fence)
+        except REDIS_DOWN as exc:
+            log.warning("job %s: could not wait for replicas to hold its result: %s", job_id, exc)
+            return
+        if acked is not None and acked < self.settings.redis_wait_replicas:
+            log.warning(
+                "job %s: result confirmed by %d of %d replicas within %gs",
+                job_id,
+                acked,
+                self.settings.redis_wait_replicas,
+                self.settings.redis_wait_timeout_s,
+            )
 
 
 def _ms(seconds: float | None, forever: bool) -> int | None:

@@ -46,7 +46,7 @@ def main(
     try:
         worker.run()
     except REDIS_DOWN as exc:
-        typer.echo(f"error: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
+        typer.echo(f"error: cannot reach Redis at {settings.redis_location}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
 
 
@@ -55,7 +55,7 @@ def run_check(settings: Settings) -> None:
     try:
         alive, reason = health.check(settings)
     except REDIS_DOWN as exc:
-        typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
+        typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_location}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
     typer.echo(("healthy: " if alive else "unhealthy: ") + reason, err=not alive)
     if not alive:
