@@ -23,7 +23,8 @@ arq internal                    what changes here                             wh
                                 cancellation was swallowed                    and the loop would poll on for ever
 ``Worker.start_jobs``           one id at a time; skips ids this worker       a lapsed lease frees a running job,
                                 already runs; gives back the slot arq takes   and a second task of one id breaks
-                                when Redis fails mid-pickup                   arq's books; arq leaks the slot
+                                when Redis fails mid-pickup; a connection     arq's books; arq leaks the slot;
+                                lost inside its WATCH is an outage            redis-py calls that a WatchError
 ``Worker.finish_job``,          arq's transactions with ``SET NX`` on the     at-least-once delivery, exactly-once
 ``Worker.finish_failed_job``    result; a failure reason a caller can act on; results: the first complete one wins;
                                 ``WAIT`` for replicas if the settings ask      a result read survives a failover
@@ -47,6 +48,8 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import WatchError
 
 from agentq import wire
 from agentq.connection import open_redis, wait_for_replicas
@@ -158,15 +161,30 @@ class AgentQWorker(Worker):
             try:
                 await super().start_jobs([job_id])
             except REDIS_DOWN:
-                # arq takes the slot (semaphore and counter) before talking to Redis and only gives
-                # it back on a WATCH conflict; without this each outage would cost one slot for good.
-                # No new task under this id means the pickup failed before the job started.
-                if self.tasks.get(job_id.decode()) is before:
-                    self.job_counter -= 1
-                    self.sem.release()
+                self._give_back_slot(job_id, before)
                 raise
+            except WatchError as exc:
+                # redis-py reports a connection lost while a key is WATCHed as a WatchError (the
+                # connection error is its context), and arq expects WatchError only from EXEC: one
+                # lost during its reads before MULTI escapes, and a Redis restart at that moment
+                # ended the worker. It is an outage like any other here.
+                if not isinstance(exc.__context__, REDIS_DOWN):
+                    raise
+                self._give_back_slot(job_id, before)
+                raise RedisConnectionError(f"connection lost while picking up job {job_id.decode()}") from exc
             if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
                 return
+
+    def _give_back_slot(self, job_id: bytes, before: asyncio.Task[Any] | None) -> None:
+        """Return the slot arq took for a pickup that failed before the job started.
+
+        arq takes the slot (semaphore and counter) before talking to Redis and only gives it back
+        on a WATCH conflict; without this each outage would cost one slot for good. No new task
+        under this id means the pickup failed before the job started.
+        """
+        if self.tasks.get(job_id.decode()) is before:
+            self.job_counter -= 1
+            self.sem.release()
 
     async def finish_job(
         self,

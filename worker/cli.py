@@ -9,8 +9,7 @@ from pydantic import ValidationError
 
 from agentq.errors import REDIS_DOWN
 from agentq.settings import Settings, describe_settings_error, get_settings
-from worker import health, logs
-from worker.app import create_worker
+from worker import health
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -41,6 +40,11 @@ def main(
     if check:
         run_check(settings)
         return
+    # Imported here, not at the top: 'worker --check' runs every few seconds in each container
+    # (Docker's and Kubernetes' probes) and needs none of arq, the pool or the sources.
+    from worker import logs
+    from worker.app import create_worker
+
     worker = create_worker(settings, burst=burst)
     logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))
     try:
