@@ -152,12 +152,17 @@ class Stack:
         return f"redis://:{self.password}@{address}:6379/0"
 
     def follow_logs(self, container: dict[str, Any]) -> Path:
-        """Copy a container's log to a file until it is removed; return the file."""
+        """Copy what a container logs from now on to a file, until it is removed; return the file."""
         name = container["Name"].lstrip("/")
         path = self.log_dir / f"{name}.{container['Id'][:12]}.log"
         with open(path, "wb") as out:
             self.followers.append(
-                subprocess.Popen(["docker", "logs", "-f", container["Id"]], env=self.env, stdout=out, stderr=out)
+                subprocess.Popen(
+                    ["docker", "logs", "-f", "--since", f"{time.time():.3f}", container["Id"]],
+                    env=self.env,
+                    stdout=out,
+                    stderr=out,
+                )
             )
         return path
 

@@ -1,0 +1,158 @@
+"""Redis behind Sentinel: the primary is killed under a steady load; what is lost, and what WAIT costs.
+
+A primary, one replica and three sentinels, real processes on loopback ports
+(``agentq_tools.sentinel``). The replica copies the primary over a link with 2.5 ms each way (a
+link between zones, through the delaying proxy), and killing the primary kills that link with it.
+Two workers and the producer find the primary through the sentinels (AGENTQ_REDIS_SENTINELS).
+A supervisor would restart the old primary: it is started again 4 s after the kill and the
+sentinels turn it into a replica of the new one.
+
+Lost = a job whose enqueue returned (acknowledged) but that the new primary has never heard of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from agentq.errors import RedisUnavailable
+from agentq.settings import Settings
+from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
+from agentq_tools.sentinel import MASTER, SentinelCluster
+from producer.client import Client
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
+
+REPLICATION_DELAY_MS = 2.5
+LOAD_BEFORE_KILL_S = 2.0
+RESTART_OLD_PRIMARY_AFTER_S = 4.0
+
+
+def figure(name: str, value: str) -> None:
+    print(f"\nfigure: {name}: {value}")
+
+
+def failover_under_load(base: Path, worker_env: dict[str, str], wait_replicas: int) -> dict[str, Any]:
+    """Run the scenario once; the measurements."""
+    base.mkdir()
+    with SentinelCluster(base, replication_delay_ms=REPLICATION_DELAY_MS) as cluster:
+        env = {
+            **{k: v for k, v in worker_env.items() if not k.startswith("AGENTQ_REDIS")},
+            "AGENTQ_REDIS_URL": "redis://localhost/0",  # the host is the sentinels' to say
+            "AGENTQ_REDIS_SENTINELS": json.dumps(cluster.sentinels),
+            "AGENTQ_REDIS_SENTINEL_MASTER": MASTER,
+            "AGENTQ_REDIS_WAIT_REPLICAS": str(wait_replicas),
+            "AGENTQ_LEASE_S": "3",
+        }
+        procs = start_workers(2, env, base)
+        try:
+            wait_for_heartbeats(f"redis://127.0.0.1:{cluster.primary_port}/0", procs)
+            settings = Settings(
+                redis_url=env["AGENTQ_REDIS_URL"],
+                redis_sentinels=tuple(cluster.sentinels),
+                redis_sentinel_master=MASTER,
+                redis_wait_replicas=wait_replicas,
+            )
+            return asyncio.run(_measure(cluster, settings, procs))
+        finally:
+            stop_workers(procs)
+
+
+async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any]) -> dict[str, Any]:
+    async with Client(settings) as client:
+        # Steady state: jobs one at a time, end to end, and the enqueue alone.
+        end_to_end = []
+        for i in range(20):
+            start = time.perf_counter()
+            await client.result(await client.enqueue(f"steady {i}", sources=["weather"], dedup=False), timeout=30)
+            end_to_end.append(time.perf_counter() - start)
+
+        acked: list[tuple[str, float]] = []
+        enqueue_s: list[float] = []
+        refused = 0
+        started = time.monotonic()
+        killed = restarted = None
+        back = None
+        i = 0
+        while back is None or time.monotonic() < back + 1.0:
+            now = time.monotonic()
+            if killed is None and now - started >= LOAD_BEFORE_KILL_S:
+                killed = cluster.kill_primary()
+            if killed is not None and restarted is None and now - killed >= RESTART_OLD_PRIMARY_AFTER_S:
+                cluster.restart_old_primary()
+                restarted = now
+            if killed is not None and now - killed > 60:
+                raise AssertionError("no service 60 s after the kill")
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                job_id = await client.enqueue(f"load {i}", sources=["weather"], dedup=False)
+            except RedisUnavailable:  # includes NotReplicated: the caller knows, so it is not a loss
+                refused += 1
+                await asyncio.sleep(0.01)
+                continue
+            took = time.perf_counter() - t0
+            acked.append((job_id, time.monotonic()))
+            if killed is None:
+                enqueue_s.append(took)
+            elif back is None:
+                back = time.monotonic()
+        assert killed is not None and back is not None
+
+        # Which acknowledged jobs does the new primary know (queued, running or answered)?
+        new_primary = cluster.primary()
+        with redis.Redis(port=new_primary) as r:
+            pipe = r.pipeline(transaction=False)
+            for job_id, _ in acked:
+                pipe.exists(f"arq:job:{job_id}", f"arq:result:{job_id}")
+            known = pipe.execute()
+        lost = [job_id for (job_id, t), n in zip(acked, known, strict=True) if not n]
+        # The workers serve on after the failover.
+        after = [await client.enqueue(f"after {i}", sources=["weather"], dedup=False) for i in range(5)]
+        answered = [await client.result(j, timeout=60) for j in after]
+    return {
+        "end_to_end_ms": statistics.median(end_to_end) * 1000,
+        "enqueue_ms": statistics.median(enqueue_s) * 1000,
+        "acked": len(acked),
+        "acked_before_kill": sum(t < killed for _, t in acked),
+        "refused": refused,
+        "lost": len(lost),
+        "no_service_s": back - killed,
+        "answered_after": sum(r.status == "ok" for r in answered),
+        "workers_alive": all(p.poll() is None for p in procs),
+        "old_primary_port": cluster.primary_port,
+        "new_primary_port": new_primary,
+    }
+
+
+def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, worker_env: dict[str, str]) -> None:
+    """Kill the primary under load: asynchronous replication can lose acknowledged jobs; WAIT 1 loses none."""
+    runs = {}
+    for mode, replicas in (("async", 0), ("WAIT 1", 1)):
+        runs[mode] = failover_under_load(tmp_path / mode.replace(" ", ""), worker_env, replicas)
+        r = runs[mode]
+        figure(
+            f"Sentinel failover, replication {mode}",
+            f"{r['no_service_s']:.1f} s without service (kill -> first acknowledged enqueue), "
+            f"{r['lost']} of {r['acked']} acknowledged jobs lost ({r['acked_before_kill']} acknowledged before "
+            f"the kill), {r['refused']} enqueues refused with an error; enqueue p50 {r['enqueue_ms']:.2f} ms, "
+            f"one job end to end p50 {r['end_to_end_ms']:.1f} ms",
+        )
+    cost = runs["WAIT 1"]["end_to_end_ms"] - runs["async"]["end_to_end_ms"]
+    figure(
+        "cost of WAIT 1 (replica 2.5 ms away each way)",
+        f"+{runs['WAIT 1']['enqueue_ms'] - runs['async']['enqueue_ms']:.2f} ms per enqueue, "
+        f"+{cost:.1f} ms per job end to end",
+    )
+    for r in runs.values():
+        assert r["new_primary_port"] != r["old_primary_port"], "the sentinels promoted no one"
+        assert r["workers_alive"] and r["answered_after"] == 5, r
+        assert r["no_service_s"] < 30
+    assert runs["WAIT 1"]["lost"] == 0
