@@ -184,3 +184,7 @@ class Stack:
         )
         for tag in ("product", "upstream"):
             docker("rmi", "-f", f"{self.project}:{tag}", env=self.env, check=False)
+
+
+if __name__ == "__main__":  # python -m tests.deploy.stack: remove what dead sessions left (CI's exit trap)
+    print("\n".join(sweep_leftovers(docker_env())) or "nothing to sweep")

@@ -54,8 +54,14 @@ class Cluster:
         return {**base, "AGENTQ_HEALTH_CHECK_INTERVAL_S": "1", **extra}
 
     def start_workers(self, **settings: str) -> None:
-        """One worker on each worker host with these settings; wait until both heartbeat."""
+        """One worker on each worker host with these settings, on an empty Redis; wait until both heartbeat.
+
+        Emptied first: the source policies keep state in Redis (latency samples for adaptive
+        timeouts), and one phase's zero-latency samples would time out the next phase's sources.
+        """
         self.stop_workers()
+        with self.control() as control:
+            control.flushall()
         env = self.env(AGENTQ_REDIS_URL=self.url(), **settings)
         for host in ("w1", "w2"):
             self.logs[host] = self.dir / f"{host}-{time.monotonic_ns()}.log"
@@ -141,15 +147,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             f"{lab.address('redis')}:{PROXY_PORT}",
         ]
         proxy_argv += ["--to", f"127.0.0.1:{REDIS_PORT}", "--delay-file", str(tmp / "delay-ms")]
-        proxy = lab.popen("redis", proxy_argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(tmp / "proxy.log", "wb") as log:
+            proxy = lab.popen("redis", proxy_argv, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proxy)
         cluster = Cluster(lab, tmp, proxy, f"unix://{sock}?db=0")
         for _ in range(200):
             try:
                 cluster.control().ping()
-                break
+                if "delaying" in (tmp / "proxy.log").read_text():
+                    break
             except (redis.exceptions.ConnectionError, FileNotFoundError):
-                time.sleep(0.05)
+                pass
+            assert proxy.poll() is None, (tmp / "proxy.log").read_text()
+            time.sleep(0.05)
         yield cluster
     finally:
         if cluster is not None:

@@ -5,7 +5,8 @@ offline. Resources are checked in strict mode (an unknown or misspelt field fail
 oldest and the newest release it bundles that we support. KEDA's custom resources are not in
 those schemas: they are checked against ``keda.schema.yaml`` beside this file, written by hand
 from KEDA's documented CRD fields. Kustomization files are kustomize's, not the API server's:
-their resources must exist and validate.
+their resources must exist and validate; their patches are fragments, checked to name a resource
+of the base they patch.
 """
 
 from __future__ import annotations
@@ -25,14 +26,41 @@ VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 KEDA = yaml.safe_load((Path(__file__).with_name("keda.schema.yaml")).read_text())
 
 
+def load(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def patches() -> dict[Path, Path]:
+    """Every patch file named by a kustomization, and that kustomization's folder."""
+    found = {}
+    for path in K8S.rglob("kustomization.yaml"):
+        for patch in load(path)[0].get("patches", []):
+            found[(path.parent / patch["path"]).resolve()] = path.parent
+    return found
+
+
 def documents() -> list[tuple[str, dict[str, Any]]]:
     docs = []
     for path in sorted(K8S.rglob("*.yaml")):
-        for i, doc in enumerate(d for d in yaml.safe_load_all(path.read_text()) if d):
-            docs.append((f"{path.relative_to(K8S)}#{i}:{doc.get('kind')}", doc))
+        if path.resolve() not in PATCHES:
+            docs += [(f"{path.relative_to(K8S)}#{i}:{doc.get('kind')}", doc) for i, doc in enumerate(load(path))]
     return docs
 
 
+def resources_of(folder: Path) -> set[tuple[str, str]]:
+    """(kind, name) of every resource a kustomization folder builds from, bases included."""
+    kustomization = load(folder / "kustomization.yaml")[0]
+    found = set()
+    for entry in kustomization.get("resources", []):
+        target = (folder / entry).resolve()
+        if target.is_dir():
+            found |= resources_of(target)
+        else:
+            found |= {(d["kind"], d["metadata"]["name"]) for d in load(target)}
+    return found
+
+
+PATCHES = patches()
 DOCS = documents()
 
 
@@ -57,3 +85,12 @@ def test_manifest_validates(name: str, doc: dict[str, Any]) -> None:
     else:
         for version in VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("patch", sorted(PATCHES), ids=[str(p.relative_to(K8S)) for p in sorted(PATCHES)])
+def test_every_patch_names_a_resource_it_patches(patch: Path) -> None:
+    """Each kustomize patch targets a resource (kind and name) that its kustomization builds."""
+    targets = resources_of(PATCHES[patch])
+    for doc in load(patch):
+        assert {"apiVersion", "kind", "metadata"} <= set(doc)
+        assert (doc["kind"], doc["metadata"]["name"]) in targets, f"{patch.name} patches nothing that exists"

@@ -152,3 +152,7 @@ class NetLab:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+if __name__ == "__main__":  # python -m agentq_tools.netlab: remove the labs of dead processes (CI's exit trap)
+    print("\n".join(sweep()) or "nothing to sweep")
