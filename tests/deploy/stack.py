@@ -86,6 +86,8 @@ class Stack:
     project: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
     password: str = field(default_factory=lambda: secrets.token_hex(16))
     followers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: Compose files on top of docker-compose.yml and the test override (``use``), e.g. the Sentinel variant.
+    extra_files: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # What compose interpolates: the password users put in .env, and our image names.
@@ -95,8 +97,15 @@ class Stack:
     def image(self) -> str:
         return f"{self.project}:product"
 
+    def use(self, *files: Path) -> None:
+        """From now on, add these compose files (after the test override) to every command."""
+        self.extra_files += [f for f in files if f not in self.extra_files]
+
     def command(self, *args: str) -> list[str]:
-        files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(OVERRIDE)]
+        files = ["-f", str(ROOT / "docker-compose.yml")]
+        for extra in self.extra_files:
+            files += ["-f", str(extra)]
+        files += ["-f", str(OVERRIDE)]  # last: its image names and short timings win
         return ["docker", "compose", "-p", self.project, "--project-directory", str(ROOT), *files, *args]
 
     async def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ import pytest
 
 from agentq.contract import JobResult
 from producer.client import Client
-from tests.deploy.stack import Stack
+from tests.deploy.stack import ROOT, Stack
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(600)]
 
@@ -259,3 +259,46 @@ async def test_image_is_non_root_without_compiler_or_pip(stack: Stack) -> None:
         f"stand-in base of {base / 1e6:.0f} MB), uid {out.split()[0]}",
     )
     assert out.split() == ["10001"], out
+
+
+async def test_sentinel_variant_fails_over_and_keeps_answering(stack: Stack) -> None:
+    """deploy/sentinel's compose variant: kill the primary; the sentinels promote the replica, workers follow."""
+    stack.use(ROOT / "deploy" / "sentinel" / "docker-compose.sentinel.yml")
+    await stack.compose("up", "-d", "--scale", "worker=2")
+    await stack.wait_health("worker", 2, timeout=180)
+    for service in ("sentinel-1", "sentinel-2", "sentinel-3", "redis-replica"):
+        await stack.wait_health(service, 1, timeout=120)
+    workers = {c["Id"]: c["RestartCount"] for c in await stack.containers("worker")}
+    await stack.compose("kill", "redis")
+    killed = time.monotonic()
+    while True:  # the producer CLI, in a fresh container each time, as a user would retry
+        asked = await stack.compose(
+            "run",
+            "--rm",
+            "-T",
+            "producer",
+            "ask",
+            "after the failover?",
+            "--wait",
+            "--timeout",
+            "60",
+            "--json",
+            check=False,
+        )
+        if asked.returncode == 0:
+            break
+        assert asked.returncode == 5, asked.stderr
+        assert time.monotonic() - killed < 120, asked.stderr
+    answered = time.monotonic() - killed
+    answer = json.loads(asked.stdout[asked.stdout.index("{") :])
+    replica = (await stack.containers("redis-replica"))[0]
+    role = await stack.docker("exec", replica["Id"], "redis-cli", "role")
+    after = {c["Id"]: c["RestartCount"] for c in await stack.containers("worker")}
+    figure(
+        "Sentinel compose variant, primary killed",
+        f"producer ask answered {answered:.1f} s after the kill "
+        f"(down-after 5 s), by {answer['worker_id']}; worker restarts {sum(after.values()) - sum(workers.values())}",
+    )
+    assert answer["status"] in ("ok", "partial")
+    assert role.split()[0] == "master", role
+    await stack.compose("start", "redis")

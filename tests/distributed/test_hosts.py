@@ -7,6 +7,7 @@ proxy on the Redis host (``agentq_tools.delayproxy``), so a round trip to Redis 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import statistics
 import time
@@ -82,6 +83,13 @@ def test_latency_added_by_each_millisecond_of_round_trip(cluster: Cluster) -> No
         cluster.stop_workers()
     for kind, points in figures.items():
         per_ms = slope([p[0] for p in points], [p[1] for p in points])
+        if kind == "reference":  # seconds of CPU shared with whatever else runs here: noise >> 13 x 5 ms
+            figure(
+                "reference job: latency over the RTTs",
+                f"{min(p[1] for p in points):.0f} to {max(p[1] for p in points):.0f} ms, no trend (slope "
+                f"{per_ms:.0f} ms per ms is CPU noise; reference-io measures the same Redis traffic without it)",
+            )
+            continue
         figure(
             f"{kind} job: latency per extra ms of RTT",
             f"{per_ms:.1f} ms, i.e. ~{per_ms:.0f} round trips "
@@ -96,7 +104,9 @@ async def test_partitioned_worker_host_jobs_finish_elsewhere_and_it_rejoins(clus
     """Cut one worker host mid-job: its jobs finish on the other within a lease, one result each; it rejoins."""
     lease_s = 2.0
     cluster.set_one_way_delay(0)
-    cluster.start_workers(AGENTQ_LEASE_S=str(lease_s), AGENTQ_TIME_SCALE="0.3", AGENTQ_MAX_JOBS="4")
+    # Jobs of ~1.5 s, mostly waiting on their sources: long enough to be cut mid-job, light enough
+    # that the other host, taking over, is not starved of CPU on this shared machine.
+    cluster.start_workers(AGENTQ_LEASE_S=str(lease_s), AGENTQ_TIME_SCALE="0.5", AGENTQ_INFERENCE_UNITS="100")
     w1 = cluster.workers["w1"]
     settings = Settings(redis_url=cluster.control_url)
     try:
@@ -129,8 +139,16 @@ async def test_partitioned_worker_host_jobs_finish_elsewhere_and_it_rejoins(clus
                 time.sleep(0.1)  # noqa: ASYNC251
             discarded_after = time.monotonic() - healed
 
-            # It rejoins without a restart: same process, heartbeating, taking new jobs.
-            more = [await client.enqueue(f"after the partition {i}", dedup=False) for i in range(8)]
+            # It rejoins without a restart: same process, heartbeating again, then taking new jobs.
+            # (Its commands sent into the cut wait for TCP's retransmission back-off: seconds.)
+            give_up = time.monotonic() + 30
+            while not any(
+                b["pid"] == w1.pid and datetime.fromisoformat(b["beat_at"]) > healed_at for b in await client.workers()
+            ):
+                assert time.monotonic() < give_up, cluster.log_tails()
+                await asyncio.sleep(0.2)
+            rejoined = time.monotonic() - healed
+            more = [await client.enqueue(f"after the partition {i}", dedup=False) for i in range(12)]
             after = [await client.result(j, timeout=120) for j in more]
             w1_host = re.search(r"worker (\S+) ready", cluster.log("w1"))
             assert w1_host, cluster.log("w1")
@@ -147,11 +165,14 @@ async def test_partitioned_worker_host_jobs_finish_elsewhere_and_it_rejoins(clus
     figure(
         "after healing",
         f"w1's late results refused ('already had a result') within {discarded_after:.1f} s; "
-        f"w1 took {by_w1} of 8 new jobs, same process throughout: {w1_never_exited}",
+        f"w1 heartbeating again {rejoined:.1f} s after it, took {by_w1} of 12 new jobs, same process "
+        f"throughout: {w1_never_exited}",
     )
     assert cut_off, "w1 had finished its jobs before the cut"
     assert all(r.job_try == 2 and r.worker_id != w1_host[1] for r in retried)
     assert started_after <= lease_s + 1.0
-    assert all(r.status in ("ok", "partial") for r in results.values())
+    assert all(r.status in ("ok", "partial") for r in results.values()), [
+        (r.status, r.errors) for r in results.values()
+    ]
     assert by_w1 >= 1 and w1_never_exited, "the healed worker took no new job, or it had exited"
     assert any(b["id"] == w1_host[1] and datetime.fromisoformat(b["beat_at"]) > healed_at for b in beat)

@@ -1,17 +1,21 @@
-"""A Redis primary, one replica and three sentinels as real processes on loopback ports.
+"""A Redis primary, its replicas and three sentinels as real processes on loopback ports.
 
     with SentinelCluster(tmp_path, replication_delay_ms=2.5) as cluster:
         settings = {"AGENTQ_REDIS_SENTINELS": json.dumps(cluster.sentinels), ...}
         cluster.kill_primary()
 
-The replica copies the primary through a delaying proxy (``agentq_tools.delayproxy``), the
-replication lag of a link between zones; :meth:`kill_primary` kills the primary and that proxy
-together, as losing the primary's host loses what its link had not delivered yet. The sentinels
-notice after ``down_after_ms``, agree (quorum 2), and promote the replica.
+The first primary is reachable only through a delaying proxy (``agentq_tools.delayproxy``) on its
+public port: its replicas, the sentinels and the clients all reach it ``replication_delay_ms``
+away each way, as a primary in another zone. (The proxy cannot sit on the replication link
+alone: Sentinel sees a replica following an address that is not the primary's and points it
+straight at the primary.) :meth:`kill_primary` kills the primary and its proxy together, as
+losing the primary's host loses what its network had not delivered yet. The sentinels notice
+after ``down_after_ms``, agree (quorum 2), and promote a replica, which everyone reaches directly.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,16 +27,23 @@ import redis
 from agentq_tools.embedded import find_redis_server, free_port
 
 MASTER = "agentq"
+#: Each server is killed when the thread that started it ends, even by SIGKILL (no ``finally``
+#: runs then): no server outlives an interrupted test run. setpriv execs the server itself.
+_DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 class SentinelCluster:
     """See the module docstring; every process is stopped by :meth:`stop` (or the ``with`` block)."""
 
-    def __init__(self, base: Path, *, replication_delay_ms: float = 0.0, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self, base: Path, *, replicas: int = 1, replication_delay_ms: float = 0.0, down_after_ms: int = 1000
+    ) -> None:
         self.base = base
         self.delay_ms = replication_delay_ms
         self.down_after_ms = down_after_ms
-        self.primary_port, self.replica_port, self.proxy_port = free_port(), free_port(), free_port()
+        self.primary_port = free_port()  # the public address: the proxy
+        self.hidden_port = free_port()  # where the primary's redis-server really listens
+        self.replica_ports = [free_port() for _ in range(replicas)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -42,7 +53,7 @@ class SentinelCluster:
 
     def _start(self, name: str, argv: list[str]) -> None:
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115  (closed with the process)
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen([*_DIE_WITH_US, *argv], stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def _server(self, name: str, port: int, *extra: str) -> None:
@@ -52,12 +63,9 @@ class SentinelCluster:
         self._start(name, [*argv, "--save", "", "--appendonly", "no", *extra])
 
     def start(self) -> SentinelCluster:
-        self._server("primary", self.primary_port)
-        proxy = [sys.executable, "-m", "agentq_tools.delayproxy", "--listen", f"127.0.0.1:{self.proxy_port}"]
-        self._start("proxy", [*proxy, "--to", f"127.0.0.1:{self.primary_port}", "--delay-ms", str(self.delay_ms)])
-        _wait_ping(self.primary_port)
-        self._wait_port(self.proxy_port)
-        self._server("replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.proxy_port))
+        self._start_primary()
+        for i, replica in enumerate(self.replica_ports):
+            self._server(f"replica-{i}", replica, "--replicaof", "127.0.0.1", str(self.primary_port))
         for i, port in enumerate(self.sentinel_ports):
             conf = self.base / f"sentinel-{i}.conf"
             conf.write_text(
@@ -69,6 +77,13 @@ class SentinelCluster:
             self._start(f"sentinel-{i}", [find_redis_server(), str(conf), "--sentinel"])
         self.wait_ready()
         return self
+
+    def _start_primary(self) -> None:
+        self._server("primary", self.hidden_port)
+        _wait_ping(self.hidden_port)
+        argv = [sys.executable, "-m", "agentq_tools.delayproxy", "--listen", f"127.0.0.1:{self.primary_port}"]
+        self._start("proxy", [*argv, "--to", f"127.0.0.1:{self.hidden_port}", "--delay-ms", str(self.delay_ms)])
+        self._wait_port(self.primary_port)
 
     def _wait_port(self, port: int, timeout: float = 10) -> None:
         give_up = time.monotonic() + timeout
@@ -82,7 +97,7 @@ class SentinelCluster:
                 time.sleep(0.05)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        """Until every sentinel knows the other two and the replica, and the replica is in sync."""
+        """Until every sentinel knows the other two and every replica, and every replica is in sync."""
         give_up = time.monotonic() + timeout
         while True:
             try:
@@ -90,9 +105,12 @@ class SentinelCluster:
                 for port in self.sentinel_ports:
                     with _sentinel(port) as sentinel:
                         states.append(sentinel.sentinel_master(MASTER))
-                with redis.Redis(port=self.replica_port) as replica:
-                    synced = replica.info("replication").get("master_link_status") == "up"
-                if synced and all(s["num-other-sentinels"] == 2 and s["num-slaves"] == 1 for s in states):
+                synced = True
+                for port in self.replica_ports:
+                    with redis.Redis(port=port) as replica:
+                        synced &= replica.info("replication").get("master_link_status") == "up"
+                wanted = len(self.replica_ports)
+                if synced and all(s["num-other-sentinels"] == 2 and s["num-slaves"] == wanted for s in states):
                     return
             except redis.exceptions.ConnectionError:
                 pass
@@ -106,17 +124,18 @@ class SentinelCluster:
             return int(sentinel.sentinel_get_master_addr_by_name(MASTER)[1])
 
     def kill_primary(self) -> float:
-        """SIGKILL the primary and its replication link at once; the monotonic time of the kill."""
-        for name in ("primary", "proxy"):
+        """SIGKILL the primary and its proxy at once; the monotonic time of the kill."""
+        names = ["primary", "proxy"]
+        for name in names:
             self.procs[name].kill()
         killed = time.monotonic()
-        for name in ("primary", "proxy"):
+        for name in names:
             self.procs[name].wait()
         return killed
 
     def restart_old_primary(self) -> None:
         """Start the old primary again (empty: no persistence here); the sentinels make it a replica."""
-        self._server("primary", self.primary_port)
+        self._start_primary()
 
     def stop(self) -> None:
         for proc in self.procs.values():
