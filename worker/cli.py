@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 
 import typer
 from pydantic import ValidationError
@@ -56,11 +59,28 @@ def main(
 
 def run_check(settings: Settings) -> None:
     """``worker --check``: print the verdict; exit 0 alive, 1 not alive, 5 Redis unreachable."""
+    give_up_s = settings.redis_connect_timeout_s + 1.5
+
+    def no_answer(signum: int, frame: object) -> None:
+        # Past the check's own deadline something blocks that cannot be cancelled: a name lookup
+        # (for a stopped compose service it waits for the resolver's timeout) in a thread that
+        # asyncio.run waits for. A probe must answer within its timeout, so exit now.
+        print(
+            f"unhealthy: cannot reach Redis at {settings.redis_location}: no answer within {give_up_s:g}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_REDIS_UNREACHABLE)
+
+    signal.signal(signal.SIGALRM, no_answer)
+    signal.setitimer(signal.ITIMER_REAL, give_up_s)
     try:
         alive, reason = health.check(settings)
     except REDIS_DOWN as exc:
         typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_location}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     typer.echo(("healthy: " if alive else "unhealthy: ") + reason, err=not alive)
     if not alive:
         raise typer.Exit(EXIT_NOT_ALIVE)
