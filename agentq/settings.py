@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -216,6 +216,12 @@ class Settings(BaseSettings):
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f'{address!r} is not "host:port"')
         return value
+
+    @model_validator(mode="after")
+    def _sentinels_speak_tcp(self) -> Settings:
+        if self.redis_sentinels and urlsplit(self.redis_url).scheme == "unix":
+            raise ValueError("AGENTQ_REDIS_SENTINELS needs a redis:// or rediss:// AGENTQ_REDIS_URL, not unix://")
+        return self
 
     @field_validator("upstream_url")
     @classmethod
