@@ -40,7 +40,8 @@ async def test_a_job_run_twice_keeps_the_first_complete_result(client: Client, w
     assert first.status == "ok" and first.job_try == runs[0][1]  # the stored result is the earlier finisher's
     stored = await client.fetch_result(job_id)
     assert stored == first  # the later run did not overwrite it
-    discarded = [p for p in workers.started if "already had a result" in workers.log(p)]
+    # The job's "job ... in ...s" line comes before its result write: the refusal is logged a moment later.
+    discarded = wait_for(lambda: [p for p in workers.started if "already had a result" in workers.log(p)], timeout=10)
     assert len(discarded) == 1 and first.worker_id is not None and str(discarded[0].pid) not in first.worker_id
 
 
