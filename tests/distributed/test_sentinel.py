@@ -74,10 +74,12 @@ def failover_under_load(base: Path, worker_env: dict[str, str], wait_replicas: i
 async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any]) -> dict[str, Any]:
     async with Client(settings) as client:
         # Steady state: jobs one at a time, end to end, and the enqueue alone.
-        end_to_end = []
+        end_to_end, steady_enqueue = [], []
         for i in range(20):
             start = time.perf_counter()
-            await client.result(await client.enqueue(f"steady {i}", sources=["weather"], dedup=False), timeout=30)
+            job_id = await client.enqueue(f"steady {i}", sources=["weather"], dedup=False)
+            steady_enqueue.append(time.perf_counter() - start)
+            await client.result(job_id, timeout=30)
             end_to_end.append(time.perf_counter() - start)
 
         # The load: RATE enqueues a second, each its own task (up to CONCURRENCY at once), as many
@@ -136,6 +138,7 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
                 pipe.exists(f"arq:job:{job_id}", f"arq:result:{job_id}")
             known = pipe.execute()
         lost = [job_id for (job_id, t), n in zip(acked, known, strict=True) if not n]
+        lost_at = sorted(round(t - killed, 3) for (job_id, t), n in zip(acked, known, strict=True) if not n)
         # At risk: acknowledged within one replication round trip before the kill.
         at_risk = sum(killed - 2 * REPLICATION_DELAY_MS / 1000 <= t < killed for _, t in acked)
         # The workers serve on after the failover (ahead of the backlog the load left).
@@ -145,7 +148,10 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
         answered = [await client.result(j, timeout=60) for j in after]
     return {
         "end_to_end_ms": statistics.median(end_to_end) * 1000,
-        "enqueue_ms": statistics.median(enqueue_s) * 1000,
+        "enqueue_ms": statistics.median(steady_enqueue) * 1000,
+        "enqueue_under_load_ms": statistics.median(enqueue_s) * 1000,
+        "lost_acked_at_s": lost_at[:10],  # relative to the kill
+        "failovers": (cluster.base / "sentinel-0.log").read_text().count("+switch-master"),
         "acked": len(acked),
         "acked_before_kill": sum(t < killed for _, t in acked),
         "refused": len(refused),
@@ -160,8 +166,8 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
 
 
 def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, worker_env: dict[str, str]) -> None:
-    """Kill the primary under load: asynchronous replication can lose acknowledged jobs; WAIT 1 loses none,
-    and with two replicas keeps serving through the failover."""
+    """Kill the primary under load: asynchronous replication can lose acknowledged jobs; WAIT 1 with one
+    replica loses none but stops writes until a replica is back; with two it keeps serving."""
     runs = {}
     for mode, wait, replicas in MODES:
         runs[mode] = failover_under_load(tmp_path / mode.replace(" ", "").replace(",", "-"), worker_env, wait, replicas)
@@ -171,8 +177,10 @@ def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, work
             f"{r['no_service_s']:.1f} s without service (kill -> first enqueue sent after it acknowledged), "
             f"{r['lost']} of {r['acked']} acknowledged jobs lost ({r['acked_before_kill']} acknowledged before "
             f"the kill, {r['at_risk']} of them in its last {2 * REPLICATION_DELAY_MS:g} ms), {r['refused']} "
-            f"enqueues refused with an error; enqueue p50 {r['enqueue_ms']:.2f} ms, "
-            f"one job end to end p50 {r['end_to_end_ms']:.1f} ms",
+            f"enqueues refused with an error; {r['failovers']} failover(s); one enqueue alone p50 "
+            f"{r['enqueue_ms']:.2f} ms (under the load {r['enqueue_under_load_ms']:.1f} ms), "
+            f"one job end to end p50 {r['end_to_end_ms']:.1f} ms"
+            + (f"; the lost were acknowledged at {r['lost_acked_at_s']} s from the kill" if r["lost"] else ""),
         )
     waited, plain = runs["WAIT 1, 1 replica"], runs["async, 1 replica"]
     figure(
@@ -181,9 +189,12 @@ def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, work
         f"+{waited['end_to_end_ms'] - plain['end_to_end_ms']:.1f} ms per job end to end",
     )
     for r in runs.values():
-        assert r["new_primary_port"] != r["old_primary_port"], "the sentinels promoted no one"
+            assert r["new_primary_port"] != r["old_primary_port"], "the sentinels promoted no one"
         assert r["workers_alive"] and r["answered_after"] == 5, r
         assert r["no_service_s"] < 30
-    assert all(r["lost"] == 0 for mode, r in runs.items() if mode.startswith("WAIT"))
+    # With one replica, the replica that confirmed a write is the one promoted: nothing confirmed is
+    # lost. With two, WAIT 1 needs either; Sentinel promotes the one it last saw furthest ahead, not
+    # necessarily the one that confirmed the newest writes: those can be lost (reported, not asserted).
+    assert waited["lost"] == 0
     # With a second replica, writes confirmed by one go on as soon as the failover is done.
     assert runs["WAIT 1, 2 replicas"]["no_service_s"] < waited["no_service_s"]
