@@ -189,7 +189,7 @@ def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, work
         f"+{waited['end_to_end_ms'] - plain['end_to_end_ms']:.1f} ms per job end to end",
     )
     for r in runs.values():
-            assert r["new_primary_port"] != r["old_primary_port"], "the sentinels promoted no one"
+        assert r["new_primary_port"] != r["old_primary_port"], "the sentinels promoted no one"
         assert r["workers_alive"] and r["answered_after"] == 5, r
         assert r["no_service_s"] < 30
     # With one replica, the replica that confirmed a write is the one promoted: nothing confirmed is
