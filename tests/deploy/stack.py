@@ -92,6 +92,9 @@ class Stack:
     def __post_init__(self) -> None:
         # What compose interpolates: the password users put in .env, and our image names.
         self.env = {**self.env, "REDIS_PASSWORD": self.password, "AGENTQ_CI_IMAGE": self.project}
+        # The classic builder leaves untagged images behind (each multi-stage build's inner stages,
+        # an image built twice under one name): those that appear while we run are ours to remove.
+        self.images_before = set(docker("images", "-a", "-q", "--no-trunc", env=self.env).split())
 
     @property
     def image(self) -> str:
@@ -183,7 +186,8 @@ class Stack:
         self.followers.clear()
 
     def destroy(self) -> None:
-        """Remove the project's containers, network, volume and images; never the base images."""
+        """Remove the project's containers, network, volume and images (the build's untagged ones too);
+        never the base images."""
         self.stop_following()
         subprocess.run(
             self.command("--profile", "cli", "down", "-v", "--remove-orphans", "-t", "0"),
@@ -193,6 +197,12 @@ class Stack:
         )
         for tag in ("product", "upstream"):
             docker("rmi", "-f", f"{self.project}:{tag}", env=self.env, check=False)
+        for image in docker("images", "-f", "dangling=true", "-q", "--no-trunc", env=self.env).split():
+            if image in self.images_before:
+                continue
+            history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image, env=self.env, check=False)
+            if "--require-hashes" in history or "agentq" in history:  # built from deploy/Dockerfile
+                docker("rmi", image, env=self.env, check=False)  # never -f: an image in use stays
 
 
 if __name__ == "__main__":  # python -m tests.deploy.stack: remove what dead sessions left (CI's exit trap)
