@@ -7,11 +7,13 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test lint workers clean bench soak docs
+.PHONY: help install demo test test-compose test-distributed lint workers clean bench soak docs
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
-	@echo "make test     run the whole test suite"
+	@echo "make test     run the test suite (not the compose and distributed suites)"
+	@echo "make test-compose      the real docker-compose.yml on a Docker engine (../shared/ensure-docker.sh; ~3 min)"
+	@echo "make test-distributed  hosts as network namespaces, RTTs, a partition, Sentinel failover (root; ~4 min)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
@@ -44,6 +46,14 @@ docs: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Each test prints its figures ("figure: ..."), hence -s. DOCKER_HOST is taken from the
+# environment, else from ../shared/ensure-docker.sh.
+test-compose: install
+	$(BIN)/python -m pytest -m compose -s tests/deploy $(PYTEST_ARGS)
+
+test-distributed: install
+	$(BIN)/python -m pytest -m distributed -s tests/distributed $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check agentq worker producer tools tests examples

@@ -5,6 +5,17 @@ the server's name checked (arq's own default skips the name), connect and socket
 Redis that stopped answering is a connection error, not a hang), TCP keep-alive, health checks
 of idle connections (one cut by a Redis restart is noticed and replaced before use), and retries
 with back-off on exactly the errors that mean "Redis is down" (:data:`agentq.errors.REDIS_DOWN`).
+
+**Sentinel.** With ``redis_sentinels`` set, the client does not connect to the URL's host: each
+new connection asks the sentinels where the primary ``redis_sentinel_master`` is now (redis-py's
+``SentinelConnectionPool``), so after a failover the retries above land on the new primary; a
+connection still open to a demoted primary turns its ``READONLY`` answer into a connection error
+and is replaced. The URL still gives the password, user, database and, with ``rediss://``, TLS
+(the sentinels are then spoken to over TLS too, with the same CA).
+
+**WAIT.** Replication is asynchronous: a primary lost before its replicas copied a write loses
+it. With ``redis_wait_replicas`` > 0, :func:`wait_for_replicas` follows the writes that must
+survive a failover (an enqueue, a result).
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
 from agentq.errors import REDIS_DOWN
@@ -50,13 +63,59 @@ def pool_options(s: Settings) -> dict[str, Any]:
 
 
 def redis_client(s: Settings, redis_class: type[R] = Redis, **extra: Any) -> R:  # type: ignore[assignment]
-    """A client of ``redis_class`` for the settings' server; it connects on first use.
+    """A client of ``redis_class`` for the settings' server (or Sentinel's primary); it connects on first use.
 
     ``extra`` goes to ``redis_class`` itself (the worker passes arq's serializer and queue name).
     """
-    client = redis_class(connection_pool=ConnectionPool.from_url(s.redis_url, **pool_options(s)), **extra)
+    pool = sentinel_pool(s) if s.redis_sentinels else ConnectionPool.from_url(s.redis_url, **pool_options(s))
+    client = redis_class(connection_pool=pool, **extra)
     client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool too
     return client
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """redis-py's pool of connections to Sentinel's current primary, which also closes the
+    connections to the sentinels themselves when it is closed (redis-py leaves them open)."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # a full close, not the "primary moved" clean-up of idle connections
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def sentinel_pool(s: Settings) -> SentinelConnectionPool:
+    """A pool whose every new connection goes to the primary the sentinels name now."""
+    url = parse_url(s.redis_url)
+    tls = urlsplit(s.redis_url).scheme == "rediss"
+    options = pool_options(s)
+    options.update({k: url[k] for k in ("username", "password", "db") if k in url})
+    sentinel_options = {k: v for k, v in options.items() if k.startswith(("socket_", "ssl_"))}
+    if tls:
+        options["ssl"] = sentinel_options["ssl"] = True
+    if s.redis_sentinel_password:
+        sentinel_options["password"] = s.redis_sentinel_password
+    sentinels = Sentinel(s.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    return _SentinelPool(s.redis_sentinel_master, sentinels, is_master=True, **options)  # type: ignore[no-untyped-call]
+
+
+async def wait_for_replicas(client: Redis, s: Settings, fence_key: str) -> int | None:
+    """Block until ``s.redis_wait_replicas`` replicas hold every write made so far; return how many do.
+
+    ``WAIT`` counts the replicas that acknowledged the calling connection's last write, and a pool
+    hands each command or transaction any free connection. So the ``WAIT`` goes out behind a
+    write of its own (``INCR fence_key``) on one connection, in one round trip: replication
+    streams in order, so replicas holding the fence hold everything written before it. Returns
+    None when ``redis_wait_replicas`` is 0 (nothing is asked).
+    """
+    if s.redis_wait_replicas <= 0:
+        return None
+    timeout_ms = max(1, round(s.redis_wait_timeout_s * 1000))
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.incr(fence_key)
+        pipe.execute_command("WAIT", s.redis_wait_replicas, timeout_ms)
+        _, acked = await pipe.execute()
+    return int(acked)
 
 
 async def open_redis(s: Settings, *, connect_retries: int = 0, redis_class: type[R] = Redis, **extra: Any) -> R:  # type: ignore[assignment]
@@ -76,6 +135,6 @@ async def open_redis(s: Settings, *, connect_retries: int = 0, redis_class: type
                 raise
             attempts += 1
             log.warning(
-                "cannot reach Redis at %s (%s); %d attempts left", s.redis_url_safe, exc, connect_retries - attempts + 1
+                "cannot reach Redis at %s (%s); %d attempts left", s.redis_location, exc, connect_retries - attempts + 1
             )
             await asyncio.sleep(1.0)

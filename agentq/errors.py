@@ -5,6 +5,7 @@ AgentQError
 ├── JobNotFound           permanent: no such job id, or its result has expired (CLI exit 3)
 ├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
 ├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
+│   └── NotReplicated     a write reached the primary, but not enough replicas in time (exit 5)
 ├── StartupError          permanent: the worker cannot start with this configuration (worker exit 2)
 │   └── PluginError       a plugin does not load, does not fit the interface, or fails its start-up check
 └── SourceError           one source failed; recorded in its outcome, never fatal to the job
@@ -63,6 +64,8 @@ class StartupError(AgentQError):
 
 class PluginError(StartupError):
     """A plugin does not load, does not fit the plugin interface, or fails its start-up check."""
+class NotReplicated(RedisUnavailable):
+    """A write reached the primary but too few replicas confirmed it in time: a failover could lose it."""
 
 
 class SourceError(AgentQError):

@@ -64,6 +64,11 @@ class Keys:
         return f"{self.prefix}:latency:{source}"
 
     @property
+    def replication_fence(self) -> str:
+        """A counter incremented right before each ``WAIT`` (``agentq.connection.wait_for_replicas``)."""
+        return f"{self.prefix}:replication-fence"
+
+    @property
     def rate_limit_prefix(self) -> str:
         """Prefix of the ``limits`` library's moving-window keys, one per rate-limited source."""
         return f"{self.prefix}:rate"

@@ -23,6 +23,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,24 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: PositiveFloat = Field(2.0, description="TCP connect timeout")
     redis_connect_retries: int = Field(
         5, ge=0, description="connection attempts at start before giving up (worker side)"
+    )
+    redis_sentinels: tuple[str, ...] = Field(
+        (),
+        description='Redis Sentinel addresses, a JSON list of "host:port"; set = the primary is found through'
+        " Sentinel (the URL then gives only the password, database and TLS)",
+    )
+    redis_sentinel_master: str = Field(
+        "agentq", min_length=1, description="the primary's name in Sentinel (its 'sentinel monitor <name>')"
+    )
+    redis_sentinel_password: str | None = Field(None, description="the sentinels' own password, if any")
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        description="after each enqueue and each result write, wait until this many replicas hold it (WAIT);"
+        " 0 = do not wait (asynchronous replication)",
+    )
+    redis_wait_timeout_s: PositiveFloat = Field(
+        0.5, description="longest WAIT for the replicas; an enqueue not confirmed by then fails (exit 5)"
     )
     queue_name: str = Field("agentq:queue", min_length=1, description="arq queue (a sorted set)")
     key_prefix: str = Field("agentq", min_length=1, description="namespace of our own Redis keys")
@@ -295,6 +314,21 @@ class Settings(BaseSettings):
     def _analysis_name(cls, value: str) -> str:
         return check_plugin_name(value)
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'{address!r} is not "host:port"')
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_speak_tcp(self) -> Settings:
+        if self.redis_sentinels and urlsplit(self.redis_url).scheme == "unix":
+            raise ValueError("AGENTQ_REDIS_SENTINELS needs a redis:// or rediss:// AGENTQ_REDIS_URL, not unix://")
+        return self
+
     @field_validator("upstream_url")
     @classmethod
     def _upstream_scheme(cls, value: str | None) -> str | None:
@@ -336,6 +370,22 @@ class Settings(BaseSettings):
         user = parts.username or ""
         netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
+
+    @cached_property
+    def redis_location(self) -> str:
+        """Where Redis is, for messages and logs: the masked URL, or the primary's name and its sentinels."""
+        if not self.redis_sentinels:
+            return self.redis_url_safe
+        return f"primary {self.redis_sentinel_master!r} of sentinels {', '.join(self.redis_sentinels)}"
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs; an IPv6 host may be written in brackets."""
+        pairs = []
+        for address in self.redis_sentinels:
+            host, _, port = address.rpartition(":")
+            pairs.append((host.strip("[]"), int(port)))
+        return pairs
 
     @property
     def job_timeout_s(self) -> float:

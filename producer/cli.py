@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from agentq.contract import JobResult
-from agentq.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
 from agentq.settings import Settings, describe_settings_error, get_settings
 from producer.client import Client, Enqueued
 from producer.display import summary
@@ -35,6 +35,7 @@ _EXIT_FOR = {
     JobNotFound: EXIT_NOT_FOUND,
     WaitTimeout: EXIT_TIMEOUT,
     RedisUnavailable: EXIT_REDIS,
+    NotReplicated: EXIT_REDIS,
 }
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")

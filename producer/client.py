@@ -52,7 +52,7 @@ from redis.asyncio import Redis
 
 from agentq import wire
 from agentq.analyses import analysis_names
-from agentq.connection import open_redis
+from agentq.connection import open_redis, wait_for_replicas
 from agentq.contract import (
     JOB_FUNCTION,
     JobResult,
@@ -62,7 +62,7 @@ from agentq.contract import (
     parse_request,
     request_fingerprint,
 )
-from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
+from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
 from agentq.keys import Keys
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
@@ -208,9 +208,26 @@ class Client:
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        return await self._enqueue_once(pipe, payload, PRIORITY_RANK[priority], marker)
+                        enqueued = await self._enqueue_once(pipe, payload, PRIORITY_RANK[priority], marker)
+                        break
                     except redis.exceptions.WatchError:
                         continue  # another producer changed the marker since we read it: look again
+            await self._replicated(enqueued.job_id)
+        return enqueued
+
+    async def _replicated(self, job_id: str) -> None:
+        """With ``redis_wait_replicas``, return only once that many replicas hold the job (``WAIT``).
+
+        Raises ``NotReplicated`` if they do not confirm in time: the job is queued on the primary
+        but a failover now could lose it. Asking again is safe: the dedup marker joins the same job.
+        """
+        acked = await wait_for_replicas(self.redis, self.settings, self.keys.replication_fence)
+        wanted = self.settings.redis_wait_replicas
+        if acked is not None and acked < wanted:
+            raise NotReplicated(
+                f"job {job_id} is queued, but only {acked} of {wanted} replicas confirmed it within "
+                f"{self.settings.redis_wait_timeout_s:g}s: a failover now could lose it"
+            )
 
     async def _enqueue_once(self, pipe: Any, payload: dict[str, Any], rank: int, marker: str | None) -> Enqueued:
         """One optimistic attempt: join the marked job if it is unfinished, else write a new job.
@@ -379,7 +396,7 @@ class Client:
         try:
             yield
         except REDIS_DOWN as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self.settings.redis_url_safe}: {exc}") from exc
+            raise RedisUnavailable(f"cannot reach Redis at {self.settings.redis_location}: {exc}") from exc
 
 
 def _parse_event(fields: dict[bytes, bytes]) -> ProgressEvent | None:

@@ -35,7 +35,7 @@ from worker import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-YAML_FILES = [ROOT / "docker-compose.yml", *sorted((DEPLOY / "k8s").rglob("*.yaml"))]
+YAML_FILES = [ROOT / "docker-compose.yml", *sorted(DEPLOY.glob("*/*.yml")), *sorted((DEPLOY / "k8s").rglob("*.yaml"))]
 BIN = Path(sys.executable).parent
 YAMLLINT = YamlLintConfig(
     "{extends: default, rules: {line-length: {max: 130}, document-start: disable, truthy: {check-keys: false}}}"

@@ -23,9 +23,11 @@ arq internal                    what changes here                             wh
                                 cancellation was swallowed                    and the loop would poll on for ever
 ``Worker.start_jobs``           one id at a time; skips ids this worker       a lapsed lease frees a running job,
                                 already runs; gives back the slot arq takes   and a second task of one id breaks
-                                when Redis fails mid-pickup                   arq's books; arq leaks the slot
+                                when Redis fails mid-pickup; a connection     arq's books; arq leaks the slot;
+                                lost inside its WATCH is an outage            redis-py calls that a WatchError
 ``Worker.finish_job``,          arq's transactions with ``SET NX`` on the     at-least-once delivery, exactly-once
-``Worker.finish_failed_job``    result; a failure reason a caller can act on  results: the first complete one wins
+``Worker.finish_failed_job``    result; a failure reason a caller can act on; results: the first complete one wins;
+                                ``WAIT`` for replicas if the settings ask      a result read survives a failover
 ``Worker.close``                a Redis that is down (or a job that ended in   a worker stopped during an outage
                                 an error) no longer skips ``on_shutdown``     must still stop its pool and client
 ``Worker.run_job``              its error texts are matched by                "max N retries exceeded", "job
@@ -49,11 +51,14 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import WatchError
 
 from agentq import wire
-from agentq.connection import open_redis
+from agentq.connection import open_redis, wait_for_replicas
 from agentq.contract import dumps, loads
 from agentq.errors import REDIS_DOWN
+from agentq.keys import Keys
 from agentq.settings import Settings
 from worker.leases import OutageBudget, renew_leases_forever
 
@@ -102,6 +107,7 @@ class AgentQWorker(Worker):
     def __init__(self, settings: Settings, **options: Any) -> None:
         super().__init__(**options)
         self.settings = settings
+        self.keys = Keys(settings.key_prefix)
         # start_jobs sets the in-progress key to this: one lease, renewed while the job runs.
         self.in_progress_timeout_s = settings.lease_s
         self.outage = OutageBudget(settings.redis_outage_s)
@@ -184,15 +190,30 @@ class AgentQWorker(Worker):
             try:
                 await super().start_jobs([job_id])
             except REDIS_DOWN:
-                # arq takes the slot (semaphore and counter) before talking to Redis and only gives
-                # it back on a WATCH conflict; without this each outage would cost one slot for good.
-                # No new task under this id means the pickup failed before the job started.
-                if self.tasks.get(job_id.decode()) is before:
-                    self.job_counter -= 1
-                    self.sem.release()
+                self._give_back_slot(job_id, before)
                 raise
+            except WatchError as exc:
+                # redis-py reports a connection lost while a key is WATCHed as a WatchError (the
+                # connection error is its context), and arq expects WatchError only from EXEC: one
+                # lost during its reads before MULTI escapes, and a Redis restart at that moment
+                # ended the worker. It is an outage like any other here.
+                if not isinstance(exc.__context__, REDIS_DOWN):
+                    raise
+                self._give_back_slot(job_id, before)
+                raise RedisConnectionError(f"connection lost while picking up job {job_id.decode()}") from exc
             if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
                 return
+
+    def _give_back_slot(self, job_id: bytes, before: asyncio.Task[Any] | None) -> None:
+        """Return the slot arq took for a pickup that failed before the job started.
+
+        arq takes the slot (semaphore and counter) before talking to Redis and only gives it back
+        on a WATCH conflict; without this each outage would cost one slot for good. No new task
+        under this id means the pickup failed before the job started.
+        """
+        if self.tasks.get(job_id.decode()) is before:
+            self.job_counter -= 1
+            self.sem.release()
 
     async def finish_job(
         self,
@@ -229,6 +250,8 @@ class AgentQWorker(Worker):
         if wrote_at is not None and not replies[wrote_at]:
             self.results_discarded += 1
             log.warning("job %s already had a result (an earlier try finished first); this one is discarded", job_id)
+        elif finish:
+            await self._replicated(job_id)
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq's finish_failed_job with ``SET NX`` and a reason a caller can act on."""
@@ -241,6 +264,28 @@ class AgentQWorker(Worker):
                 px = _ms(self.keep_result_s, self.keep_result_forever)
                 tr.set(wire.RESULT_PREFIX + job_id, result_data, px=px, nx=True)
             await tr.execute()
+        await self._replicated(job_id)
+
+    async def _replicated(self, job_id: str) -> None:
+        """With ``redis_wait_replicas``, wait until that many replicas hold the result just written.
+
+        Without it a failover can take back a result a caller has already read (the job, still
+        queued on the new primary, then runs again and may answer differently). Too few replicas in
+        time is logged, not raised: the result is on the primary, and the job is not lost either way.
+        """
+        try:
+            acked = await wait_for_replicas(self.pool, self.settings, self.keys.replication_fence)
+        except REDIS_DOWN as exc:
+            log.warning("job %s: could not wait for replicas to hold its result: %s", job_id, exc)
+            return
+        if acked is not None and acked < self.settings.redis_wait_replicas:
+            log.warning(
+                "job %s: result confirmed by %d of %d replicas within %gs",
+                job_id,
+                acked,
+                self.settings.redis_wait_replicas,
+                self.settings.redis_wait_timeout_s,
+            )
 
 
 def _ms(seconds: float | None, forever: bool) -> int | None:

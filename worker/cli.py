@@ -7,14 +7,16 @@ Exit codes: 2 bad settings, or plugins that cannot work (checked at start-up: do
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 
 import typer
 from pydantic import ValidationError
 
 from agentq.errors import REDIS_DOWN, StartupError
 from agentq.settings import Settings, describe_settings_error, get_settings
-from worker import health, logs
-from worker.app import create_worker
+from worker import health
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -45,6 +47,11 @@ def main(
     if check:
         run_check(settings)
         return
+    # Imported here, not at the top: 'worker --check' runs every few seconds in each container
+    # (Docker's and Kubernetes' probes) and needs none of arq, the pool or the sources.
+    from worker import logs
+    from worker.app import create_worker
+
     worker = create_worker(settings, burst=burst)
     logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))
     try:
@@ -53,17 +60,34 @@ def main(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
     except REDIS_DOWN as exc:
-        typer.echo(f"error: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
+        typer.echo(f"error: cannot reach Redis at {settings.redis_location}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
 
 
 def run_check(settings: Settings) -> None:
     """``worker --check``: print the verdict; exit 0 alive, 1 not alive, 5 Redis unreachable."""
+    give_up_s = settings.redis_connect_timeout_s + 1.5
+
+    def no_answer(signum: int, frame: object) -> None:
+        # Past the check's own deadline something blocks that cannot be cancelled: a name lookup
+        # (for a stopped compose service it waits for the resolver's timeout) in a thread that
+        # asyncio.run waits for. A probe must answer within its timeout, so exit now.
+        print(
+            f"unhealthy: cannot reach Redis at {settings.redis_location}: no answer within {give_up_s:g}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_REDIS_UNREACHABLE)
+
+    signal.signal(signal.SIGALRM, no_answer)
+    signal.setitimer(signal.ITIMER_REAL, give_up_s)
     try:
         alive, reason = health.check(settings)
     except REDIS_DOWN as exc:
-        typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_url_safe}: {exc}", err=True)
+        typer.echo(f"unhealthy: cannot reach Redis at {settings.redis_location}: {exc}", err=True)
         raise typer.Exit(EXIT_REDIS_UNREACHABLE) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     typer.echo(("healthy: " if alive else "unhealthy: ") + reason, err=not alive)
     if not alive:
         raise typer.Exit(EXIT_NOT_ALIVE)

@@ -97,7 +97,7 @@ def check(s: Settings) -> tuple[bool, str]:
     """Is the worker whose id ``s.worker_id_file`` holds alive, i.e. is its heartbeat key in Redis?
 
     Returns the verdict and a one-line reason; raises one of ``REDIS_DOWN`` when Redis cannot be
-    reached.
+    reached within ``redis_connect_timeout_s`` + 1 s (``TimeoutError`` is an ``OSError``).
     """
     if not s.worker_id_file:
         return False, "AGENTQ_WORKER_ID_FILE is not set: no way to know which worker to check"
@@ -108,7 +108,10 @@ def check(s: Settings) -> tuple[bool, str]:
         return False, f"no worker id in {s.worker_id_file}: {exc.strerror}"
     if not worker_id:
         return False, f"{s.worker_id_file} is empty"
-    alive = asyncio.run(_key_exists(s, Keys(s.key_prefix).worker(worker_id)))
+    # One bounded attempt: a probe that hangs (a name lookup for a stopped Redis container can take
+    # longer than Docker's or Kubernetes' probe timeout) would be killed and report nothing useful.
+    deadline_s = s.redis_connect_timeout_s + 1.0
+    alive = asyncio.run(asyncio.wait_for(_key_exists(s, Keys(s.key_prefix).worker(worker_id)), deadline_s))
     return alive, f"worker {worker_id} is {'alive' if alive else 'not heartbeating'}"
 
 

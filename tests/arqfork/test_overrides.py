@@ -45,7 +45,20 @@ class Outage:
                 raise ConnectionRefusedError(111, "Connection refused")
             return await real_execute(pipe, raise_on_error)
 
+        real_immediate = redis.asyncio.client.Pipeline.immediate_execute_command
+
+        async def immediate(pipe: redis.asyncio.client.Pipeline, *args: Any, **options: Any) -> Any:
+            if self.down and self.kind == "lost-while-watching" and pipe.watching:
+                # What redis-py does when a WATCHed connection breaks: its own clean-up turns the
+                # connection error into a WatchError raised while handling it.
+                try:
+                    raise redis.exceptions.ConnectionError("Error while reading from redis:6379 : (104, reset)")
+                except redis.exceptions.ConnectionError as error:
+                    await pipe._disconnect_reset_raise(pipe.connection, error)  # type: ignore[arg-type]
+            return await real_immediate(pipe, *args, **options)
+
         monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", execute)
+        monkeypatch.setattr(redis.asyncio.client.Pipeline, "immediate_execute_command", immediate)
 
     def begin(self) -> None:
         self.down = True
@@ -87,6 +100,32 @@ async def test_arq_alone_keeps_the_slot_of_a_failed_pickup(
     with pytest.raises(REDIS_DOWN):
         await w.start_jobs([b"a"])
     assert (w.job_counter, free_slots(w.sem), w.tasks) == (1, 2, {})
+
+
+async def test_a_connection_lost_inside_the_pickups_watch_is_an_outage(
+    make_worker: MakeWorker, arq_pool: ArqRedis, fake_server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection lost between WATCH and MULTI (redis-py: WatchError) is a Redis outage, the slot given back."""
+    w = make_worker(max_jobs=2)
+    await queue_jobs(arq_pool, "a")
+    Outage("lost-while-watching", fake_server, monkeypatch).begin()
+    with pytest.raises(REDIS_DOWN):
+        await w.start_jobs([b"a"])
+    assert (w.job_counter, free_slots(w.sem), w.tasks) == (0, 3, {})
+
+
+async def test_arq_alone_lets_a_watch_lost_to_the_connection_escape(
+    make_arq_worker: Callable[..., Worker],
+    arq_pool: ArqRedis,
+    fake_server: fakeredis.FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """arq's start_jobs lets that WatchError out of its poll loop: the worker exited on a Redis restart."""
+    w = make_arq_worker(max_jobs=2)
+    await queue_jobs(arq_pool, "a")
+    Outage("lost-while-watching", fake_server, monkeypatch).begin()
+    with pytest.raises(redis.exceptions.WatchError):
+        await w.start_jobs([b"a"])
 
 
 async def test_after_many_failed_pickups_the_worker_still_fills_max_jobs(
