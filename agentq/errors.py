@@ -64,6 +64,8 @@ class StartupError(AgentQError):
 
 class PluginError(StartupError):
     """A plugin does not load, does not fit the plugin interface, or fails its start-up check."""
+
+
 class NotReplicated(RedisUnavailable):
     """A write reached the primary but too few replicas confirmed it in time: a failover could lose it."""
 
