@@ -162,10 +162,18 @@ def sample_result() -> JobResult:
 # The inference pool's own processes (multiprocessing, no Popen) are the unit under test in
 # test_executor.py and test_fanout.py and need nothing outside the test: they do not count.
 # ------------------------------------------------------------------------------------------------
+#: Markers of suites that start real processes by definition (each runs by its own make target):
+#: they count as e2e.
+REAL_PROCESS_MARKERS = ("e2e", "compose", "distributed", "browser")
 #: Fixtures that mean a real redis-server or worker processes, directly or through their closure.
 PROCESS_FIXTURES = frozenset({"redis_server", "start_worker_processes", "workers"})
 _started: list[str] = []  # programs started since the current test's setup began
 _CALL_PASSED = pytest.StashKey[bool]()
+
+
+def _real(item: pytest.Item) -> bool:
+    """Is the test marked as one that starts real processes?"""
+    return any(item.get_closest_marker(name) is not None for name in REAL_PROCESS_MARKERS)
 
 
 def _record_program(event: str, args: tuple[Any, ...]) -> None:
@@ -182,7 +190,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Refuse, before anything starts, a test that uses real processes through fixtures without e2e."""
     _started.clear()
     used = sorted(PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())))
-    if used and item.get_closest_marker("e2e") is None:
+    if used and not _real(item):
         pytest.fail(
             f"{item.nodeid} uses {', '.join(used)} (a real redis-server or worker processes) but is not "
             "marked e2e: add @pytest.mark.e2e, or use fake_redis if it does not need a real server",
@@ -202,14 +210,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
     """After the fixtures are gone: a test that started a program is e2e; a passed e2e test started one."""
     yield
-    started, e2e = sorted(set(_started)), item.get_closest_marker("e2e") is not None
+    started, e2e = sorted(set(_started)), _real(item)
     _started.clear()
     if started and not e2e:
         pytest.fail(
             f"{item.nodeid} started {', '.join(started)} but is not marked e2e: add @pytest.mark.e2e", pytrace=False
         )
     uses_processes = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
-    if e2e and not started and not uses_processes and item.stash.get(_CALL_PASSED, False):
+    # The heavier suites share processes started once per session (a compose stack, network hosts).
+    plain_e2e = item.get_closest_marker("e2e") is not None and not any(
+        item.get_closest_marker(name) for name in REAL_PROCESS_MARKERS[1:]
+    )
+    if plain_e2e and not started and not uses_processes and item.stash.get(_CALL_PASSED, False):
         pytest.fail(
             f"{item.nodeid} is marked e2e but started no program and used no real redis-server: "
             "remove the marker (move it from the module's pytestmark to the tests that need it)",
