@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         "up to this long after it, never longer (the bound on starvation)",
     )
 
+    jobs_index_size: PositiveInt = Field(
+        1000,
+        description="jobs each listing index keeps (recent jobs; recent finished jobs per status); older entries"
+        " are trimmed as new ones are written",
+    )
+
     # --- source policies (worker.resilience) ---------------------------------------------------
     cache_ttl_s: int = Field(
         60, ge=0, description="seconds a source's fetched text stays in the shared Redis cache; 0 = no cache"

@@ -59,6 +59,8 @@ from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavaila
 from agentq.keys import Keys
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
+from producer import jobs
+from producer.jobs import CancelState, JobSummary
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
@@ -111,13 +113,17 @@ class Client:
         no_cache: bool = False,
     ) -> QuestionRequest:
         """Check a request against the contract and limits; raise ``InvalidRequest``."""
-        s = self.settings
         data: dict[str, Any] = {"question": question}
         for name, value in (("sources", sources), ("source_timeout_s", source_timeout_s), ("deadline_s", deadline_s)):
             if value is not None:
                 data[name] = tuple(value) if name == "sources" and isinstance(value, list) else value
         if no_cache:
             data["no_cache"] = no_cache
+        return self.validate_data(data)
+
+    def validate_data(self, data: object) -> QuestionRequest:
+        """Check a raw request object (a dict as JSON gives it) against the contract and limits."""
+        s = self.settings
         return parse_request(
             data,
             known_sources=source_names(),
@@ -174,7 +180,12 @@ class Client:
         return (await self.submit_request(request, priority=priority, dedup=dedup)).job_id
 
     async def submit_request(
-        self, request: QuestionRequest, *, priority: Priority = "normal", dedup: bool = True
+        self,
+        request: QuestionRequest,
+        *,
+        priority: Priority = "normal",
+        dedup: bool = True,
+        retry_of: str | None = None,
     ) -> Enqueued:
         """Queue an already validated request at ``priority``, or join an identical one in flight."""
         if priority not in PRIORITY_RANK:
@@ -185,11 +196,13 @@ class Client:
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        return await self._enqueue_once(pipe, payload, PRIORITY_RANK[priority], marker)
+                        return await self._enqueue_once(pipe, payload, priority, marker, retry_of)
                     except redis.exceptions.WatchError:
                         continue  # another producer changed the marker since we read it: look again
 
-    async def _enqueue_once(self, pipe: Any, payload: dict[str, Any], rank: int, marker: str | None) -> Enqueued:
+    async def _enqueue_once(
+        self, pipe: Any, payload: dict[str, Any], priority: Priority, marker: str | None, retry_of: str | None = None
+    ) -> Enqueued:
         """One optimistic attempt: join the marked job if it is unfinished, else write a new job.
 
         Written here rather than with arq's ``ArqRedis.enqueue_job`` because that runs its own
@@ -201,7 +214,7 @@ class Client:
         now_ms = round(now * 1000)
         # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
         # the same millisecond (a sorted set would order those ties by their random ids).
-        score = now * 1000 - rank * round(self.settings.priority_step_s * 1000)
+        score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
         if marker is not None:
             await pipe.watch(marker)
             current = await pipe.get(marker)
@@ -218,6 +231,12 @@ class Client:
         pipe.multi()
         pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, job)
         pipe.zadd(self.settings.queue_name, {job_id: score})
+        # The job's listing entry and the recent-jobs index (producer.jobs), in the same transaction.
+        summary = self.keys.summary(job_id)
+        pipe.hset(summary, mapping=jobs.summary_fields(payload["question"], priority, now_ms, retry_of))
+        pipe.pexpire(summary, wire.JOB_EXPIRY_MS)
+        pipe.zadd(self.keys.jobs_index, {job_id: now_ms})
+        pipe.zremrangebyrank(self.keys.jobs_index, 0, -1 - self.settings.jobs_index_size)
         if marker is not None:
             # The marker lives exactly as long as the job key can (arq never extends that expiry, and
             # a job whose key has expired is never run): a job queued that long is still joined.
@@ -291,6 +310,53 @@ class Client:
             if left <= 0:
                 raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
             block_ms = max(1, round(left * 1000))  # 0 would block forever
+
+    # ---------------------------------------------------------------------------- cancel, list, retry
+    async def cancel(self, job_id: str) -> CancelState:
+        """Cancel a job: ``cancelled`` (it was queued and never starts), ``cancelling`` (its worker was
+        told; its result will say ``cancelled``), ``finished`` (too late). Raise ``JobNotFound``."""
+        with self._redis_errors():
+            state = await jobs.cancel(self.redis, self.settings, job_id)
+        if state == "not_found":
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
+        return state
+
+    async def jobs(self, *, status: str | None = None, limit: int = 20) -> list[JobSummary]:
+        """Recent jobs, newest first; with ``status``, recent finished jobs of that final status."""
+        if status not in (None, "all", *jobs.FINAL_STATUSES):
+            raise InvalidRequest(f"status: must be one of all, {', '.join(jobs.FINAL_STATUSES)}; got {status!r}")
+        if not 1 <= limit <= self.settings.jobs_index_size:
+            raise InvalidRequest(f"limit: must be between 1 and {self.settings.jobs_index_size}, got {limit}")
+        with self._redis_errors():
+            return await jobs.list_jobs(self.redis, self.settings, status=status, limit=limit)
+
+    async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:
+        """Queue a finished ``failed`` or ``cancelled`` job's request again, as a new job; return it.
+
+        Raise ``JobNotFound`` if its result is gone and ``InvalidRequest`` if it did not fail.
+        """
+        with self._redis_errors():
+            raw = await self.redis.get(Keys.result(job_id))
+            stored_priority = await self.redis.hget(self.keys.summary(job_id), "priority")  # type: ignore[misc]
+        if raw is None:
+            raise JobNotFound(f"no finished job {job_id!r} (unknown id, still running, or its result expired)")
+        result = self._parse(job_id, raw)
+        if result.status not in ("failed", "cancelled"):
+            raise InvalidRequest(f"job {job_id} is {result.status}: only a failed or cancelled job can be re-run")
+        try:
+            args = wire.decode_result(raw).args
+        except wire.WireError:
+            args = ()
+        if not args:
+            raise InvalidRequest(f"job {job_id} holds no request to re-run")
+        request = self.validate_data(args[0])
+        chosen: Priority = "normal"
+        for known in ("high", "normal", "low"):
+            if stored_priority == known.encode():
+                chosen = known
+        if priority is not None:
+            chosen = priority
+        return await self.submit_request(request, priority=chosen, dedup=True, retry_of=job_id)
 
     # ---------------------------------------------------------------------------- workers
     async def workers(self) -> list[dict[str, Any]]:

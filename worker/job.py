@@ -15,7 +15,7 @@ from typing import Any
 from agentq.contract import JobResult, QuestionRequest, Timing, parse_request, request_fingerprint
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
-from worker import metrics, progress
+from worker import cancel, metrics, progress
 from worker.context import WorkerContext
 from worker.fanout import FanOut
 from worker.lifecycle import replace_pool_if_broken
@@ -56,21 +56,25 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         max_deadline_s=s.max_deadline_s,
     )
     pool = ctx["pool"]
-    fan_out = FanOut(
-        pool,
-        ctx["sources"],
-        inference_units=max(1, round(s.inference_units * s.time_scale)),
-        policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
-        on_event=_publisher(ctx, request).on_event,
-        max_text_chars=s.max_source_bytes,
-    )
-    outcomes, total_s = await fan_out.run(
-        request,
-        SourceContext(s, ctx["job_id"], ctx.get("job_try", 1), http=ctx.get("http")),
-        source_names=request.sources or default_sources(s, ctx["sources"]),
-        source_timeout_s=request.source_timeout_s or s.source_timeout_s,
-        deadline_s=request.deadline_s or s.deadline_s,
-    )
+    async with cancel.scope(ctx) as cancelled:  # worker.cancel: the job stops at once if cancelled
+        if cancelled.cancelled:
+            return _cancelled_before_start(ctx, request)
+        fan_out = FanOut(
+            cancelled.pool(pool),
+            ctx["sources"],
+            inference_units=max(1, round(s.inference_units * s.time_scale)),
+            policy=cancelled.policy(ResilientFetch(s, ctx["redis"], ctx["keys"])),
+            on_event=_publisher(ctx, request).on_event,
+            max_text_chars=s.max_source_bytes,
+        )
+        outcomes, total_s = await fan_out.run(
+            request,
+            SourceContext(s, ctx["job_id"], ctx.get("job_try", 1), http=ctx.get("http")),
+            source_names=request.sources or default_sources(s, ctx["sources"]),
+            source_timeout_s=request.source_timeout_s or s.source_timeout_s,
+            deadline_s=request.deadline_s or s.deadline_s,
+        )
+        cancelled.settle(outcomes)
     stages = stages_of(outcomes)
     sequential = sequential_estimate(stages)
     queued_at = ctx.get("enqueue_time")
@@ -89,7 +93,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     return JobResult(
         job_id=ctx["job_id"],
         question=request.question,
-        status=overall_status(outcomes),
+        status="cancelled" if cancelled.cancelled else overall_status(outcomes),
         answer=ranked_answer(outcomes),
         sources=outcomes,
         errors=[f"{o.name}: {o.status}: {o.error}" for o in outcomes if o.status != "ok"],
@@ -106,6 +110,19 @@ def _publisher(ctx: WorkerContext, request: QuestionRequest) -> progress.Progres
         ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, request_fingerprint(request)
     )
     return ctx["progress"]
+
+
+def _cancelled_before_start(ctx: WorkerContext, request: QuestionRequest) -> JobResult:
+    pool = ctx["pool"]
+    return JobResult(
+        job_id=ctx["job_id"],
+        question=request.question,
+        status="cancelled",
+        errors=["cancelled before it started"],
+        executor=pool.info,
+        worker_id=ctx["worker_id"],
+        job_try=ctx.get("job_try"),
+    )
 
 
 def _failed(ctx: WorkerContext, started_at: datetime, args: tuple[Any, ...], reason: str) -> JobResult:
