@@ -325,8 +325,9 @@ class Client:
         """Recent jobs, newest first; with ``status``, recent finished jobs of that final status."""
         if status not in (None, "all", *jobs.FINAL_STATUSES):
             raise InvalidRequest(f"status: must be one of all, {', '.join(jobs.FINAL_STATUSES)}; got {status!r}")
-        if not 1 <= limit <= self.settings.jobs_index_size:
-            raise InvalidRequest(f"limit: must be between 1 and {self.settings.jobs_index_size}, got {limit}")
+        if limit < 1:
+            raise InvalidRequest(f"limit: must be at least 1, got {limit}")
+        limit = min(limit, self.settings.jobs_index_size)  # no index holds more
         with self._redis_errors():
             return await jobs.list_jobs(self.redis, self.settings, status=status, limit=limit)
 

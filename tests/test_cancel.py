@@ -15,7 +15,6 @@ import fakeredis
 import pytest
 
 from agentq import wire
-from agentq.contract import JobResult
 from agentq.errors import JobNotFound
 from agentq.keys import Keys
 from agentq.settings import Settings
@@ -155,7 +154,12 @@ async def test_an_inference_under_way_is_discarded(client: Client, start_worker_
     result = await client.result(job_id, timeout=10)
     assert time.monotonic() - asked < 1.0
     [weather] = result.sources
-    assert (result.status, weather.status, weather.error, weather.inference) == ("cancelled", "cancelled", DISCARDED, None)
+    assert (result.status, weather.status, weather.error, weather.inference) == (
+        "cancelled",
+        "cancelled",
+        DISCARDED,
+        None,
+    )
     assert weather.fetch_end_s is not None and weather.inference_submit_s is not None
 
 
