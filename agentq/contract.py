@@ -129,7 +129,11 @@ def parse_request(
     try:
         return QuestionRequest.model_validate(data, context=context)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc)) from exc
+        errors: list[dict[str, object]] = [
+            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidRequest(describe_validation_error(exc), errors=errors) from exc
 
 
 def request_fingerprint(request: QuestionRequest) -> str:

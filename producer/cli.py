@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from agentq import tracing
 from agentq.contract import JobResult, Priority
 from agentq.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
 from agentq.settings import Settings, describe_settings_error, get_settings
@@ -53,15 +54,20 @@ def load_settings() -> Settings:
 def _run(body: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``body`` with a connected client, turning our errors into one line and an exit code."""
 
+    settings = load_settings()
+
     async def main() -> T:
-        async with Client(load_settings()) as client:
+        async with Client(settings) as client:
             return await body(client)
 
+    tracing.setup(settings, "agentq-producer")  # only with AGENTQ_OTLP_ENDPOINT: imports nothing otherwise
     try:
         return asyncio.run(main())
     except (InvalidRequest, JobNotFound, WaitTimeout, RedisUnavailable) as exc:
         _error(exc)
         raise typer.Exit(_EXIT_FOR[type(exc)]) from None
+    finally:
+        tracing.shutdown()
 
 
 def _error(exc: Exception) -> None:

@@ -44,8 +44,8 @@ import pydantic
 import redis.exceptions
 from redis.asyncio import Redis
 
-from agentq import wire
-from agentq.connection import open_redis
+from agentq import tracing, wire
+from agentq.connection import open_redis, redis_client
 from agentq.contract import (
     JOB_FUNCTION,
     JobResult,
@@ -81,14 +81,16 @@ class Enqueued:
 class Client:
     """Talks to the queue. Use as an async context manager; one instance per event loop."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, ping: bool = True) -> None:
         self.settings = settings or get_settings()
         self.keys = Keys(self.settings.key_prefix)
         self._redis: Redis | None = None
+        self._ping = ping
 
     async def __aenter__(self) -> Self:
+        """Connect; with ``ping=False`` (a long-lived server) connections open on first use instead."""
         with self._redis_errors():
-            self._redis = await open_redis(self.settings)
+            self._redis = await open_redis(self.settings) if self._ping else redis_client(self.settings)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -192,13 +194,20 @@ class Client:
             raise InvalidRequest(f"priority: must be one of {', '.join(PRIORITY_RANK)}, got {priority!r}")
         payload = request.model_dump(mode="json", exclude_none=True)
         marker = self.keys.inflight(request_fingerprint(request)) if dedup else None
-        with self._redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        return await self._enqueue_once(pipe, payload, priority, marker, retry_of)
-                    except redis.exceptions.WatchError:
-                        continue  # another producer changed the marker since we read it: look again
+        # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
+        with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
+            with self._redis_errors():
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    while True:
+                        try:
+                            enqueued = await self._enqueue_once(pipe, payload, priority, marker, retry_of)
+                            break
+                        except redis.exceptions.WatchError:
+                            continue  # another producer changed the marker since we read it: look again
+            if span is not None:
+                span.set_attribute("agentq.job_id", enqueued.job_id)
+                span.set_attribute("agentq.deduplicated", enqueued.deduplicated)
+        return enqueued
 
     async def _enqueue_once(
         self, pipe: Any, payload: dict[str, Any], priority: Priority, marker: str | None, retry_of: str | None = None
@@ -227,7 +236,8 @@ class Client:
                         await self.redis.zadd(self.settings.queue_name, {job_id: score}, xx=True, lt=True)
                     return Enqueued(job_id, deduplicated=True)
         job_id = uuid.uuid4().hex
-        job = wire.encode_job(JOB_FUNCTION, (payload,), {}, now_ms)
+        trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
+        job = wire.encode_job(JOB_FUNCTION, (payload,), {"trace": trace} if trace else {}, now_ms)
         pipe.multi()
         pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, job)
         pipe.zadd(self.settings.queue_name, {job_id: score})
@@ -370,6 +380,15 @@ class Client:
             with contextlib.suppress(ValueError, TypeError):
                 records.append(json.loads(value))
         return sorted(records, key=lambda r: str(r.get("id")))
+
+    async def queue_counts(self) -> tuple[int, int]:
+        """Jobs in the queue (queued, deferred and running: arq keeps running jobs there) and those deferred."""
+        with self._redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(self.settings.queue_name)
+                pipe.zcount(self.settings.queue_name, f"({time.time() * 1000}", "+inf")
+                total, deferred = await pipe.execute()
+        return int(total), int(deferred)
 
     # ---------------------------------------------------------------------------- internals
     async def _state(self, job_id: str) -> wire.JobState:
