@@ -14,8 +14,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 
 from agentq import __version__, apikeys
 from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable
@@ -42,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
 
     app = FastAPI(title="agentq API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.include_router(routes.create_router(settings))
     app.include_router(routes.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
@@ -60,6 +64,24 @@ def create_app(settings: Settings) -> FastAPI:
         where = ["body"] if request.method == "POST" and request.url.path == "/api/jobs" else []
         detail = [{**e, "loc": [*where, *e.get("loc", [])]} for e in exc.errors]  # type: ignore[misc]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Each wrong field and why, without echoing the input back (it may be up to the body cap).
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Allow every method some route of this path takes, not the first route's only
+            methods = {
+                m for r in app.routes if r.matches(request.scope)[0] != Match.NONE for m in getattr(r, "methods", ())
+            }
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound) -> JSONResponse:

@@ -5,11 +5,12 @@ A job's result is :class:`agentq.contract.JobResult` itself; everything else is 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
 from agentq.contract import JobResult, Priority
+from agentq.settings import Settings
 
 JobState = Literal["queued", "deferred", "in_progress", "complete"]
 CancelState = Literal["cancelled", "cancelling", "finished"]
@@ -18,17 +19,21 @@ ListStatus = Literal["all", "ok", "partial", "failed", "cancelled"]
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-class JobCreate(BaseModel):
+#: Characters a question may hold: no control characters but newline and tab (the contract's rule).
+_ALLOWED = r"[^\x00-\x08\x0b-\x1f\x7f-\x9f]"
+#: ... and at least one that is neither blank nor a control character.
+QUESTION_PATTERN = rf"^{_ALLOWED}*[^\s\x00-\x1f\x7f-\x9f]{_ALLOWED}*$"
+
+
+class JobCreateBase(BaseModel):
     """A question to answer, with the same options and limits as ``producer ask``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    question: StrictStr = Field(
-        description="the question; at most max_question_chars characters, no control characters"
-    )
-    sources: list[StrictStr] | None = Field(None, description="sources to ask; default: the workers' default set")
-    source_timeout_s: StrictFloat | StrictInt | None = Field(None, description="per-source fetch timeout, seconds")
-    deadline_s: StrictFloat | StrictInt | None = Field(None, description="whole-query deadline, seconds")
+    question: str
+    sources: list[str] | None = None
+    source_timeout_s: float | None = None
+    deadline_s: float | None = None
     no_cache: StrictBool = Field(False, description="fetch every source afresh, bypassing the shared cache")
     priority: Priority = Field("normal", description="how soon it is taken when the workers are busy")
     dedup: StrictBool = Field(True, description="join an identical question already queued or running")
@@ -36,14 +41,40 @@ class JobCreate(BaseModel):
     def request_data(self) -> dict[str, Any]:
         """The fields of the job contract (``agentq.contract.QuestionRequest``), as a caller gave them."""
         data = self.model_dump(exclude={"priority", "dedup"}, exclude_none=True)
-        for name in ("source_timeout_s", "deadline_s"):
-            if name in data:
-                data[name] = float(data[name])
         if "sources" in data:
             data["sources"] = tuple(data["sources"])
         if not data.get("no_cache"):
             data.pop("no_cache", None)
         return data
+
+
+def job_create_model(settings: Settings, source_names: tuple[str, ...]) -> type[JobCreateBase]:
+    """The body of POST /api/jobs with the limits in force written into its schema, so the OpenAPI
+    spec says exactly what is accepted; the job contract then checks it again (``parse_request``)."""
+    timeout = Annotated[float, Field(strict=True, gt=0, le=settings.max_source_timeout_s)]
+    deadline = Annotated[float, Field(strict=True, gt=0, le=settings.max_deadline_s)]
+    source: Any = Literal[source_names] if source_names else str
+    sources: Any = list[source] | None
+    return create_model(
+        "JobCreate",
+        __base__=JobCreateBase,
+        question=(
+            str,
+            Field(
+                strict=True,
+                min_length=1,
+                max_length=settings.max_question_chars,
+                pattern=QUESTION_PATTERN,
+                description="the question: not blank, no control characters but newline and tab",
+            ),
+        ),
+        sources=(
+            sources,
+            Field(None, min_length=1, description="sources to ask; default: the workers' default set"),
+        ),
+        source_timeout_s=(timeout | None, Field(None, description="per-source fetch timeout, seconds")),
+        deadline_s=(deadline | None, Field(None, description="whole-query deadline, seconds")),
+    )
 
 
 class JobCreated(BaseModel):

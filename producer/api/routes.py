@@ -18,11 +18,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentq.contract import JobResult
+from agentq.errors import InvalidRequest
+from agentq.settings import Settings
+from agentq.sources import source_names
 from producer.api.models import (
     JOB_ID_PATTERN,
     CancelReply,
     ErrorReply,
-    JobCreate,
+    JobCreateBase,
     JobCreated,
     JobList,
     JobListItem,
@@ -33,6 +36,7 @@ from producer.api.models import (
     SourceStatsList,
     WorkerInfo,
     WorkerList,
+    job_create_model,
 )
 from producer.client import Client
 
@@ -50,10 +54,11 @@ def _documented_auth(
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Documented error replies: every /api route can be refused for its key, scope, rate or size."""
     texts = {
+        400: "the body is not JSON in UTF-8",
         401: "no API key, or an unknown one",
         403: "the key lacks this route's scope",
         404: "no such job (unknown id, or its result expired)",
-        409: "the job has no result yet",
+        409: "the job has no result yet, or (re-run) it did not fail",
         413: "the request body is too large",
         429: "the key's rate limit is exceeded",
         503: "Redis cannot be reached",
@@ -62,6 +67,19 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 router = APIRouter(prefix="/api", dependencies=[Depends(_documented_auth)])
+#: One event of a job's stream: ``progress`` (data: a ProgressEvent) or, last, ``result`` (data: a JobResult).
+_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "result"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "progress: an agentq.contract.ProgressEvent; result: an agentq.contract.JobResult",
+        },
+    },
+}
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job id, as creating the job returned it")]
 
 
@@ -74,13 +92,23 @@ def client_of(request: Request) -> Client:
 ClientDep = Annotated[Client, Depends(client_of)]
 
 
-@router.post("/jobs", status_code=status.HTTP_201_CREATED, responses=_errors(), summary="Create a job")
-async def create_job(body: JobCreate, client: ClientDep) -> JobCreated:
-    """Validate the question against the job contract and its limits, then queue it (or join an identical
-    question in flight, unless ``dedup`` is false)."""
-    request = client.validate_data(body.request_data())
-    enqueued = await client.submit_request(request, priority=body.priority, dedup=body.dedup)
-    return JobCreated(job_id=enqueued.job_id, deduplicated=enqueued.deduplicated)
+def create_router(settings: Settings) -> APIRouter:
+    """POST /api/jobs, its body's schema carrying the limits in force (``job_create_model``)."""
+    creating = APIRouter(prefix="/api", dependencies=[Depends(_documented_auth)])
+    body_model = job_create_model(settings, source_names())
+
+    async def create_job(body: JobCreateBase, client: ClientDep) -> JobCreated:
+        """Validate the question against the job contract and its limits, then queue it (or join an
+        identical question in flight, unless ``dedup`` is false)."""
+        request = client.validate_data(body.request_data())
+        enqueued = await client.submit_request(request, priority=body.priority, dedup=body.dedup)
+        return JobCreated(job_id=enqueued.job_id, deduplicated=enqueued.deduplicated)
+
+    create_job.__annotations__["body"] = body_model  # FastAPI validates and documents with this one
+    creating.post("/jobs", status_code=status.HTTP_201_CREATED, responses=_errors(400), summary="Create a job")(
+        create_job
+    )
+    return creating
 
 
 @router.get("/jobs", responses=_errors(), summary="List recent jobs")
@@ -116,7 +144,7 @@ async def get_result(job_id: JobId, client: ClientDep) -> Any:
     "/jobs/{job_id}/events",
     responses={
         **_errors(404),
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "the event stream"},
+        200: {"content": {"text/event-stream": {"schema": _EVENT_SCHEMA}}, "description": "the event stream"},
     },
     response_class=StreamingResponse,
     summary="A job's progress, as Server-Sent Events, until its result",
@@ -148,12 +176,15 @@ async def cancel_job(job_id: JobId, client: ClientDep) -> CancelReply:
 @router.post(
     "/jobs/{job_id}/retry",
     status_code=status.HTTP_201_CREATED,
-    responses=_errors(404),
+    responses=_errors(404, 409),
     summary="Re-run a failed job",
 )
 async def retry_job(job_id: JobId, client: ClientDep) -> JobCreated:
-    """Queue a failed (or cancelled) job's question again, as a new job; 422 if it did not fail."""
-    enqueued = await client.retry(job_id)
+    """Queue a failed (or cancelled) job's question again, as a new job; 409 if it did not fail."""
+    try:
+        enqueued = await client.retry(job_id)
+    except InvalidRequest as exc:  # the job is fine, or holds no request: a conflict with its state
+        return _json_error(409, str(exc))  # type: ignore[return-value]
     return JobCreated(job_id=enqueued.job_id, deduplicated=enqueued.deduplicated, retry_of=job_id)
 
 
