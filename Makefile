@@ -7,11 +7,13 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test lint workers clean bench soak docs
+.PHONY: help install demo test test-browser screenshots lint workers clean bench soak docs api
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
 	@echo "make test     run the whole test suite"
+	@echo "make test-browser  the dashboard's test in headless Chromium (apt-get install chromium)"
+	@echo "make api      serve the HTTP API and dashboard (AGENTQ_API_KEYS; agentq-api keygen makes one)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
@@ -44,6 +46,17 @@ docs: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The dashboard in a real headless Chromium (Debian's): kept out of `make test`, run by .ci/run.
+test-browser: install
+	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
+# Retake docs/dashboard.png and docs/dashboard-job.png from the browser test.
+screenshots: install
+	AGENTQ_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -m browser -q
+
+api: install
+	$(BIN)/agentq-api
 
 lint: install
 	$(BIN)/ruff check agentq worker producer tools tests
