@@ -12,10 +12,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from agentq import tracing
 from agentq.contract import JobResult, QuestionRequest, Timing, parse_request, request_fingerprint
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
-from worker import cancel, metrics, progress
+from worker import cancel, metrics, progress, traced
 from worker.context import WorkerContext
 from worker.fanout import FanOut
 from worker.lifecycle import replace_pool_if_broken
@@ -26,7 +27,20 @@ log = logging.getLogger(__name__)
 
 
 async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict."""
+    """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict.
+
+    A ``trace`` keyword is the producer's trace context: the job's span joins that trace (``worker.traced``).
+    """
+    carrier = traced.carrier_of(kwargs.pop("trace", None))
+    attributes = {"agentq.job_id": ctx["job_id"], "agentq.job_try": ctx.get("job_try", 1)}
+    with tracing.span("job", carrier=carrier, attributes=attributes) as span:
+        result = await _run(ctx, *args, **kwargs)
+        if span is not None:
+            span.set_attribute("agentq.status", result["status"])
+        return result
+
+
+async def _run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
     started_at, t0 = datetime.now(UTC), time.monotonic()
     job_id = ctx["job_id"]
     try:
@@ -60,10 +74,10 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         if cancelled.cancelled:
             return _cancelled_before_start(ctx, request)
         fan_out = FanOut(
-            cancelled.pool(pool),
+            traced.pool(cancelled.pool(pool)),
             ctx["sources"],
             inference_units=max(1, round(s.inference_units * s.time_scale)),
-            policy=cancelled.policy(ResilientFetch(s, ctx["redis"], ctx["keys"])),
+            policy=traced.policy(cancelled.policy(ResilientFetch(s, ctx["redis"], ctx["keys"]))),
             on_event=_publisher(ctx, request).on_event,
             max_text_chars=s.max_source_bytes,
         )

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+from agentq import tracing
 from agentq.errors import REDIS_DOWN
 from agentq.sources import default_sources, enabled_sources
 from worker import cancel, health, metrics, progress
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 async def startup(ctx: WorkerContext) -> None:
     """arq ``on_startup``: open the HTTP client, start and warm the inference pool."""
     s = ctx["settings"]
+    tracing.setup(s, "agentq-worker")  # only with AGENTQ_OTLP_ENDPOINT
     # A bad AGENTQ_ENABLED_SOURCES or AGENTQ_DEFAULT_SOURCES stops the worker here, not every job.
     ctx["sources"] = enabled_sources(s)
     default_sources(s, ctx["sources"])
@@ -56,6 +58,7 @@ async def shutdown(ctx: WorkerContext) -> None:
     pool = ctx.get("pool")
     if pool is not None:
         await asyncio.to_thread(pool.shutdown)
+    await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
 
 
 async def job_started(ctx: WorkerContext) -> None:
