@@ -5,6 +5,7 @@ Exit codes: 0 stopped cleanly; 2 bad settings (one line on stderr).
 
 from __future__ import annotations
 
+import json
 import sys
 
 import typer
@@ -48,6 +49,7 @@ def serve(ctx: typer.Context) -> None:
 def keygen(
     name: str = typer.Option(..., "--name", help="Who the key is for (shown in logs and 403s)."),
     scopes: str = typer.Option("read,submit,cancel", "--scopes", help="Comma-separated: read, submit, cancel."),
+    env: bool = typer.Option(False, "--env", help="Print the entry as a .env line: AGENTQ_API_KEYS=[...]."),
 ) -> None:
     """Print a new random API key (stderr: give it to its user) and its hashed entry (stdout: configure it)."""
     chosen = tuple(s.strip() for s in scopes.split(",") if s.strip())
@@ -57,7 +59,7 @@ def keygen(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     print(f"API key for {name} (shown once; only its digest is stored): {key}", file=sys.stderr)
-    print(entry)
+    print(f"AGENTQ_API_KEYS={json.dumps([entry])}" if env else entry)
 
 
 def run() -> None:
