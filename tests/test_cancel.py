@@ -146,7 +146,7 @@ async def test_a_running_jobs_fetches_stop_at_once_whichever_worker_runs_it(
 @pytest.mark.e2e
 async def test_an_inference_under_way_is_discarded(client: Client, start_worker_processes: StartWorkers) -> None:
     """Cancelled during a long inference, the job answers at once and the source's output is discarded."""
-    start_worker_processes(1, AGENTQ_INFERENCE_UNITS="150000")  # ~3,000 units: seconds of CPU
+    start_worker_processes(1, AGENTQ_INFERENCE_UNITS="75000")  # 1,500 units: about 2 s of CPU
     job_id = await client.enqueue("Will it rain in Paris tomorrow?", sources=["weather"])
     await progress_reached(client, job_id, "inference_start")
     asked = time.monotonic()
