@@ -31,8 +31,8 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     tracing.shutdown()
 
 
-def tree(spans: tuple[ReadableSpan, ...]) -> list[str]:
-    """The spans as an indented tree, children in start order: ``name`` per line."""
+def tree(spans: tuple[ReadableSpan, ...], detail: bool = False) -> list[str]:
+    """The spans as an indented tree, children in start order: ``name`` per line (``detail``: timings too)."""
     by_parent: dict[int | None, list[ReadableSpan]] = {}
     for s in spans:
         by_parent.setdefault(s.parent.span_id if s.parent else None, []).append(s)
@@ -40,7 +40,11 @@ def tree(spans: tuple[ReadableSpan, ...]) -> list[str]:
 
     def walk(parent: int | None, depth: int) -> None:
         for s in sorted(by_parent.get(parent, []), key=lambda s: (s.start_time or 0, s.name)):
-            lines.append("  " * depth + s.name)
+            line = "  " * depth + s.name
+            if detail and s.start_time is not None and s.end_time is not None:
+                attrs = {k: v for k, v in (s.attributes or {}).items() if k in ("agentq.status", "agentq.wait_s")}
+                line = f"{line:<28} {(s.end_time - s.start_time) / 1e6:8.1f} ms  {attrs or ''}"
+            lines.append(line)
             walk(s.context.span_id if s.context else None, depth + 1)
 
     walk(None, 0)
@@ -81,7 +85,7 @@ async def test_one_trace_per_job_from_enqueue_to_every_fetch_and_inference(
     assert job.attributes is not None and job.attributes["agentq.status"] == "ok"
     inference = next(s for s in spans if s.name == "inference news")
     assert inference.attributes is not None and inference.attributes["agentq.wait_s"] >= 0
-    print("\n".join(shape))
+    print("\n".join(tree(spans, detail=True)))
 
 
 def test_spans_go_to_the_otlp_endpoint_when_it_is_set() -> None:
