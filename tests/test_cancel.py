@@ -3,6 +3,7 @@ discards an inference under way; whichever worker runs it; the result says ``can
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from agentq.settings import Settings
 from producer import jobs
 from producer.client import Client
 from tests.helpers import eventually, progress_reached
-from worker.cancel import DISCARDED
+from worker.cancel import DISCARDED, CancelRegistry, JobCancelled, _race, _recheck
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
@@ -174,3 +175,50 @@ async def test_a_worker_that_missed_the_message_sees_the_marker(
     result = await client.result(job_id, timeout=30)
     assert (result.status, result.errors, result.sources) == ("cancelled", ["cancelled before it started"], [])
     assert result.worker_id is not None
+
+
+# ------------------------------------------------------------------------------ the worker's side, in-process
+async def test_the_race_returns_the_work_or_cancels_it_at_once() -> None:
+    """Work that ends first is returned; an event set first cancels the work at once and raises; an event
+    already set never starts it; cancelling the caller cancels the work too."""
+    event = asyncio.Event()
+    assert await _race(asyncio.sleep(0, result="done"), event, lambda: JobCancelled("x")) == "done"
+
+    started = asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "late"
+
+    racing = asyncio.ensure_future(_race(slow(), event, lambda: JobCancelled("cancelled")))
+    await started.wait()
+    event.set()
+    with pytest.raises(JobCancelled):
+        await asyncio.wait_for(racing, 1)
+    with pytest.raises(JobCancelled):
+        await _race(slow(), event, lambda: JobCancelled("before"))
+
+    inner: list[asyncio.Task[object]] = []
+
+    async def watched() -> None:
+        inner.append(asyncio.current_task())  # type: ignore[arg-type]
+        await asyncio.sleep(30)
+
+    outer = asyncio.ensure_future(_race(watched(), asyncio.Event(), lambda: JobCancelled("never")))
+    await asyncio.sleep(0.01)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert inner[0].cancelled()
+
+
+async def test_a_missed_message_is_caught_up_from_the_markers(fake_redis: fakeredis.FakeAsyncRedis) -> None:
+    """On (re)subscribing, the listener cancels every running job whose marker is set, and only those."""
+    keys = Keys("agentq")
+    registry = CancelRegistry()
+    marked, unmarked = registry.register("a"), registry.register("b")
+    await fake_redis.set(keys.cancel("a"), b"1")
+    await _recheck({"redis": fake_redis, "keys": keys, "cancels": registry})  # type: ignore[typeddict-item]
+    assert marked.is_set() and not unmarked.is_set()
+    assert registry.cancel("b") and not registry.cancel("unknown")
