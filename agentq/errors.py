@@ -43,7 +43,14 @@ class AgentQError(Exception):
 
 
 class InvalidRequest(AgentQError):
-    """The request does not satisfy the job contract."""
+    """The request does not satisfy the job contract.
+
+    ``errors`` names each wrong field, as ``{"loc": [...], "msg": ..., "type": ...}`` (the HTTP API's 422 body).
+    """
+
+    def __init__(self, message: str, *, errors: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [{"loc": [], "msg": message, "type": "value_error"}]
 
 
 class JobNotFound(AgentQError):

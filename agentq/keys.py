@@ -38,6 +38,28 @@ class Keys:
         """The id of the job answering a request with this fingerprint, while it is queued or running."""
         return f"{self.prefix}:inflight:{fingerprint}"
 
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel every worker listens on: a message is the id of a job to cancel."""
+        return f"{self.prefix}:cancel"
+
+    def cancel(self, job_id: str) -> str:
+        """Marks a running job as cancelled, for a worker that missed the message (checked at job start)."""
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def summary(self, job_id: str) -> str:
+        """A job's listing entry: a small hash (question, priority, status, timings), expiring with the job."""
+        return f"{self.prefix}:jobinfo:{job_id}"
+
+    @property
+    def jobs_index(self) -> str:
+        """Every recent job, scored by enqueue time in ms; capped at ``jobs_index_size``."""
+        return f"{self.prefix}:jobs"
+
+    def jobs_by_status(self, status: str) -> str:
+        """Recent finished jobs of one final status, scored by finish time in ms; capped the same way."""
+        return f"{self.prefix}:jobs:{status}"
+
     @staticmethod
     def health(queue_name: str) -> str:
         """arq's own health-check key (shared by all workers on the queue)."""

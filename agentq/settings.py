@@ -263,6 +263,12 @@ class Settings(BaseSettings):
         "up to this long after it, never longer (the bound on starvation)",
     )
 
+    jobs_index_size: PositiveInt = Field(
+        1000,
+        description="jobs each listing index keeps (recent jobs; recent finished jobs per status); older entries"
+        " are trimmed as new ones are written",
+    )
+
     # --- source policies (worker.resilience) ---------------------------------------------------
     cache_ttl_s: int = Field(
         60, ge=0, description="seconds a source's fetched text stays in the shared Redis cache; 0 = no cache"
@@ -292,8 +298,56 @@ class Settings(BaseSettings):
         description='per-source request limit shared by all workers: requests per second, or "100/minute"',
     )
 
+    # --- the HTTP API and dashboard (agentq-api) ------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="address the API binds (0.0.0.0 in containers)")
+    api_port: int = Field(8000, ge=0, le=65535, description="port the API listens on")
+    api_keys: tuple[str, ...] = Field(
+        (),
+        description="API keys, hashed: JSON list of 'name:scope,scope:sha256-hex' (scopes: read, submit, cancel);"
+        " 'agentq-api keygen' makes one. Also read from a secret file agentq_api_keys",
+    )
+    api_keys_file: str | None = Field(
+        None, description="a file of more API keys, one 'name:scopes:sha256-hex' a line (# comments)"
+    )
+    api_rate_limit: str = Field(
+        "600/minute", description="requests one API key may make, e.g. '10/second' (per API process)"
+    )
+    api_max_body_bytes: PositiveInt = Field(65_536, description="largest request body the API reads")
+    api_cors_origins: tuple[str, ...] = Field(
+        (), description="origins allowed to call the API from a browser (JSON list); empty = CORS off"
+    )
+
+    # --- tracing (agentq.tracing) --------------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL (http://collector:4318); set = one trace per job is exported",
+    )
+    service_name: str | None = Field(
+        None, description="the service.name of exported spans; default: agentq-producer, agentq-worker, agentq-api"
+    )
+
     # --- input limits --------------------------------------------------------------------------
     max_question_chars: PositiveInt = Field(2000, description="longest question accepted")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from agentq.apikeys import parse_entry  # the format lives with its hashing
+
+        for entry in value:
+            parse_entry(entry)
+        return value
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _api_rate_limit(cls, value: str) -> str:
+        from limits import parse as parse_rate_limit
+
+        try:
+            parse_rate_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit ({exc})") from None
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -21,7 +21,7 @@ checks this module against arq's own ``serialize_job``, ``deserialize_result`` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentq.contract import dumps, loads
@@ -48,6 +48,58 @@ def encode_job(function: str, args: tuple[Any, ...], kwargs: dict[str, Any], enq
     return dumps({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms})
 
 
+def encode_result(
+    job_id: str,
+    function: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    job_try: int | None,
+    enqueue_ms: int,
+    success: bool,
+    result: Any,
+    start_ms: int,
+    finish_ms: int,
+    queue_name: str,
+) -> bytes:
+    """A result record, exactly as ``arq.jobs.serialize_result`` writes it with our JSON serializer
+    (the producer stores one itself when it cancels a job that never started)."""
+    return dumps(
+        {
+            "t": job_try,
+            "f": function,
+            "a": args,
+            "k": kwargs,
+            "et": enqueue_ms,
+            "s": success,
+            "r": result,
+            "st": start_ms,
+            "ft": finish_ms,
+            "q": queue_name,
+            "id": job_id,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What a producer stored under ``arq:job:<id>``."""
+
+    function: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    enqueue_ms: int
+
+
+def decode_job(raw: bytes | str) -> JobRecord:
+    """Read a job record; raise :class:`WireError` if it is not one."""
+    try:
+        d = loads(raw)
+        return JobRecord(function=d["f"], args=tuple(d["a"]), kwargs=dict(d["k"]), enqueue_ms=int(d["et"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise WireError(f"not an arq job record: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class ResultRecord:
     """What a worker stored under ``arq:result:<id>``."""
@@ -61,6 +113,7 @@ class ResultRecord:
     start_ms: int
     finish_ms: int
     job_id: str | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def decode_result(raw: bytes | str) -> ResultRecord:
@@ -77,6 +130,7 @@ def decode_result(raw: bytes | str) -> ResultRecord:
             start_ms=int(d["st"]),
             finish_ms=int(d["ft"]),
             job_id=d.get("id"),
+            kwargs=dict(d.get("k") or {}),
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise WireError(f"not an arq result record: {exc}") from exc

@@ -17,7 +17,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from agentq.contract import JobResult
+from agentq import tracing
+from agentq.contract import JobResult, Priority
 from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
 from agentq.settings import Settings, describe_settings_error, get_settings
 from producer.client import Client, Enqueued
@@ -54,15 +55,20 @@ def load_settings() -> Settings:
 def _run(body: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``body`` with a connected client, turning our errors into one line and an exit code."""
 
+    settings = load_settings()
+
     async def main() -> T:
-        async with Client(load_settings()) as client:
+        async with Client(settings) as client:
             return await body(client)
 
+    tracing.setup(settings, "agentq-producer")  # only with AGENTQ_OTLP_ENDPOINT: imports nothing otherwise
     try:
         return asyncio.run(main())
     except (InvalidRequest, JobNotFound, WaitTimeout, RedisUnavailable) as exc:
         _error(exc)
         raise typer.Exit(_EXIT_FOR[type(exc)]) from None
+    finally:
+        tracing.shutdown()
 
 
 def _error(exc: Exception) -> None:
@@ -178,6 +184,80 @@ def result(
         return await client.result(job_id, timeout=0)
 
     _show(_run(body), as_json)
+
+
+@app.command()
+def cancel(
+    job_id: str = typer.Argument(..., help="A job id from 'producer ask'."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the cancelled job's result and show it."),
+    timeout: float | None = TIMEOUT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Cancel a job: a queued one never starts; a running one stops its fetches at once.
+
+    Prints cancelled (it was queued), cancelling (its worker was told; the result will say cancelled
+    and hold what had finished) or finished (too late: it already has a result).
+    """
+
+    async def body(client: Client) -> tuple[str, JobResult | None]:
+        state = await client.cancel(job_id)
+        return state, (await client.result(job_id, timeout=timeout) if wait else None)
+
+    state, outcome = _run(body)
+    if outcome is not None:
+        if not as_json:
+            err.print(state, highlight=False)
+        _show(outcome, as_json)
+        return
+    print(json.dumps({"job_id": job_id, "cancel": state}) if as_json else state)
+
+
+class StatusChoice(enum.StrEnum):
+    """``--status``: which jobs ``producer jobs`` lists."""
+
+    all = "all"
+    ok = "ok"
+    partial = "partial"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+STATUS_OPTION = typer.Option(StatusChoice.all, "--status", help="Only finished jobs of this status.")
+RETRY_PRIORITY_OPTION = typer.Option(None, "--priority", help="Default: the job's own.")
+
+
+@app.command()
+def jobs(
+    status: StatusChoice = STATUS_OPTION,
+    limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List recent jobs, newest first (with --status, recent finished jobs of that status)."""
+    listed = _run(lambda client: client.jobs(status=status.value, limit=limit))
+    if as_json:
+        print(json.dumps([j.as_dict() for j in listed], indent=2))
+        return
+    if not listed:
+        out.print("no jobs")
+    for j in listed:
+        took = f"{j.total_s:6.2f}s" if j.total_s is not None else "      -"
+        why = f"  {j.error}" if j.error else ""
+        out.print(f"{j.job_id}  {j.status:<11} {took}  {j.question[:60]!r}{why}", highlight=False)
+
+
+@app.command()
+def retry(
+    job_id: str = typer.Argument(..., help="The id of a failed or cancelled job."),
+    priority: PriorityChoice | None = RETRY_PRIORITY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Queue a failed (or cancelled) job's question again, as a new job; print the new job's id."""
+    chosen: Priority | None = priority.value if priority is not None else None
+    enqueued = _run(lambda client: client.retry(job_id, priority=chosen))
+    if as_json:
+        print(json.dumps({"job_id": enqueued.job_id, "retry_of": job_id, "deduplicated": enqueued.deduplicated}))
+    else:
+        print(enqueued.job_id)
 
 
 @app.command()

@@ -50,9 +50,9 @@ import pydantic
 import redis.exceptions
 from redis.asyncio import Redis
 
-from agentq import wire
+from agentq import tracing, wire
 from agentq.analyses import analysis_names
-from agentq.connection import open_redis, wait_for_replicas
+from agentq.connection import open_redis, redis_client, wait_for_replicas
 from agentq.contract import (
     JOB_FUNCTION,
     JobResult,
@@ -66,6 +66,8 @@ from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, NotReplicated
 from agentq.keys import Keys
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
+from producer import jobs
+from producer.jobs import CancelState, JobSummary
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
@@ -86,14 +88,16 @@ class Enqueued:
 class Client:
     """Talks to the queue. Use as an async context manager; one instance per event loop."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, ping: bool = True) -> None:
         self.settings = settings or get_settings()
         self.keys = Keys(self.settings.key_prefix)
         self._redis: Redis | None = None
+        self._ping = ping
 
     async def __aenter__(self) -> Self:
+        """Connect; with ``ping=False`` (a long-lived server) connections open on first use instead."""
         with self._redis_errors():
-            self._redis = await open_redis(self.settings)
+            self._redis = await open_redis(self.settings) if self._ping else redis_client(self.settings)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -119,7 +123,6 @@ class Client:
         analysis: str | None = None,
     ) -> QuestionRequest:
         """Check a request against the contract and limits; raise ``InvalidRequest``."""
-        s = self.settings
         data: dict[str, Any] = {"question": question}
         options = (("sources", sources), ("source_timeout_s", source_timeout_s), ("deadline_s", deadline_s))
         for name, value in (*options, ("analysis", analysis)):
@@ -127,6 +130,11 @@ class Client:
                 data[name] = tuple(value) if name == "sources" and isinstance(value, list) else value
         if no_cache:
             data["no_cache"] = no_cache
+        return self.validate_data(data)
+
+    def validate_data(self, data: object) -> QuestionRequest:
+        """Check a raw request object (a dict as JSON gives it) against the contract and limits."""
+        s = self.settings
         # AGENTQ_PLUGIN_MODULES: names this producer cannot know are the worker's to check (see above).
         unknowable = bool(s.plugin_modules)
         return parse_request(
@@ -197,22 +205,32 @@ class Client:
         return (await self.submit_request(request, priority=priority, dedup=dedup)).job_id
 
     async def submit_request(
-        self, request: QuestionRequest, *, priority: Priority = "normal", dedup: bool = True
+        self,
+        request: QuestionRequest,
+        *,
+        priority: Priority = "normal",
+        dedup: bool = True,
+        retry_of: str | None = None,
     ) -> Enqueued:
         """Queue an already validated request at ``priority``, or join an identical one in flight."""
         if priority not in PRIORITY_RANK:
             raise InvalidRequest(f"priority: must be one of {', '.join(PRIORITY_RANK)}, got {priority!r}")
         payload = request.model_dump(mode="json", exclude_none=True)
         marker = self.keys.inflight(request_fingerprint(request)) if dedup else None
-        with self._redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        enqueued = await self._enqueue_once(pipe, payload, PRIORITY_RANK[priority], marker)
-                        break
-                    except redis.exceptions.WatchError:
-                        continue  # another producer changed the marker since we read it: look again
-            await self._replicated(enqueued.job_id)
+        # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
+        with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
+            with self._redis_errors():
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    while True:
+                        try:
+                            enqueued = await self._enqueue_once(pipe, payload, priority, marker, retry_of)
+                            break
+                        except redis.exceptions.WatchError:
+                            continue  # another producer changed the marker since we read it: look again
+                await self._replicated(enqueued.job_id)
+            if span is not None:
+                span.set_attribute("agentq.job_id", enqueued.job_id)
+                span.set_attribute("agentq.deduplicated", enqueued.deduplicated)
         return enqueued
 
     async def _replicated(self, job_id: str) -> None:
@@ -229,7 +247,9 @@ class Client:
                 f"{self.settings.redis_wait_timeout_s:g}s: a failover now could lose it"
             )
 
-    async def _enqueue_once(self, pipe: Any, payload: dict[str, Any], rank: int, marker: str | None) -> Enqueued:
+    async def _enqueue_once(
+        self, pipe: Any, payload: dict[str, Any], priority: Priority, marker: str | None, retry_of: str | None = None
+    ) -> Enqueued:
         """One optimistic attempt: join the marked job if it is unfinished, else write a new job.
 
         Written here rather than with arq's ``ArqRedis.enqueue_job`` because that runs its own
@@ -241,7 +261,7 @@ class Client:
         now_ms = round(now * 1000)
         # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
         # the same millisecond (a sorted set would order those ties by their random ids).
-        score = now * 1000 - rank * round(self.settings.priority_step_s * 1000)
+        score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
         if marker is not None:
             await pipe.watch(marker)
             current = await pipe.get(marker)
@@ -254,10 +274,17 @@ class Client:
                         await self.redis.zadd(self.settings.queue_name, {job_id: score}, xx=True, lt=True)
                     return Enqueued(job_id, deduplicated=True)
         job_id = uuid.uuid4().hex
-        job = wire.encode_job(JOB_FUNCTION, (payload,), {}, now_ms)
+        trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
+        job = wire.encode_job(JOB_FUNCTION, (payload,), {"trace": trace} if trace else {}, now_ms)
         pipe.multi()
         pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, job)
         pipe.zadd(self.settings.queue_name, {job_id: score})
+        # The job's listing entry and the recent-jobs index (producer.jobs), in the same transaction.
+        summary = self.keys.summary(job_id)
+        pipe.hset(summary, mapping=jobs.summary_fields(payload["question"], priority, now_ms, retry_of))
+        pipe.pexpire(summary, wire.JOB_EXPIRY_MS)
+        pipe.zadd(self.keys.jobs_index, {job_id: now * 1000})  # fractional: ties keep their order
+        pipe.zremrangebyrank(self.keys.jobs_index, 0, -1 - self.settings.jobs_index_size)
         if marker is not None:
             # The marker lives exactly as long as the job key can (arq never extends that expiry, and
             # a job whose key has expired is never run): a job queued that long is still joined.
@@ -332,6 +359,54 @@ class Client:
                 raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
             block_ms = max(1, round(left * 1000))  # 0 would block forever
 
+    # ---------------------------------------------------------------------------- cancel, list, retry
+    async def cancel(self, job_id: str) -> CancelState:
+        """Cancel a job: ``cancelled`` (it was queued and never starts), ``cancelling`` (its worker was
+        told; its result will say ``cancelled``), ``finished`` (too late). Raise ``JobNotFound``."""
+        with self._redis_errors():
+            state = await jobs.cancel(self.redis, self.settings, job_id)
+        if state == "not_found":
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
+        return state
+
+    async def jobs(self, *, status: str | None = None, limit: int = 20) -> list[JobSummary]:
+        """Recent jobs, newest first; with ``status``, recent finished jobs of that final status."""
+        if status not in (None, "all", *jobs.FINAL_STATUSES):
+            raise InvalidRequest(f"status: must be one of all, {', '.join(jobs.FINAL_STATUSES)}; got {status!r}")
+        if limit < 1:
+            raise InvalidRequest(f"limit: must be at least 1, got {limit}")
+        limit = min(limit, self.settings.jobs_index_size)  # no index holds more
+        with self._redis_errors():
+            return await jobs.list_jobs(self.redis, self.settings, status=status, limit=limit)
+
+    async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:
+        """Queue a finished ``failed`` or ``cancelled`` job's request again, as a new job; return it.
+
+        Raise ``JobNotFound`` if its result is gone and ``InvalidRequest`` if it did not fail.
+        """
+        with self._redis_errors():
+            raw = await self.redis.get(Keys.result(job_id))
+            stored_priority = await self.redis.hget(self.keys.summary(job_id), "priority")  # type: ignore[misc]
+        if raw is None:
+            raise JobNotFound(f"no finished job {job_id!r} (unknown id, still running, or its result expired)")
+        result = self._parse(job_id, raw)
+        if result.status not in ("failed", "cancelled"):
+            raise InvalidRequest(f"job {job_id} is {result.status}: only a failed or cancelled job can be re-run")
+        try:
+            args = wire.decode_result(raw).args
+        except wire.WireError:
+            args = ()
+        if not args:
+            raise InvalidRequest(f"job {job_id} holds no request to re-run")
+        request = self.validate_data(args[0])
+        chosen: Priority = "normal"
+        for known in ("high", "normal", "low"):
+            if stored_priority == known.encode():
+                chosen = known
+        if priority is not None:
+            chosen = priority
+        return await self.submit_request(request, priority=chosen, dedup=True, retry_of=job_id)
+
     # ---------------------------------------------------------------------------- workers
     async def workers(self) -> list[dict[str, Any]]:
         """The heartbeat records of every live worker."""
@@ -343,6 +418,15 @@ class Client:
             with contextlib.suppress(ValueError, TypeError):
                 records.append(json.loads(value))
         return sorted(records, key=lambda r: str(r.get("id")))
+
+    async def queue_counts(self) -> tuple[int, int]:
+        """Jobs in the queue (queued, deferred and running: arq keeps running jobs there) and those deferred."""
+        with self._redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(self.settings.queue_name)
+                pipe.zcount(self.settings.queue_name, f"({time.time() * 1000}", "+inf")
+                total, deferred = await pipe.execute()
+        return int(total), int(deferred)
 
     # ---------------------------------------------------------------------------- internals
     async def _state(self, job_id: str) -> wire.JobState:

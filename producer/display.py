@@ -19,6 +19,7 @@ _STATUS_STYLE = {
     "timeout": "yellow",
     "deadline": "magenta",
     "circuit_open": "magenta",
+    "cancelled": "magenta",
 }
 
 

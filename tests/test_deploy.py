@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import yaml
@@ -29,7 +30,7 @@ from yamllint.config import YamlLintConfig
 from agentq.settings import Settings
 from agentq.sources import default_sources, enabled_sources
 from agentq_tools.embedded import find_redis_server, free_port
-from agentq_tools.processes import stop_workers, wait_for_heartbeats
+from agentq_tools.processes import stop_process, stop_workers, wait_for_heartbeats
 from agentq_tools.upstream import MockUpstream
 from worker import metrics
 
@@ -96,11 +97,21 @@ def test_every_agentq_variable_is_a_setting() -> None:
 
 
 def test_compose_services_health_checks_and_commands() -> None:
-    """Compose has redis, worker, the mock upstream and a one-off producer, health checks, our documented commands."""
+    """Compose has redis, worker, the mock upstream, the API and a one-off producer, health checks, our documented
+    commands."""
     services = compose()["services"]
-    assert set(services) == {"redis", "worker", "upstream", "producer"}
+    assert set(services) == {"redis", "worker", "upstream", "api", "producer"}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert {"worker", "producer"} <= set(scripts)
+    assert {"worker", "producer", "agentq-api"} <= set(scripts)
+
+    api_svc = services["api"]
+    assert api_svc["command"] == ["agentq-api"] and api_svc["image"] == services["worker"]["image"]
+    api_port = api_svc["environment"]["AGENTQ_API_PORT"]
+    assert api_svc["environment"]["AGENTQ_API_HOST"] == "0.0.0.0"
+    assert api_svc["ports"] == [f"127.0.0.1:{api_port}:{api_port}"], "published, on the host's loopback"
+    assert f"127.0.0.1:{api_port}/health" in " ".join(api_svc["healthcheck"]["test"])
+    assert api_svc["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert api_svc["restart"] == "unless-stopped"
 
     redis_svc, worker_svc, producer_svc = services["redis"], services["worker"], services["producer"]
     assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", redis_svc["image"])
@@ -148,7 +159,8 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     user = [i["value"] for i in final_stage if i["instruction"] == "USER"]
     assert user and user[-1].split(":")[0] not in {"root", "0"}
     runs = " ".join(i["value"] for i in instructions if i["instruction"] == "RUN")
-    assert runs.count("--require-hashes") == 3
+    assert runs.count("--require-hashes") == 4
+    assert "api-requirements.lock" in runs
     assert "requirements.lock" in runs and "build-requirements.lock" in runs
     # The product (the last stage) takes its venv from the stage that never saw tools/.
     stages = [n for n, i in enumerate(instructions) if i["instruction"] == "FROM"] + [len(instructions)]
@@ -175,7 +187,9 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
         assert src in allowed, f".dockerignore excludes {src}"
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "build-requirements.lock", "upstream-requirements.lock"])
+@pytest.mark.parametrize(
+    "lock", ["requirements.lock", "build-requirements.lock", "upstream-requirements.lock", "api-requirements.lock"]
+)
 def test_lock_files_pin_every_package_with_hashes(lock: str) -> None:
     """Each lock entry is name==version with sha256 hashes; the runtime lock satisfies pyproject's ranges."""
     text = (DEPLOY / lock).read_text()
@@ -322,9 +336,50 @@ def test_compose_command_lines_work_locally(
         )
         assert asked.returncode == 0, asked.stderr
         assert '"status": "ok"' in asked.stdout.decode()
+        _check_the_api_service(services["api"], env, password, tmp_path)
         assert all(f'"name": "{name}"' in asked.stdout.decode() for name in json.loads(env["AGENTQ_DEFAULT_SOURCES"]))
     finally:
         stop_workers([proc])
         upstream.stop()
     after = subprocess.run([str(BIN / health[0]), *health[1:]], env=env, capture_output=True, timeout=60)
     assert after.returncode != 0
+
+
+def _check_the_api_service(api: dict[str, Any], worker_env: dict[str, str], password: str, tmp_path: Path) -> None:
+    """The compose api command with its environment (a key made by its keygen) serves /health, the
+    dashboard, and a job through the API."""
+    keygen = subprocess.run(
+        [str(BIN / "agentq-api"), "keygen", "--name", "me", "--env"], capture_output=True, text=True, timeout=60
+    )
+    assert keygen.returncode == 0, keygen.stderr
+    key = keygen.stderr.rsplit(": ", 1)[1].strip()
+    variables = {"REDIS_PASSWORD": password, "AGENTQ_API_KEYS": keygen.stdout.strip().split("=", 1)[1]}
+    env = {**worker_env, **{k: _interpolate(str(v), variables) for k, v in api["environment"].items()}}
+    env["AGENTQ_REDIS_URL"] = worker_env["AGENTQ_REDIS_URL"]
+    env |= {"AGENTQ_API_HOST": "127.0.0.1", "AGENTQ_API_PORT": str(free_port())}  # a free port on this host
+    url = f"http://127.0.0.1:{env['AGENTQ_API_PORT']}"
+    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen([str(BIN / api["command"][0])], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    health = [
+        a.replace(f"127.0.0.1:{api['environment']['AGENTQ_API_PORT']}", url[7:]) for a in api["healthcheck"]["test"][1:]
+    ]
+    try:
+        for _ in range(200):
+            if subprocess.run([sys.executable, *health[1:]], capture_output=True, timeout=30).returncode == 0:
+                break
+            assert proc.poll() is None, (tmp_path / "api.log").read_text()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the api's health check never passed")
+        assert "agentq dashboard" in httpx.get(f"{url}/").text
+        headers = {"Authorization": f"Bearer {key}"}
+        job_id = httpx.post(f"{url}/api/jobs", headers=headers, json={"question": "Is it sunny?"}).json()["job_id"]
+        for _ in range(300):
+            reply = httpx.get(f"{url}/api/jobs/{job_id}", headers=headers).json()
+            if reply["result"]:
+                break
+            time.sleep(0.1)
+        assert reply["result"]["status"] == "ok"
+    finally:
+        stop_process(proc)

@@ -28,6 +28,7 @@ arq internal                    what changes here                             wh
 ``Worker.finish_job``,          arq's transactions with ``SET NX`` on the     at-least-once delivery, exactly-once
 ``Worker.finish_failed_job``    result; a failure reason a caller can act on; results: the first complete one wins;
                                 ``WAIT`` for replicas if the settings ask      a result read survives a failover
+                                the job's listing entry (``worker.listing``)  listings cost no extra round trip
 ``Worker.close``                a Redis that is down (or a job that ended in   a worker stopped during an outage
                                 an error) no longer skips ``on_shutdown``     must still stop its pool and client
 ``Worker.run_job``              its error texts are matched by                "max N retries exceeded", "job
@@ -60,6 +61,7 @@ from agentq.contract import dumps, loads
 from agentq.errors import REDIS_DOWN
 from agentq.keys import Keys
 from agentq.settings import Settings
+from worker import listing
 from worker.leases import OutageBudget, renew_leases_forever
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,7 @@ class AgentQWorker(Worker):
                     wrote_at = len(tr.command_stack)
                     px = _ms(result_timeout_s, keep_result_forever)
                     tr.set(wire.RESULT_PREFIX + job_id, result_data, px=px, nx=True)
+                    listing.add_final(tr, self.settings, job_id, result_data)
                 delete_keys += [wire.RETRY_PREFIX + job_id, wire.JOB_PREFIX + job_id]
                 tr.zrem(wire.ABORT_SET, job_id)
                 tr.zrem(self.queue_name, job_id)
@@ -263,6 +266,7 @@ class AgentQWorker(Worker):
             if result_data is not None and (self.keep_result_forever or self.keep_result_s > 0):
                 px = _ms(self.keep_result_s, self.keep_result_forever)
                 tr.set(wire.RESULT_PREFIX + job_id, result_data, px=px, nx=True)
+                listing.add_final(tr, self.settings, job_id, result_data)
             await tr.execute()
         await self._replicated(job_id)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agentq.keys import Keys
     from agentq.settings import Settings
     from agentq.sources import Source
+    from worker.cancel import CancelRegistry
     from worker.executor import InferencePool
     from worker.progress import ProgressPublisher
 
@@ -69,6 +70,12 @@ class WorkerContext(TypedDict, total=False):
     """The port /metrics actually listens on (reported in the heartbeat)."""
     progress: ProgressPublisher
     """This job start's progress publisher (per job; set when the fan-out starts)."""
+    cancels: CancelRegistry
+    """The jobs this worker runs, each with the event that cancels it (``worker.cancel``)."""
+    cancel_listener: asyncio.Task[None]
+    """The task that follows the cancel channel."""
+    cancel_requested: bool
+    """Set (per job) once the job was cancelled, so its marker is removed when it ends."""
 
 
 def new_worker_id() -> str:

@@ -12,10 +12,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from agentq import tracing
 from agentq.contract import JobResult, QuestionRequest, Timing, parse_request, request_fingerprint
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
-from worker import metrics, progress
+from worker import cancel, metrics, progress, traced
 from worker.context import WorkerContext
 from worker.fanout import FanOut
 from worker.lifecycle import replace_pool_if_broken
@@ -26,7 +27,20 @@ log = logging.getLogger(__name__)
 
 
 async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict."""
+    """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict.
+
+    A ``trace`` keyword is the producer's trace context: the job's span joins that trace (``worker.traced``).
+    """
+    carrier = traced.carrier_of(kwargs.pop("trace", None))
+    attributes = {"agentq.job_id": ctx["job_id"], "agentq.job_try": ctx.get("job_try", 1)}
+    with tracing.span("job", carrier=carrier, attributes=attributes) as span:
+        result = await _run(ctx, *args, **kwargs)
+        if span is not None:
+            span.set_attribute("agentq.status", result["status"])
+        return result
+
+
+async def _run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
     started_at, t0 = datetime.now(UTC), time.monotonic()
     job_id = ctx["job_id"]
     try:
@@ -63,22 +77,26 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     # A request's timeout overrides every source's own (capped like a request's), which overrides the setting.
     own = {n: min(t, s.max_source_timeout_s) for n in names if (t := sources[n].timeout_s) is not None}
     timeouts = {n: request.source_timeout_s or own.get(n) or s.source_timeout_s for n in names}
-    fan_out = FanOut(
-        pool,
-        sources,
-        analysis=analysis,
-        params=analysis.params_for(s),
-        policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
-        on_event=_publisher(ctx, request).on_event,
-        max_text_chars=s.max_source_bytes,
-    )
-    outcomes, total_s = await fan_out.run(
-        request,
-        SourceContext(s, ctx["job_id"], ctx.get("job_try", 1), http=ctx.get("http")),
-        source_names=names,
-        source_timeout_s=timeouts,
-        deadline_s=request.deadline_s or s.deadline_s,
-    )
+    async with cancel.scope(ctx) as cancelled:  # worker.cancel: the job stops at once if cancelled
+        if cancelled.cancelled:
+            return _cancelled_before_start(ctx, request)
+        fan_out = FanOut(
+            traced.pool(cancelled.pool(pool)),
+            sources,
+            analysis=analysis,
+            params=analysis.params_for(s),
+            policy=traced.policy(cancelled.policy(ResilientFetch(s, ctx["redis"], ctx["keys"]))),
+            on_event=_publisher(ctx, request).on_event,
+            max_text_chars=s.max_source_bytes,
+        )
+        outcomes, total_s = await fan_out.run(
+            request,
+            SourceContext(s, ctx["job_id"], ctx.get("job_try", 1), http=ctx.get("http")),
+            source_names=names,
+            source_timeout_s=timeouts,
+            deadline_s=request.deadline_s or s.deadline_s,
+        )
+        cancelled.settle(outcomes)
     stages = stages_of(outcomes)
     sequential = sequential_estimate(stages)
     queued_at = ctx.get("enqueue_time")
@@ -97,7 +115,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     return JobResult(
         job_id=ctx["job_id"],
         question=request.question,
-        status=overall_status(outcomes),
+        status="cancelled" if cancelled.cancelled else overall_status(outcomes),
         answer=ranked_answer(outcomes),
         sources=outcomes,
         errors=[f"{o.name}: {o.status}: {o.error}" for o in outcomes if o.status != "ok"],
@@ -114,6 +132,19 @@ def _publisher(ctx: WorkerContext, request: QuestionRequest) -> progress.Progres
         ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, request_fingerprint(request)
     )
     return ctx["progress"]
+
+
+def _cancelled_before_start(ctx: WorkerContext, request: QuestionRequest) -> JobResult:
+    pool = ctx["pool"]
+    return JobResult(
+        job_id=ctx["job_id"],
+        question=request.question,
+        status="cancelled",
+        errors=["cancelled before it started"],
+        executor=pool.info,
+        worker_id=ctx["worker_id"],
+        job_try=ctx.get("job_try"),
+    )
 
 
 def _failed(ctx: WorkerContext, started_at: datetime, args: tuple[Any, ...], reason: str) -> JobResult:

@@ -11,11 +11,13 @@ the progress log's last entry and the dedup marker at its end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
+from agentq import tracing
 from agentq.errors import REDIS_DOWN
-from worker import health, metrics, plugins, progress
+from worker import cancel, health, metrics, plugins, progress
 from worker.context import WorkerContext
 from worker.executor import create_pool
 from worker.logs import current_job_id
@@ -32,6 +34,7 @@ async def startup(ctx: WorkerContext) -> None:
     stop the worker here, never fail its jobs later.
     """
     s = ctx["settings"]
+    tracing.setup(s, "agentq-worker")  # only with AGENTQ_OTLP_ENDPOINT
     chosen = plugins.load(s)
     ctx["sources"], ctx["analyses"] = chosen.sources, chosen.analyses
     ctx["http"] = create_client(s, ctx["worker_id"])
@@ -41,6 +44,8 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
     metrics.start(ctx)  # before the first beat, which reports the metrics port
     ctx["heartbeat"] = asyncio.create_task(health.heartbeat_forever(ctx))
+    ctx["cancels"] = cancel.CancelRegistry()
+    ctx["cancel_listener"] = asyncio.create_task(cancel.listen_forever(ctx), name="cancel-listener")
     health.write_id_file(ctx)
     log.info(
         "worker %s ready: %s pool of %d (%s); sources %s; analyses %s (default %s)",
@@ -58,12 +63,17 @@ async def shutdown(ctx: WorkerContext) -> None:
     """arq ``on_shutdown``: stop heartbeating, close the HTTP client, stop the pool and wait for its workers."""
     if "heartbeat" in ctx:
         await health.stop(ctx, ctx["heartbeat"])
+    if "cancel_listener" in ctx:
+        ctx["cancel_listener"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ctx["cancel_listener"]
     await metrics.stop(ctx)
     if "http" in ctx:
         await ctx["http"].aclose()
     pool = ctx.get("pool")
     if pool is not None:
         await asyncio.to_thread(pool.shutdown)
+    await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
 
 
 async def job_started(ctx: WorkerContext) -> None:
@@ -89,6 +99,7 @@ async def job_ended(ctx: WorkerContext) -> None:
             ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, None
         )
         await progress.finish(publisher)
+        await cancel.forget(ctx)
 
 
 async def replace_pool_if_broken(ctx: WorkerContext) -> None:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class Upstream:
         self.client_requests: Counter[str] = Counter()
         self.in_flight = self.max_in_flight = 0
         self.windows: dict[str, tuple[int, int]] = {}
+        self.traceparents: deque[str] = deque(maxlen=100)  # the W3C trace context of recent requests
         routes = [Route("/health", self.health), Route("/stats", self.stats)]
         routes += [Route(f"/{path}", self.endpoint, name=path) for path in PATHS]
         self.app = Starlette(routes=routes)
@@ -84,13 +85,15 @@ class Upstream:
         return JSONResponse({"status": "ok", "endpoints": list(PATHS)})
 
     async def stats(self, request: Request) -> JSONResponse:
-        """Counters since start: per endpoint, per client (User-Agent), and the most requests at once."""
+        """Counters since start: per endpoint, per client (User-Agent), the most requests at once, and the
+        ``traceparent`` headers of the last 100 requests that carried one."""
         clients = {ua: {"requests": n, "connections": len(self.peers[ua])} for ua, n in self.client_requests.items()}
         return JSONResponse(
             {
                 "endpoints": {path: dict(self.counts[path]) for path in PATHS},
                 "clients": clients,
                 "max_in_flight": self.max_in_flight,
+                "traceparents": list(self.traceparents),
             }
         )
 
@@ -102,6 +105,8 @@ class Upstream:
         if request.client is not None:
             self.peers[agent].add((request.client.host, request.client.port))
         counts["requests"] += 1
+        if "traceparent" in request.headers:
+            self.traceparents.append(request.headers["traceparent"])
         question = request.query_params.get("q", "").strip()
         if not question:
             counts["bad_request"] += 1

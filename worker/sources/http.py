@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentq import __version__
+from agentq import __version__, tracing
 from agentq.errors import SourceError, TransientSourceError
 from agentq.settings import Settings
 from agentq.sources import Source, SourceContext
@@ -45,7 +45,13 @@ def create_client(settings: Settings, worker_id: str) -> httpx.AsyncClient:
         ),
         headers={"User-Agent": f"agentq/{__version__} (worker {worker_id})", "Accept": "application/json"},
         follow_redirects=True,
+        event_hooks={"request": [_trace_context]},
     )
+
+
+async def _trace_context(request: httpx.Request) -> None:
+    """Send the current fetch span's W3C trace context upstream (nothing when tracing is off)."""
+    request.headers.update(tracing.inject())
 
 
 # --------------------------------------------------------------------------------------------

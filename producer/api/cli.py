@@ -1,0 +1,67 @@
+"""``agentq-api``: serve the HTTP API and the dashboard; ``agentq-api keygen`` makes an API key.
+
+Exit codes: 0 stopped cleanly; 2 bad settings (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from agentq import apikeys
+from agentq.settings import Settings, describe_settings_error, get_settings
+
+app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def serve(ctx: typer.Context) -> None:
+    """Serve the API and the dashboard on AGENTQ_API_HOST:AGENTQ_API_PORT until SIGINT/SIGTERM."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from agentq import tracing
+    from producer.api.app import create_app
+
+    s = _settings()
+    tracing.setup(s, "agentq-api")
+    try:
+        application = create_app(s)
+    except (OSError, ValueError) as exc:  # an unreadable or malformed api_keys_file
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=s.api_host, port=s.api_port, log_level="info", server_header=False)
+
+
+@app.command()
+def keygen(
+    name: str = typer.Option(..., "--name", help="Who the key is for (shown in logs and 403s)."),
+    scopes: str = typer.Option("read,submit,cancel", "--scopes", help="Comma-separated: read, submit, cancel."),
+    env: bool = typer.Option(False, "--env", help="Print the entry as a .env line: AGENTQ_API_KEYS=[...]."),
+) -> None:
+    """Print a new random API key (stderr: give it to its user) and its hashed entry (stdout: configure it)."""
+    chosen = tuple(s.strip() for s in scopes.split(",") if s.strip())
+    try:
+        key, entry = apikeys.new_key(name, chosen)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(f"API key for {name} (shown once; only its digest is stored): {key}", file=sys.stderr)
+    print(f"AGENTQ_API_KEYS={json.dumps([entry])}" if env else entry)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

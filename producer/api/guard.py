@@ -1,0 +1,115 @@
+"""What every API request passes before a route sees it: its size, its key, its scope, its rate.
+
+One ASGI middleware, in front of everything, so a refused request never reaches a route or Redis:
+
+- a body over ``api_max_body_bytes`` is 413 (a declared ``Content-Length`` at once, a chunked body
+  as soon as it passes the cap);
+- ``/api/*`` needs a key, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``: none or an
+  unknown one is 401; a key without the route's scope is 403 (:func:`scope_for`);
+- each key may make ``api_rate_limit`` requests (a moving window, in this process's memory, so
+  counting writes nothing to Redis): past it, 429 with ``Retry-After``.
+
+The dashboard's pages, its static files, ``/health`` and the OpenAPI spec need no key; the pages
+ask for one and send it with every call they make.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from limits import parse as parse_rate_limit
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.exceptions import HTTPException
+
+from agentq import apikeys
+from agentq.apikeys import ApiKey
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def scope_for(method: str, path: str) -> str:
+    """The scope a request to ``/api/...`` needs."""
+    if method == "POST" and path.endswith("/cancel"):
+        return "cancel"
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return "read"
+    return "submit"
+
+
+class Guard:
+    """The middleware (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp, *, keys: list[ApiKey], rate_limit: str, max_body_bytes: int) -> None:
+        self.app, self.keys, self.max_body_bytes = app, keys, max_body_bytes
+        self.limit = parse_rate_limit(rate_limit)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
+            return
+        path = scope.get("path", "")
+        if path.startswith("/api/") or path == "/api":
+            refusal = self._refusal(scope["method"], path, headers)
+            if refusal is not None:
+                status, detail, extra = refusal
+                await _reply(send, status, detail, extra)
+                return
+        await self.app(scope, self._capped(receive), send)
+
+    def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
+        presented = headers.get("x-api-key", "")
+        auth = headers.get("authorization", "")
+        if not presented and auth[:7].lower() == "bearer ":
+            presented = auth[7:].strip()
+        challenge = {"www-authenticate": 'Bearer realm="agentq"'}
+        if not presented:
+            return 401, "an API key is required (Authorization: Bearer <key>, or X-API-Key)", challenge
+        key = apikeys.find(self.keys, presented)
+        if key is None:
+            return 401, "unknown API key", challenge
+        if not self.limiter.hit(self.limit, key.name):  # every request of a known key counts, refused or not
+            reset, _ = self.limiter.get_window_stats(self.limit, key.name)
+            wait = max(1, math.ceil(reset - time.time()))
+            return 429, f"rate limit of {self.limit} exceeded for key {key.name!r}", {"retry-after": str(wait)}
+        needed = scope_for(method, path)
+        if needed not in key.scopes:
+            return 403, f"key {key.name!r} lacks the {needed!r} scope", {}
+        return None
+
+    def _capped(self, receive: Receive) -> Receive:
+        """``receive``, refusing a body (chunked, or lying about its length) once it passes the cap."""
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise HTTPException(413, f"request body over {self.max_body_bytes} bytes")
+            return message
+
+        return capped
+
+
+async def _reply(send: Send, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

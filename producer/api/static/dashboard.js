@@ -1,0 +1,67 @@
+// The overview page: workers, queue, recent and failed jobs, sources; refreshed every second.
+"use strict";
+
+const { el, secs, ago } = agentq;
+
+function jobLink(id) { return el("a", { href: "/jobs/" + id }, id.slice(0, 8)); }
+function statusCell(s) { return el("td", { class: "status s-" + s }, s); }
+
+function fill(tableId, rows) {
+  const body = document.querySelector("#" + tableId + " tbody");
+  body.replaceChildren(...rows);
+  if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 9, class: "note" }, "none")));
+}
+
+async function refresh() {
+  if (!agentq.key()) { document.getElementById("updated").textContent = "enter an API key to see the fleet"; return; }
+  try {
+    const [workers, queue, recent, failed, sources] = await Promise.all([
+      agentq.api("/api/workers"), agentq.api("/api/queue"), agentq.api("/api/jobs?limit=15"),
+      agentq.api("/api/jobs?status=failed&limit=10"), agentq.api("/api/sources"),
+    ]);
+    document.getElementById("queue").replaceChildren(
+      ...[["queued", queue.queued], ["deferred", queue.deferred], ["running", queue.running], ["workers", queue.workers]]
+        .map(([name, n]) => el("div", { "data-tile": name }, el("span", {}, name), el("b", { class: "big" }, n))));
+    fill("workers", workers.workers.map((w) => el("tr", {},
+      el("td", {}, w.id), el("td", {}, w.executor + " x" + w.pool_size),
+      el("td", { class: "num" }, w.jobs_in_flight), el("td", { class: "num" }, w.jobs_done), el("td", {}, ago(w.beat_at)))));
+    fill("recent", recent.jobs.map((j) => el("tr", { "data-job": j.job_id },
+      el("td", {}, jobLink(j.job_id)), statusCell(j.status), el("td", { class: "q" }, j.question),
+      el("td", { class: "num" }, secs(j.total_s)), el("td", {}, (j.worker_id || "").split(":").slice(0, 2).join(":")))));
+    fill("failed", failed.jobs.map((j) => {
+      const retry = el("button", { type: "button" }, "re-run");
+      retry.addEventListener("click", async () => {
+        const made = await agentq.api("/api/jobs/" + j.job_id + "/retry", { method: "POST" });
+        location.href = "/jobs/" + made.job_id;
+      });
+      return el("tr", {}, el("td", {}, jobLink(j.job_id)), el("td", { class: "q" }, j.question),
+        el("td", { class: "q error" }, j.error || ""), el("td", {}, retry));
+    }));
+    fill("sources", sources.sources.map((s) => el("tr", {},
+      el("td", {}, s.name), el("td", { class: "num" }, s.calls), el("td", { class: "num" }, s.ok),
+      el("td", { class: s.ok < s.calls ? "error" : "" }, Object.entries(s.failures).map(([k, n]) => k + " " + n).join(", ") || "-"),
+      el("td", { class: "num" }, secs(s.fetch_p50_s)), el("td", { class: "num" }, secs(s.fetch_p95_s)),
+      el("td", { class: "num" }, secs(s.wait_mean_s)), el("td", { class: "num" }, secs(s.inference_mean_s)))));
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (err) {
+    document.getElementById("updated").textContent = "cannot refresh: " + err.message;
+  }
+}
+
+document.getElementById("ask").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const body = { question: form.get("question") };
+  const sources = String(form.get("sources") || "").split(",").map((s) => s.trim()).filter(Boolean);
+  if (sources.length) body.sources = sources;
+  try {
+    const made = await agentq.api("/api/jobs", { method: "POST", body: JSON.stringify(body) });
+    location.href = "/jobs/" + made.job_id;
+  } catch (err) {
+    document.getElementById("ask-error").textContent = err.message;
+  }
+});
+
+agentq.keyForm();
+refresh();
+setInterval(refresh, 1000);

@@ -1,0 +1,70 @@
+"""API keys: the hashed entry format, where keys are read from, and the keygen command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from agentq import apikeys
+from agentq.settings import Settings
+from producer.api.cli import app
+from producer.api.guard import scope_for
+
+
+def test_an_entry_holds_a_name_scopes_and_a_digest_never_the_key() -> None:
+    """A new key's entry parses back to its name and scopes, and holds the key's sha256, not the key."""
+    key, entry = apikeys.new_key("ci", ("read", "submit"))
+    parsed = apikeys.parse_entry(entry)
+    assert (parsed.name, parsed.scopes, parsed.sha256) == ("ci", frozenset({"read", "submit"}), apikeys.digest(key))
+    assert key not in entry
+    assert apikeys.find([parsed], key) == parsed and apikeys.find([parsed], key + "x") is None
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["ci:read", "ci:write:" + "a" * 64, ":read:" + "a" * 64, "ci:read:abc", "ci::" + "a" * 64, "ci:read:" + "g" * 64],
+)
+def test_malformed_entries_are_refused_as_bad_settings(entry: str) -> None:
+    """A malformed entry (missing part, unknown scope, not a sha256) fails the settings with a reason."""
+    with pytest.raises(ValidationError, match=r"api_keys"):
+        Settings(_env_file=None, api_keys=(entry,))  # type: ignore[call-arg]
+
+
+def test_keys_are_read_from_settings_and_a_file(tmp_path: Path) -> None:
+    """Entries come from api_keys and from api_keys_file (one a line, # comments)."""
+    _, first = apikeys.new_key("one", ("read",))
+    _, second = apikeys.new_key("two", ("cancel",))
+    path = tmp_path / "keys"
+    path.write_text(f"# the ops team\n{second}  # rotated monthly\n\n")
+    names = [k.name for k in apikeys.load((first,), str(path))]
+    assert names == ["one", "two"]
+
+
+def test_keys_are_read_from_a_secret_file(tmp_path: Path) -> None:
+    """A container secret named agentq_api_keys (a JSON list) is read like the variable."""
+    _, entry = apikeys.new_key("secret", ("read",))
+    (tmp_path / "agentq_api_keys").write_text(json.dumps([entry]))
+    assert Settings(_env_file=None, _secrets_dir=str(tmp_path)).api_keys == (entry,)  # type: ignore[call-arg]
+
+
+def test_keygen_prints_the_key_apart_from_its_entry() -> None:
+    """keygen: the key on stderr (once), the entry (or the .env line) on stdout; bad scopes exit 2."""
+    done = CliRunner().invoke(app, ["keygen", "--name", "me", "--scopes", "read", "--env"])
+    assert done.exit_code == 0
+    line = done.stdout.strip()
+    assert line.startswith("AGENTQ_API_KEYS=")
+    [entry] = json.loads(line.split("=", 1)[1])
+    key = done.stderr.rsplit(": ", 1)[1].strip()
+    assert apikeys.parse_entry(entry).sha256 == apikeys.digest(key)
+    assert CliRunner().invoke(app, ["keygen", "--name", "me", "--scopes", "admin"]).exit_code == 2
+
+
+def test_each_route_needs_its_scope() -> None:
+    """GETs need read; cancelling needs cancel; creating and re-running need submit."""
+    assert scope_for("GET", "/api/jobs/x/events") == "read"
+    assert scope_for("POST", "/api/jobs/x/cancel") == "cancel"
+    assert scope_for("POST", "/api/jobs") == scope_for("POST", "/api/jobs/x/retry") == "submit"

@@ -1,0 +1,207 @@
+"""Cancelling a running job: the worker's side (the producer's is ``producer.jobs``).
+
+A producer cancels a job that is still queued by itself, atomically, and it never starts. For a
+job already running it sets the job's cancel marker (``<prefix>:cancel:<id>``) and publishes the
+id on ``<prefix>:cancel``. Every worker listens on that channel with one connection
+(:func:`listen_forever`); the one running the job (whichever host it is on) sets the job's event,
+and so:
+
+- every fetch still under way is cancelled at once (its source ends ``cancelled``);
+- an inference under way cannot be interrupted (nothing running in a pool can be): the job stops
+  waiting for it, the core stays busy until it returns, and its output is discarded;
+- the job returns at once a result whose status is ``cancelled``, holding what had finished.
+
+A worker that missed the message (its subscription was down, or the job was taken in between)
+still sees the marker: each job checks it when it starts, and the listener checks the markers of
+every running job each time it (re)subscribes. The fan-out itself is untouched: its fetch policy
+and its pool are wrapped (:meth:`CancelScope.policy`, :meth:`CancelScope.pool`) so they raise
+instead of waiting once the job is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from agentq.contract import QuestionRequest, SourceOutcome
+from agentq.errors import REDIS_DOWN
+from worker.executor import InferencePool
+from worker.fanout import FetchPolicy, SourceSkipped
+
+if TYPE_CHECKING:
+    from agentq.sources import Source, SourceContext
+    from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: What an inference abandoned by a cancellation reads as in its source's outcome.
+DISCARDED = "cancelled during inference; its output was discarded"
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while this step was under way."""
+
+
+class CancelRegistry:
+    """The jobs this worker process runs, each with the event that cancels it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def register(self, job_id: str) -> asyncio.Event:
+        return self._events.setdefault(job_id, asyncio.Event())
+
+    def unregister(self, job_id: str) -> None:
+        self._events.pop(job_id, None)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel ``job_id`` if this worker runs it; True if it does."""
+        event = self._events.get(job_id)
+        if event is None:
+            return False
+        if not event.is_set():
+            log.info("job %s: cancel requested", job_id)
+            event.set()
+        return True
+
+    def running(self) -> list[str]:
+        return list(self._events)
+
+
+async def _race(work: Awaitable[T], event: asyncio.Event, cancelled: Callable[[], Exception]) -> T:
+    """``await work``, unless ``event`` is set first: then cancel it and raise ``cancelled()``."""
+    if event.is_set():
+        if asyncio.iscoroutine(work):
+            work.close()
+        raise cancelled()
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            # Let a fetch unwind (its connection is closed); a pool's future returns at once.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task.cancelled():
+        raise cancelled()
+    return task.result()
+
+
+class _CancellableFetch:
+    """A fetch policy that gives up, and ends its source ``cancelled``, the moment the job is cancelled."""
+
+    def __init__(self, inner: FetchPolicy, event: asyncio.Event) -> None:
+        self.inner, self.event = inner, event
+
+    async def fetch(
+        self, source: Source, request: QuestionRequest, ctx: SourceContext, outcome: SourceOutcome, deadline: float
+    ) -> str:
+        return await _race(
+            self.inner.fetch(source, request, ctx, outcome, deadline),
+            self.event,
+            lambda: SourceSkipped("cancelled", "cancelled during fetch"),
+        )
+
+
+class _CancellablePool(InferencePool):
+    """The worker's pool, seen by one job: stops waiting for an inference once the job is cancelled."""
+
+    def __init__(self, inner: InferencePool, event: asyncio.Event) -> None:
+        super().__init__(inner.executor, inner.info)
+        self.inner, self.event = inner, event
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await _race(self.inner.run(fn, *args), self.event, lambda: JobCancelled(DISCARDED))
+
+
+class CancelScope:
+    """One job's cancellation: whether it was asked for, and the wrappers that obey it."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+    def policy(self, inner: FetchPolicy) -> FetchPolicy:
+        return _CancellableFetch(inner, self.event)
+
+    def pool(self, inner: InferencePool) -> InferencePool:
+        return _CancellablePool(inner, self.event)
+
+    def settle(self, outcomes: Sequence[SourceOutcome]) -> None:
+        """Mark the sources whose inference was abandoned ``cancelled`` (the fan-out saw an error)."""
+        for o in outcomes:
+            if o.status == "error" and o.error is not None and DISCARDED in o.error:
+                o.status, o.error = "cancelled", DISCARDED
+
+
+@contextlib.asynccontextmanager
+async def scope(ctx: WorkerContext) -> AsyncIterator[CancelScope]:
+    """Register the job for cancel messages, and check its marker (a message may have been missed)."""
+    job_id, registry = ctx["job_id"], ctx["cancels"]
+    event = registry.register(job_id)
+    try:
+        try:
+            if await ctx["redis"].exists(ctx["keys"].cancel(job_id)):
+                event.set()
+        except REDIS_DOWN as exc:  # the channel still reaches us; the marker is only the fallback
+            log.warning("job %s: cannot check its cancel marker: %s", job_id, exc)
+        yield CancelScope(event)
+    finally:
+        registry.unregister(job_id)
+        if event.is_set():
+            ctx["cancel_requested"] = True
+
+
+async def forget(ctx: WorkerContext) -> None:
+    """After a cancelled job's result is stored, its marker is no longer needed."""
+    if not ctx.get("cancel_requested"):
+        return
+    with contextlib.suppress(*REDIS_DOWN):
+        await ctx["redis"].delete(ctx["keys"].cancel(ctx["job_id"]))
+
+
+async def _recheck(ctx: WorkerContext) -> None:
+    """Cancel every running job whose marker is set (messages sent while we were not listening)."""
+    registry = ctx["cancels"]
+    running = registry.running()
+    if not running:
+        return
+    marks = await ctx["redis"].mget([ctx["keys"].cancel(job_id) for job_id in running])
+    for job_id, mark in zip(running, marks, strict=True):
+        if mark is not None:
+            registry.cancel(job_id)
+
+
+async def listen_forever(ctx: WorkerContext) -> None:
+    """Follow the cancel channel until cancelled, resubscribing after any failure."""
+    channel, registry = ctx["keys"].cancel_channel, ctx["cancels"]
+    delay = 0.05
+    while True:
+        pubsub = ctx["redis"].pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            await _recheck(ctx)
+            delay = 0.05
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and isinstance(message.get("data"), bytes):
+                    registry.cancel(message["data"].decode(errors="replace"))
+        except REDIS_DOWN as exc:
+            log.warning("cancel channel lost (%s); resubscribing in %.2fs", exc, delay)
+        except Exception:
+            log.exception("cancel channel failed; resubscribing in %.2fs", delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await asyncio.sleep(delay)
+        delay = min(2.0, delay * 2)
