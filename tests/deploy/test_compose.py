@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from agentq.contract import JobResult
@@ -72,6 +73,19 @@ async def test_build_and_three_workers_turn_healthy(stack: Stack) -> None:
     figure("up -d --scale worker=3 -> 3 workers healthy", f"{healthy:.1f} s")
     health = await stack.health("worker")
     assert list(health.values()) == ["healthy"] * 3
+
+
+async def test_the_api_service_turns_healthy_and_guards_its_endpoints(stack: Stack) -> None:
+    """The api service turns healthy by its own check; /health and the dashboard answer; /api wants a key."""
+    await three_workers(stack)
+    took = await stack.wait_health("api", 1)
+    (api,) = await stack.containers("api")
+    address = next(iter(api["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    async with httpx.AsyncClient(base_url=f"http://{address}:8000", timeout=10) as http:
+        health, page, refused = await http.get("/health"), await http.get("/"), await http.get("/api/queue")
+    figure("api service healthy (its own /health check)", f"{took:.1f} s after the workers; /api without a key -> 401")
+    assert health.status_code == 200 and page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert refused.status_code == 401
 
 
 async def test_producer_cli_answers_and_lists_three_workers(stack: Stack) -> None:
