@@ -5,6 +5,8 @@ the server's name checked (arq's own default skips the name), connect and socket
 Redis that stopped answering is a connection error, not a hang), TCP keep-alive, health checks
 of idle connections (one cut by a Redis restart is noticed and replaced before use), and retries
 with back-off on exactly the errors that mean "Redis is down" (:data:`agentq.errors.REDIS_DOWN`).
+Connections skip redis-py's ``CLIENT SETINFO`` pair (two commands per new connection) and count
+their round trips (:mod:`agentq.roundtrips`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from agentq.errors import REDIS_DOWN
+from agentq.roundtrips import counting
 from agentq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ def pool_options(s: Settings) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=COMMAND_RETRIES),
         "retry_on_timeout": True,
         "retry_on_error": list(REDIS_DOWN),
+        "lib_name": None,
+        "lib_version": None,
     }
     if scheme != "unix":
         options["socket_keepalive"] = True
@@ -54,7 +59,9 @@ def redis_client(s: Settings, redis_class: type[R] = Redis, **extra: Any) -> R: 
 
     ``extra`` goes to ``redis_class`` itself (the worker passes arq's serializer and queue name).
     """
-    client = redis_class(connection_pool=ConnectionPool.from_url(s.redis_url, **pool_options(s)), **extra)
+    pool = ConnectionPool.from_url(s.redis_url, **pool_options(s))
+    pool.connection_class = counting(pool.connection_class)
+    client = redis_class(connection_pool=pool, **extra)
     client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool too
     return client
 
