@@ -34,6 +34,17 @@ async def enqueue_raw(
     return job_id
 
 
+async def lose_lease(client: Client, job_id: str) -> None:
+    """Make a running job look as its lease does once it has lapsed: in-progress key gone, queue score
+    due now; and ring the doorbell as a requeue does, so an idle worker looks at once."""
+    async with client.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(Keys.in_progress(job_id))
+        pipe.zadd(client.settings.queue_name, {job_id: time.time() * 1000}, xx=True)
+        pipe.zadd(client.keys.bell(client.settings.queue_name), {"ring": 0})
+        deleted, *_ = await pipe.execute()
+    assert deleted == 1, f"job {job_id} held no lease"
+
+
 async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, every: float = 0.01) -> T:
     """Await ``check`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     give_up = time.monotonic() + timeout

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agentq.keys import Keys
     from agentq.settings import Settings
     from agentq.sources import Source
+    from worker.admission import Admission
     from worker.executor import InferencePool
     from worker.progress import ProgressPublisher
 
@@ -69,6 +70,8 @@ class WorkerContext(TypedDict, total=False):
     """The port /metrics actually listens on (reported in the heartbeat)."""
     progress: ProgressPublisher
     """This job start's progress publisher (per job; set when the fan-out starts)."""
+    admission: Admission | None
+    """This worker's admission of jobs by deadline (``worker.admission``); None when ``admission`` is off."""
 
 
 def new_worker_id() -> str:

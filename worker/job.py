@@ -12,12 +12,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from agentq.contract import JobResult, QuestionRequest, Timing, parse_request, request_fingerprint
+from agentq.contract import JobResult, QuestionRequest, SourceOutcome, Timing, parse_request, request_fingerprint
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
 from worker import metrics, progress
 from worker.context import WorkerContext
-from worker.fanout import FanOut
+from worker.fanout import EventHook, FanOut, FanOutEvent
 from worker.lifecycle import replace_pool_if_broken
 from worker.resilience import ResilientFetch
 from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
@@ -69,7 +69,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         analysis=analysis,
         params=analysis.params_for(s),
         policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
-        on_event=_publisher(ctx, request).on_event,
+        on_event=_on_event(ctx, request, analysis.name),
         max_text_chars=s.max_source_bytes,
     )
     outcomes, total_s = await fan_out.run(
@@ -106,6 +106,19 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         worker_id=ctx["worker_id"],
         job_try=ctx.get("job_try"),
     )
+
+
+def _on_event(ctx: WorkerContext, request: QuestionRequest, analysis: str) -> EventHook:
+    """The fan-out's events go to the progress log and to admission (its plan and cost model)."""
+    publish, admission, job_id = _publisher(ctx, request).on_event, ctx.get("admission"), ctx["job_id"]
+    if admission is None:
+        return publish
+
+    def on_event(kind: FanOutEvent, outcome: SourceOutcome) -> None:
+        publish(kind, outcome)
+        admission.on_event(job_id, analysis, kind, outcome)
+
+    return on_event
 
 
 def _publisher(ctx: WorkerContext, request: QuestionRequest) -> progress.ProgressPublisher:

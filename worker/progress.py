@@ -1,18 +1,19 @@
 """Live progress: each source's fan-out events, appended to the job's progress log in Redis.
 
-The log is a capped Redis stream, ``<prefix>:progress:<job id>``, one :class:`ProgressEvent` as
-JSON per entry, expiring ``progress_ttl_s`` after its last event. A stream rather than pub/sub
-because one ``XREAD BLOCK`` from id 0 replays what happened and then waits for what comes next:
-a watcher who arrives late (or reconnects) misses nothing, and there is no window between reading
-the history and subscribing in which an event could fall through.
+The log is a capped Redis stream, ``<prefix>:progress:<job id>``, expiring ``progress_ttl_s`` after
+its last write. Each entry's ``e`` field holds the events written together, as a JSON list of
+:class:`ProgressEvent` (``producer.client.parse_events`` also reads a single event). A stream rather
+than pub/sub because one ``XREAD BLOCK`` from id 0 replays what happened and then waits for what
+comes next: a watcher who arrives late (or reconnects) misses nothing, and there is no window
+between reading the history and subscribing in which an event could fall through.
 
-The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only puts the event on an
-``asyncio.Queue``. One task per job drains the queue in batches (one pipelined round trip each),
-so a slow or unreachable Redis delays progress, never the answer. Lost progress is logged, not
-fatal. The job starts a publisher per start (``worker.job``); after the result is stored,
-:func:`finish` (``worker.lifecycle``) appends ``job_done`` (or ``requeued`` when the
-start ended without a result and arq will run the job again) and clears the job's deduplication
-marker.
+The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only notes the event. What
+arrives within ``WRITE_DELAY_S`` of a first unwritten event is written together, in one round trip,
+by a task of its own, so a slow or unreachable Redis delays progress, never the answer, and a job
+that is over sooner writes nothing here at all: when the job ends, :meth:`ProgressPublisher.tail`
+hands whatever is unwritten to the finish script (``worker.finish``), which writes it with the
+last event (``job_done``, or ``requeued`` when the run ended without a result) in the same step
+that stores the result. Lost progress is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.keys import Keys
+from worker.finish import STREAM_MAXLEN, Tail
 from worker.timing import overall_status
 
 if TYPE_CHECKING:
@@ -34,9 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Entries kept per job: a job writes 4 per source and 1 per start, far fewer than this.
-STREAM_MAXLEN = 1000
-#: How long ``finish`` waits for the last events to be written before it gives up on them.
+#: Events that arrive this soon after a first unwritten one are written with it, in one round trip.
+WRITE_DELAY_S = 0.05
+#: How long ``tail`` waits for a write under way to end before it gives up on it.
 FLUSH_TIMEOUT_S = 2.0
 
 #: The outcome fields every event carries in its own fields (or that are too big to send).
@@ -52,11 +54,6 @@ _NOT_DETAIL = frozenset(
         "inference_cpu_s",
     }
 )
-#: Deletes the dedup marker only if it still names this job (Redis 7 has no conditional DEL).
-_DELETE_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class ProgressPublisher:
@@ -68,8 +65,11 @@ class ProgressPublisher:
         self.inflight_key = keys.inflight(fingerprint) if fingerprint else None
         self.t0 = time.monotonic()
         self.outcomes: dict[str, SourceOutcome] = {}
-        self._queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._drain(), name=f"progress-{job_id}")
+        self._pending: list[str] = []  # events as JSON, not written yet
+        self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # the writer has its batch and is talking to Redis
+        self._expiry_set = False
+        self._ended = False
 
     def event(self, kind: ProgressKind, outcome: SourceOutcome | None = None) -> ProgressEvent:
         """A :class:`ProgressEvent` for this job now; a source's state from ``outcome``."""
@@ -98,65 +98,69 @@ class ProgressPublisher:
         return round(time.monotonic() - self.t0, 4)
 
     def on_event(self, kind: FanOutEvent, outcome: SourceOutcome) -> None:
-        """The fan-out's hook: queue the event; never blocks, never raises on Redis trouble."""
+        """The fan-out's hook: note the event for the next write; never blocks, never raises on Redis trouble."""
         self.outcomes[outcome.name] = outcome
-        self._queue.put_nowait(self.event(kind, outcome))
+        self._pending.append(self.event(kind, outcome).model_dump_json(exclude_none=True))
+        if self._writer is None and not self._ended:
+            self._writer = asyncio.create_task(self._write_soon(), name=f"progress-{self.job_id}")
 
-    async def close(self) -> None:
-        """Write whatever is still queued (up to ``FLUSH_TIMEOUT_S``), then stop the drain task."""
-        self._queue.put_nowait(None)
-        try:
-            async with asyncio.timeout(FLUSH_TIMEOUT_S):
-                await asyncio.shield(self._task)
-        except TimeoutError:
-            log.warning("job %s: progress not flushed within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
-            self._task.cancel()
+    async def _write_soon(self) -> None:
+        await asyncio.sleep(WRITE_DELAY_S)
+        self._writing = True
+        batch, self._pending = self._pending, []
+        await append(self.redis, self.key, batch, None if self._expiry_set else self.ttl_s)
+        # Every write after the first leaves the expiry be: the job's last write sets it again.
+        self._expiry_set = True
+        self._writing, self._writer = False, None
+        if self._pending and not self._ended:
+            self._writer = asyncio.create_task(self._write_soon(), name=f"progress-{self.job_id}")
 
-    async def _drain(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            events = [e for e in batch if e is not None]
-            if events:
-                await append(self.redis, self.key, events, self.ttl_s)
-            if len(events) < len(batch):
-                return
+    async def tail(self) -> Tail:
+        """Stop writing; return what is unwritten, and the last events, for the finish script.
+
+        A write already talking to Redis is awaited (up to ``FLUSH_TIMEOUT_S``) so the log stays in
+        order; one still waiting for more events is cancelled and its events are handed over.
+        """
+        self._ended = True
+        writer = self._writer
+        if writer is not None and not self._writing:
+            writer.cancel()
+        elif writer is not None:
+            try:
+                async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                    await asyncio.shield(writer)
+            except TimeoutError:
+                log.warning("job %s: progress not written within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
+                writer.cancel()
+        return Tail(
+            pending=self._pending,
+            job_done=self.event("job_done").model_dump_json(exclude_none=True),
+            requeued=self.event("requeued").model_dump_json(exclude_none=True),
+            marker=self.inflight_key,
+        )
 
 
-async def append(redis: ArqRedis, key: str, events: list[ProgressEvent], ttl_s: int) -> None:
-    """Append events to a progress log and push its expiry back; log, never raise, on failure."""
+def bare_tail(job_id: str) -> Tail:
+    """The tail of a run that never reached the fan-out (no publisher): only the last event."""
+
+    def last(kind: ProgressKind) -> str:
+        return ProgressEvent(job_id=job_id, event=kind, t=0.0).model_dump_json(exclude_none=True)
+
+    return Tail(pending=[], job_done=last("job_done"), requeued=last("requeued"), marker=None)
+
+
+async def append(redis: ArqRedis, key: str, events: list[str], ttl_s: int | None) -> None:
+    """Append events (JSON objects) to a progress log as one entry and, with ``ttl_s``, set its
+    expiry; log, never raise, on failure."""
+    if not events:
+        return
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            for e in events:
-                pipe.xadd(key, {"e": e.model_dump_json(exclude_none=True)}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(key, ttl_s)
+            pipe.xadd(key, {"e": f"[{','.join(events)}]"}, maxlen=STREAM_MAXLEN, approximate=True)
+            if ttl_s is not None:
+                pipe.expire(key, ttl_s)
             await pipe.execute()
     except REDIS_DOWN as exc:
         log.warning("progress of %s lost (%d events): %s", key, len(events), exc)
     except Exception:
         log.exception("progress of %s lost (%d events)", key, len(events))
-
-
-async def finish(publisher: ProgressPublisher) -> None:
-    """After the job (its result stored, or not when arq will re-run it): the last entry, then
-    the dedup marker goes. Runs for every start, also those that never reached the fan-out."""
-    await publisher.close()
-    redis, job_id = publisher.redis, publisher.job_id
-    try:
-        done = bool(await redis.exists(Keys.result(job_id)))
-    except REDIS_DOWN as exc:
-        log.warning("job %s: cannot tell whether its result is stored: %s", job_id, exc)
-        return
-    except Exception:
-        log.exception("job %s: cannot tell whether its result is stored", job_id)
-        return
-    await append(redis, publisher.key, [publisher.event("job_done" if done else "requeued")], publisher.ttl_s)
-    if done and publisher.inflight_key:
-        try:
-            delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
-            await delete_if_equal(keys=[publisher.inflight_key], args=[job_id])
-        except REDIS_DOWN as exc:  # harmless: a join checks the marked job's real state
-            log.warning("job %s: dedup marker left behind: %s", job_id, exc)
-        except Exception:
-            log.exception("job %s: dedup marker left behind", job_id)

@@ -1,0 +1,208 @@
+"""Deadline-aware admission: a worker takes a job only if it can finish it within its deadline.
+
+A fixed ``max_jobs`` is wrong both ways: four reference jobs on a pool of two all miss a tight
+deadline together, while one at a time leaves the cores idle during every fetch. Instead, before a
+claimed job starts, the worker simulates its own near future:
+
+- its pool (``worker.executor``): the tasks running (since when), those waiting, first in first out;
+- its running jobs: each source whose inference is still to come, due when its fetch should end;
+- the candidate: each of its sources, fetched from now, then inferred.
+
+Durations come from this worker's own measurements (:class:`CostModel`): an exponentially
+weighted mean of each source's fetch time and of each (analysis, source) inference's wall time in
+the pool, which takes in how much slower inference gets when the cores are shared. The job is
+admitted if it finishes within ``deadline × (1 - admission_margin)`` and no running job is pushed
+past its own; else it goes back to the queue (``worker.claim.release``), where another worker or
+this one later takes it and where the queue's length shows the backlog to autoscalers. A worker
+running nothing admits any job (else a job too big for any worker would wait for ever), and with
+no measurement yet for a source it admits only when idle: the first job teaches it the costs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentq.contract import loads
+from agentq.sources import default_sources
+
+if TYPE_CHECKING:
+    from agentq.contract import SourceOutcome
+    from agentq.settings import Settings
+    from agentq.sources import Source
+    from worker.executor import InferencePool
+    from worker.fanout import FanOutEvent
+
+log = logging.getLogger(__name__)
+
+#: Weight of the newest measurement in the running means.
+ALPHA = 0.3
+#: A running task past its expected end is taken to need this much longer.
+OVERDUE_S = 0.01
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What admission needs to know of a job: its sources, its analysis, its deadline."""
+
+    sources: tuple[str, ...]
+    analysis: str
+    deadline_s: float
+
+
+@dataclass
+class Plan:
+    """A running job: when it started and which of its sources have yet to reach the pool."""
+
+    shape: Shape
+    t0: float
+    to_come: set[str] = field(default_factory=set)
+
+
+class CostModel:
+    """Running means of fetch time per source and of inference wall time per (analysis, source)."""
+
+    def __init__(self) -> None:
+        self.fetch: dict[str, float] = {}
+        self.inference: dict[tuple[str, str], float] = {}
+
+    def observe(self, analysis: str, outcome: SourceOutcome) -> None:
+        """Learn from a source's finished outcome (a failed fetch says nothing of a good one's time)."""
+        if outcome.fetch_s is not None and outcome.data is not None:
+            self.fetch[outcome.name] = _mean(self.fetch.get(outcome.name), outcome.fetch_s)
+        if outcome.inference_s is not None:
+            key = (analysis, outcome.name)
+            self.inference[key] = _mean(self.inference.get(key), outcome.inference_s)
+
+    def inference_s(self, analysis: str | None, source: str) -> float | None:
+        """The expected wall time of one inference, or None when it was never measured."""
+        if analysis is not None and (analysis, source) in self.inference:
+            return self.inference[(analysis, source)]
+        known = [v for (_, s), v in self.inference.items() if s == source]
+        return max(known) if known else None
+
+
+def _mean(old: float | None, new: float) -> float:
+    return new if old is None else (1 - ALPHA) * old + ALPHA * new
+
+
+class Admission:
+    """This worker's running jobs, its pool, and the decision to take one more."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.margin = settings.admission_margin
+        self.costs = CostModel()
+        self.plans: dict[str, Plan] = {}
+        self.pool: InferencePool | None = None
+        self.refused = 0
+        self.on_change: Callable[[], None] | None = None
+        """Called when room may have come free: a pool task or a job ended (the worker's poll loop waits on it)."""
+
+    def attach(self, pool: InferencePool) -> None:
+        """Watch ``pool`` (the worker's, once started): each task that ends may make room."""
+        self.pool = pool
+        pool.on_task_done = self._changed
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    # ------------------------------------------------------------------ the jobs' lives
+    def admitted(self, job_id: str, shape: Shape | None) -> None:
+        """A job starts now (``shape`` None: unknown, it will fail fast)."""
+        if shape is not None:
+            self.plans[job_id] = Plan(shape, time.monotonic(), set(shape.sources))
+
+    def on_event(self, job_id: str, analysis: str, kind: FanOutEvent, outcome: SourceOutcome) -> None:
+        """The fan-out's events: a source reaches the pool, fails its fetch, or is done."""
+        plan = self.plans.get(job_id)
+        reached = kind in ("inference_start", "done") or (kind == "fetch_end" and outcome.error)
+        if reached and plan is not None:
+            plan.to_come.discard(outcome.name)
+        if kind == "done":
+            self.costs.observe(analysis, outcome)
+
+    def ended(self, job_id: str) -> None:
+        """The job's run is over (finished, failed or cancelled)."""
+        self.plans.pop(job_id, None)
+
+    # ------------------------------------------------------------------ the decision
+    def shape_of(self, record: bytes | None, sources: Mapping[str, Source]) -> Shape | None:
+        """The shape of a job from its arq record; None if it cannot be read (it will fail fast)."""
+        try:
+            job: dict[str, Any] = loads(record or b"")
+            request = job["a"][0]
+            s = self.settings
+            names = request.get("sources") or default_sources(s, sources)
+            analysis = request.get("analysis") or s.default_analysis
+            deadline = float(request.get("deadline_s") or s.deadline_s)
+            return Shape(tuple(str(n) for n in names), str(analysis), deadline)
+        except Exception:  # anything odd is the job's own validation's business
+            return None
+
+    def idle(self) -> bool:
+        """Nothing runs here: no job, no pool task (an abandoned inference still holds a core)."""
+        return not self.plans and not (self.pool and self.pool.tasks)
+
+    def fits(self, shape: Shape) -> bool:
+        """Would a job of ``shape``, started now, end within its deadline, keeping every running job in its own?"""
+        if self.idle():
+            return True
+        now = time.monotonic()
+        without = self._finish_times(now, None)
+        with_it = self._finish_times(now, shape)
+        if without is None or with_it is None:
+            return False  # a cost never measured: only an idle worker takes such a job
+        keep = 1.0 - self.margin
+        if with_it["candidate"] - now > shape.deadline_s * keep:
+            return False
+        for job_id, plan in self.plans.items():
+            allowed = max(plan.t0 + plan.shape.deadline_s * keep, without.get(job_id, now))
+            if with_it.get(job_id, now) > allowed + 1e-6:
+                return False
+        return True
+
+    def _finish_times(self, now: float, candidate: Shape | None) -> dict[str, float] | None:
+        """Each job's estimated end (``candidate`` under that name) on this pool, or None if a cost is unknown."""
+        pool = self.pool
+        size = pool.info.size if pool is not None else 1
+        ends: dict[str, float] = {job_id: now for job_id in self.plans}
+        slots: list[float] = []
+        waiting: list[tuple[float, int, str, float]] = []  # (ready, order, job, duration)
+        for task in pool.tasks if pool is not None else ():
+            job_id, source = task.label or ("", "")
+            plan = self.plans.get(job_id)
+            duration = self.costs.inference_s(plan.shape.analysis if plan else None, source)
+            if duration is None:
+                return None
+            if task.started is not None:
+                end = max(now + OVERDUE_S, task.started + duration)
+                slots.append(end)
+                if job_id in ends:
+                    ends[job_id] = max(ends[job_id], end)
+            else:
+                waiting.append((now, len(waiting), job_id, duration))
+        jobs = [(job_id, plan.shape, plan.t0, plan.to_come) for job_id, plan in self.plans.items()]
+        if candidate is not None:
+            jobs.append(("candidate", candidate, now, set(candidate.sources)))
+            ends["candidate"] = now
+        for job_id, shape, t0, to_come in jobs:
+            for source in to_come:
+                fetch = self.costs.fetch.get(source)
+                duration = self.costs.inference_s(shape.analysis, source)
+                if fetch is None or duration is None:
+                    return None
+                waiting.append((max(now, t0 + fetch), len(waiting), job_id, duration))
+        slots += [now] * max(0, size - len(slots))
+        heapq.heapify(slots)
+        for ready, _, job_id, duration in sorted(waiting):
+            end = max(ready, heapq.heappop(slots)) + duration
+            heapq.heappush(slots, end)
+            if job_id in ends:
+                ends[job_id] = max(ends[job_id], end)
+        return ends
