@@ -18,8 +18,9 @@ import redis
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from agentq_tools.sources import MAX_SOURCES, first_sources
 
-#: Every worker of the benchmark serves the reference sources and the growth benchmark's extras.
-ENABLED_SOURCES = list(first_sources(MAX_SOURCES))
+#: Every worker of the benchmark serves the reference sources, the growth benchmark's extras and the
+#: no-op source of the zero-work jobs.
+ENABLED_SOURCES = [*first_sources(MAX_SOURCES), "noop"]
 
 
 class Cluster:
@@ -39,13 +40,13 @@ class Cluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.started = 0  # numbers the log files, across stop()
 
-    def add(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
+    def add(self, count: int = 1, timeout: float = 60.0) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` more workers and wait until each has warmed its pool and heartbeats."""
         new = start_workers(count, self.env, self.log_dir, first=self.started)
         self.started += count
         self.procs.extend(new)
         try:
-            wait_for_heartbeats(self.redis_url, new, timeout=60)
+            wait_for_heartbeats(self.redis_url, new, timeout=timeout)
         except RuntimeError as exc:
             logs = "\n".join(p.read_text()[-1500:] for p in sorted(self.log_dir.glob("worker-*.log")))
             raise RuntimeError(f"{exc}\n{logs}") from None
