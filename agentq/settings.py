@@ -203,7 +203,9 @@ class Settings(BaseSettings):
     # --- the worker ----------------------------------------------------------------------------
     executor: ExecutorKind = Field("auto", description="inference pool kind; auto picks the best")
     pool_size: PositiveInt | None = Field(None, description="inference pool size; default: usable CPUs")
-    max_jobs: PositiveInt = Field(4, description="jobs one worker runs at once, at most")
+    max_jobs: PositiveInt = Field(
+        16, description="jobs one worker runs at once, at most (admission keeps heavy jobs to what meets deadlines)"
+    )
     admission: bool = Field(
         True,
         description="take a job only if this worker can finish it within its deadline, given the inference already"

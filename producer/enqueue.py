@@ -39,7 +39,7 @@ if marker ~= '' then
       local running = redis.call('EXISTS', '{wire.IN_PROGRESS_PREFIX}' .. current) == 1
       local queued = redis.call('ZSCORE', KEYS[2], current)
       if running or queued then
-        if not running and tonumber(queued) <= now then
+        if not running and tonumber(queued) <= now + 1 then  -- queued, not deferred (1 ms: rounding)
           redis.call('ZADD', KEYS[2], 'XX', 'LT', score, current)
         end
         return {{current, 1}}

@@ -87,6 +87,22 @@ def test_jobs_are_admitted_while_the_pool_can_keep_every_deadline() -> None:
     assert admission.fits(REFERENCE)
 
 
+def test_a_short_job_far_from_its_deadline_is_admitted_without_a_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When even the bound "latest ready + all work / pool size + longest task" meets every deadline, no
+    simulation runs; near a deadline the simulation decides."""
+    admission = taught()
+    for i in range(8):
+        admission.admitted(f"long-deadline {i}", Shape(REFERENCE_SOURCES, "bag_of_words", 30.0))
+
+    def no_simulation(*args: object) -> None:
+        raise AssertionError("simulated")
+
+    monkeypatch.setattr(admission, "_finish_times", no_simulation)
+    assert admission.fits(Shape(("news",), "bag_of_words", 30.0))
+    with pytest.raises(AssertionError, match="simulated"):
+        admission.fits(REFERENCE)  # 2 s: the bound says nothing, the simulation must
+
+
 def test_work_already_in_the_pool_counts_even_when_its_job_has_gone() -> None:
     """Inference abandoned by a job's deadline still holds its pool worker: a job that would wait for it
     past its own deadline is refused."""

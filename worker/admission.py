@@ -223,14 +223,18 @@ class Admission:
     def fits(self, shape: Shape) -> bool:
         """Would a job of ``shape``, started now, end within its deadline, keeping every running job in its own?"""
         now = time.monotonic()
-        with_it = self._finish_times(now, shape)
         if self.idle():
-            self._predicted = with_it or {}
+            self._predicted = self._finish_times(now, shape) or {}
             return True
-        without = self._finish_times(now, None)
-        if without is None or with_it is None:
-            return False  # a cost never measured: only an idle worker takes such a job
         keep, k = 1.0 - self.margin, self._slowdown(now)
+        if self._surely_fits(now, shape, keep, k):
+            return True
+        with_it = self._finish_times(now, shape)
+        if with_it is None:
+            return False  # a cost never measured: only an idle worker takes such a job
+        without = self._finish_times(now, None)
+        if without is None:
+            return False
         if (with_it["candidate"] - now) * k > shape.deadline_s * keep:
             return False
         for job_id, plan in self.plans.items():
@@ -239,6 +243,39 @@ class Admission:
                 return False
         self._predicted = with_it
         return True
+
+    def _surely_fits(self, now: float, shape: Shape, keep: float, k: float) -> bool:
+        """A cheap sufficient test, before the simulation: every task this pool has and will have, the
+        candidate's included, ends by ``latest ready + total work / pool size + longest task`` (a greedy
+        schedule never idles a pool worker while a task waits). If even that meets every deadline, the
+        job fits; else the simulation decides. Short jobs far from their deadlines never need more."""
+        pool = self.pool
+        size = pool.info.size if pool is not None else 1
+        latest_ready, total, longest = 0.0, 0.0, 0.0
+        durations: list[float] = []
+        for task in pool.tasks if pool is not None else ():
+            job_id, source = task.label or ("", "")
+            plan = self.plans.get(job_id)
+            duration = self.costs.inference_s(plan.shape.analysis if plan else None, source)
+            if duration is None:
+                return False
+            durations.append(duration)
+        for plan_shape, t0, to_come in [(p.shape, p.t0, p.to_come) for p in self.plans.values()] + [
+            (shape, now, set(shape.sources))
+        ]:
+            for source in to_come:
+                fetch = self.costs.fetch_s(source)
+                duration = self.costs.inference_s(plan_shape.analysis, source)
+                if fetch is None or duration is None:
+                    return False
+                latest_ready = max(latest_ready, t0 + fetch - now)
+                durations.append(duration)
+        if durations:
+            total, longest = sum(durations), max(durations)
+        bound = (latest_ready + total / size + longest) * k
+        if bound > shape.deadline_s * keep:
+            return False
+        return all(now + bound <= plan.t0 + plan.shape.deadline_s * keep for plan in self.plans.values())
 
     def _slowdown(self, now: float) -> float:
         """The learnt slowdown, or more if a running job is already later than that."""

@@ -28,7 +28,8 @@ arq internal                    what changes here                             wh
 ``Worker.run_job``              arq's, minus its first transaction: the       one round trip less per job; a
                                 record, the try and the abort request come    progress log ends in the same step
                                 with the claim; the progress publisher        as the result; its error texts are
-                                goes to ``finish_job``                        matched by :func:`explain_failure`
+                                goes to ``finish_job``; no "←" log line (the   matched by :func:`explain_failure`
+                                job logs its own end)
 ``Worker.on_stop``              notes that a stop was asked for, from both    see ``_poll_iteration``; with a grace
                                 of arq's signal handlers                      period arq never set our flag before
 ``Worker.finish_job``,          one script (``worker.finish``): ``SET NX``    at-least-once delivery, exactly-once
@@ -60,7 +61,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
-from arq.utils import args_to_string, ms_to_datetime, timestamp_ms, truncate
+from arq.utils import args_to_string, ms_to_datetime, timestamp_ms
 from arq.worker import JobExecutionFailed, Retry, RetryJob, Worker
 
 from agentq import wire
@@ -449,8 +450,6 @@ class AgentQWorker(Worker):
                 if callable(exc_extra):
                     exc_extra = exc_extra()
                 raise
-            else:
-                result_str = "" if result is None or not self.log_results else truncate(repr(result))
             finally:
                 del self.job_tasks[job_id]
         except (Exception, asyncio.CancelledError) as e:
@@ -481,7 +480,7 @@ class AgentQWorker(Worker):
         else:
             success = True
             finished_ms = timestamp_ms()
-            arq_log.info("%6.2fs ← %s ● %s", (finished_ms - start_ms) / 1000, ref, result_str)
+            # arq logs "← <ref> ● <result>" here; the job logs its own end (worker.job), once is enough.
             finish = True
             self.jobs_complete += 1
 

@@ -87,13 +87,16 @@ class InferencePool:
             self.broken = True
             raise
         self._submitted(task)
-        # The executor's own future ends when the work does, even if this await is abandoned.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finished, task))
         try:
             return await asyncio.wrap_future(future)
         except cf.BrokenExecutor:
             self.broken = True
             raise
+        finally:
+            if future.done():
+                self._finished(task)
+            else:  # abandoned (a deadline) while it runs: the executor's future says when it is over
+                future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finished, task))
 
     def _submitted(self, task: PoolTask) -> None:
         if sum(t.started is not None for t in self.tasks) < self.info.size:

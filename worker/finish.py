@@ -20,13 +20,19 @@ script, one round trip, in an order no crash can break:
   leaves alone the marker of whatever job has the question now;
 - the done channel gets the stored result itself, so a waiting client needs no second read (or
   ``1`` when an earlier run's result was kept).
+
+Jobs that end in the same turn of the event loop (a burst of short jobs ends many at once) share
+one round trip: their scripts go to Redis in one pipeline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from redis.exceptions import NoScriptError
 
 from agentq import wire
 from agentq.keys import Keys
@@ -93,11 +99,14 @@ class Tail:
 
 
 class Finisher:
-    """The finish script, registered on the worker's connection pool."""
+    """The finish script, registered on the worker's connection pool; calls in one loop turn are batched."""
 
     def __init__(self, redis: Redis, keys: Keys, queue: str, *, progress_ttl_s: int, abort: bool) -> None:
         self.keys, self.queue, self.progress_ttl_s, self.abort = keys, queue, progress_ttl_s, abort
+        self.redis = redis
         self._script = redis.register_script(_SCRIPT)
+        self._batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def __call__(
         self,
@@ -137,4 +146,52 @@ class Finisher:
             "1" if self.abort else "0",
             round(time.time() * 1000),
         ]
-        return bool(await self._script(keys=keys, args=args))
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._batch.append((keys, args, reply))
+        if len(self._batch) == 1:
+            loop.call_soon(self._send_batch)
+        return bool(await reply)
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.create_task(self._send(batch), name="agentq-finish")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._run([(keys, args) for keys, args, _ in batch])
+        except BaseException as exc:  # every run of the batch hears of it (REDIS_DOWN: an outage)
+            for _, _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, _, reply), outcome in zip(batch, replies, strict=True):
+            if reply.done():
+                continue
+            if isinstance(outcome, Exception):
+                reply.set_exception(outcome)
+            else:
+                reply.set_result(outcome)
+
+    async def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if len(calls) == 1:  # redis-py's script call loads the script itself if Redis lost it
+            keys, args = calls[0]
+            return [await self._script(keys=keys, args=args)]
+        replies = await self._pipelined(calls)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:  # a restarted Redis forgot the script (nothing ran for those): load it, send them again
+            await self.redis.script_load(_SCRIPT)
+            for i, reply in zip(lost, await self._pipelined([calls[i] for i in lost]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies

@@ -66,23 +66,30 @@ class ProgressPublisher:
         self.t0 = time.monotonic()
         self.outcomes: dict[str, SourceOutcome] = {}
         self._pending: list[str] = []  # events as JSON, not written yet
-        self._writer: asyncio.Task[None] | None = None
-        self._writing = False  # the writer has its batch and is talking to Redis
+        self._timer: asyncio.TimerHandle | None = None  # the next write, WRITE_DELAY_S after its first event
+        self._writer: asyncio.Task[None] | None = None  # a write talking to Redis
         self._expiry_set = False
         self._ended = False
 
     def event(self, kind: ProgressKind, outcome: SourceOutcome | None = None) -> ProgressEvent:
-        """A :class:`ProgressEvent` for this job now; a source's state from ``outcome``."""
+        """A :class:`ProgressEvent` for this job now; a source's state from ``outcome``.
+
+        Built without validation (``model_construct``): every value comes from a validated outcome,
+        and this runs several times per source of every job.
+        """
         if outcome is None:
             statuses = list(self.outcomes.values())
             status = overall_status(statuses) if statuses else None
-            return ProgressEvent(job_id=self.job_id, event=kind, t=self.elapsed(), status=status)
+            # Every field given: a missing one would make pydantic inspect its default factory each time.
+            return ProgressEvent.model_construct(
+                job_id=self.job_id, event=kind, t=self.elapsed(), source=None, status=status, error=None, detail={}
+            )
         detail = {
             name: value
-            for name, value in outcome
+            for name, value in outcome.__dict__.items()
             if name not in _NOT_DETAIL and isinstance(value, str | int | float | bool)
         }
-        return ProgressEvent(
+        return ProgressEvent.model_construct(
             job_id=self.job_id,
             event=kind,
             t=self.elapsed(),
@@ -101,41 +108,49 @@ class ProgressPublisher:
         """The fan-out's hook: note the event for the next write; never blocks, never raises on Redis trouble."""
         self.outcomes[outcome.name] = outcome
         self._pending.append(self.event(kind, outcome).model_dump_json(exclude_none=True))
-        if self._writer is None and not self._ended:
-            self._writer = asyncio.create_task(self._write_soon(), name=f"progress-{self.job_id}")
+        self._schedule()
 
-    async def _write_soon(self) -> None:
-        await asyncio.sleep(WRITE_DELAY_S)
-        self._writing = True
+    def _schedule(self) -> None:
+        # A timer, not a task: a job that ends sooner (most short ones) costs no task at all.
+        if self._timer is None and self._writer is None and not self._ended:
+            self._timer = asyncio.get_running_loop().call_later(WRITE_DELAY_S, self._write_now)
+
+    def _write_now(self) -> None:
+        self._timer = None
+        self._writer = asyncio.create_task(self._write(), name=f"progress-{self.job_id}")
+
+    async def _write(self) -> None:
         batch, self._pending = self._pending, []
         await append(self.redis, self.key, batch, None if self._expiry_set else self.ttl_s)
         # Every write after the first leaves the expiry be: the job's last write sets it again.
         self._expiry_set = True
-        self._writing, self._writer = False, None
-        if self._pending and not self._ended:
-            self._writer = asyncio.create_task(self._write_soon(), name=f"progress-{self.job_id}")
+        self._writer = None
+        if self._pending:
+            self._schedule()
 
     async def tail(self) -> Tail:
         """Stop writing; return what is unwritten, and the last events, for the finish script.
 
         A write already talking to Redis is awaited (up to ``FLUSH_TIMEOUT_S``) so the log stays in
-        order; one still waiting for more events is cancelled and its events are handed over.
+        order; one still waiting for more events is called off and its events are handed over.
         """
         self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         writer = self._writer
-        if writer is not None and not self._writing:
-            writer.cancel()
-        elif writer is not None:
+        if writer is not None:
             try:
                 async with asyncio.timeout(FLUSH_TIMEOUT_S):
                     await asyncio.shield(writer)
             except TimeoutError:
                 log.warning("job %s: progress not written within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
                 writer.cancel()
+        last = self.event("job_done")
         return Tail(
             pending=self._pending,
-            job_done=self.event("job_done").model_dump_json(exclude_none=True),
-            requeued=self.event("requeued").model_dump_json(exclude_none=True),
+            job_done=last.model_dump_json(exclude_none=True),
+            requeued=last.model_copy(update={"event": "requeued"}).model_dump_json(exclude_none=True),
             marker=self.inflight_key,
         )
 
@@ -144,7 +159,7 @@ def bare_tail(job_id: str) -> Tail:
     """The tail of a run that never reached the fan-out (no publisher): only the last event."""
 
     def last(kind: ProgressKind) -> str:
-        return ProgressEvent(job_id=job_id, event=kind, t=0.0).model_dump_json(exclude_none=True)
+        return ProgressEvent(job_id=job_id, event=kind, t=0.0, detail={}).model_dump_json(exclude_none=True)
 
     return Tail(pending=[], job_done=last("job_done"), requeued=last("requeued"), marker=None)
 

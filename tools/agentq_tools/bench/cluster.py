@@ -21,6 +21,8 @@ from agentq_tools.sources import MAX_SOURCES, first_sources
 #: Every worker of the benchmark serves the reference sources, the growth benchmark's extras and the
 #: no-op source of the zero-work jobs.
 ENABLED_SOURCES = [*first_sources(MAX_SOURCES), "noop"]
+#: The built-in analysis, and the no-op one of the zero-work jobs.
+ENABLED_ANALYSES = ["bag_of_words", "noop"]
 
 
 class Cluster:
@@ -33,7 +35,13 @@ class Cluster:
         self.env["AGENTQ_REDIS_URL"] = redis_url
         # The bench asks the same question again and again: it measures fetching and inference,
         # so the shared cache and the latency-driven timeouts stay off unless a case asks for them.
-        settings = {"cache_ttl_s": 0, "adaptive_timeouts": False, "enabled_sources": ENABLED_SOURCES, **settings}
+        settings = {
+            "cache_ttl_s": 0,
+            "adaptive_timeouts": False,
+            "enabled_sources": ENABLED_SOURCES,
+            "enabled_analyses": ENABLED_ANALYSES,
+            **settings,
+        }
         for name, value in settings.items():
             text = json.dumps(value) if isinstance(value, dict | list) else str(value)
             self.env[f"AGENTQ_{name.upper()}"] = text

@@ -40,6 +40,7 @@ class BenchConfig:
     noop_jobs: int = 2000
     worker_counts: tuple[int, ...] = (1, 2)
     run_peers: bool = True
+    peer_rounds: int = 3
     #: 7. Redis load: idle workers, counted for this long; zero-work jobs one at a time to time the wake-up.
     idle_worker_counts: tuple[int, ...] = (1, 4, 16)
     idle_s: float = 20.0
@@ -70,6 +71,7 @@ class BenchConfig:
             burst_sizes=(10, 100),
             noop_jobs=100,
             run_peers=peers,
+            peer_rounds=1,
             idle_worker_counts=(1, 2),
             idle_s=2.0,
             wake_jobs=20,

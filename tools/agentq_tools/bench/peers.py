@@ -1,13 +1,16 @@
 """Benchmark 6: the peers in the same run: arq (twice), SAQ and streaq beside ours, on one Redis.
 
 The peers are installed from PyPI, at pinned versions, into a side environment of their own
-(``.venv/peers-<python>``, made once; ``bench.peer_apps`` says what runs there). For each system,
-with one worker and then two:
+(``.venv/peers-<python>``, made once; ``bench.peer_apps`` says what runs there). Other work on the
+machine comes and goes, so the systems are measured side by side, interleaved: each has a
+redis-server of its own and its workers all running at once (idle workers of the others cost next
+to nothing), and the runs go round the systems ``peer_rounds`` times, in a different order each
+round; the median is reported. With one worker each and then two:
 
 - **no-op burst**: ``noop_jobs`` jobs that do nothing, enqueued at once through the system's own
   client, timed from the first enqueue until none is unfinished (one command on the system's own
-  bookkeeping every 5 ms). Ours: the zero-work job (the ``noop`` source and one work unit of
-  inference in the pool) with every guarantee on: leases, first-result-wins, progress, dedup.
+  bookkeeping every 5 ms). Ours: the zero-work job (the ``noop`` source and the ``noop`` analysis,
+  in the pool) with every guarantee on: leases, first-result-wins, progress, dedup.
 - **reference query** (one worker): the reference workload written as its reference design
   (``bench.peer_apps.common.reference``) on the peer's queue, timed the same way; ours is the real
   job (overlapped stages). Same latencies, the same analysis and units, a pool of the same kind.
@@ -18,6 +21,7 @@ Redis commands per job come from ``INFO commandstats`` (the driver's polls taken
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -38,9 +42,10 @@ from agentq_tools.bench import redisstats
 from agentq_tools.bench.cluster import Cluster
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.executors import units_for
-from agentq_tools.bench.queue import zero_work_settings
+from agentq_tools.bench.queue import zero_work, zero_work_settings
 from agentq_tools.bench.report import Figure
 from agentq_tools.demo import REFERENCE_QUESTION
+from agentq_tools.embedded import EmbeddedRedis
 from producer.client import Client
 from worker.sources.simulated import compose
 
@@ -187,7 +192,7 @@ def _noop_run(redis_url: str, run: Callable[[], dict[str, Any]]) -> dict[str, An
 async def _ours_noop(redis_url: str, n: int) -> dict[str, Any]:
     settings = get_settings(redis_url=redis_url)
     async with Client(settings) as client:
-        requests = [client.validate(f"no-op job {i}", sources=["noop"]) for i in range(n)]
+        requests = [zero_work(client, f"no-op job {i}") for i in range(n)]
         gate = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
         async def enqueue(request: Any) -> None:
@@ -214,13 +219,12 @@ async def _ours_reference(redis_url: str, repeats: int) -> list[float]:
     settings = get_settings(redis_url=redis_url)
     latencies = []
     async with Client(settings) as client:
-        for i in range(repeats + 1):
-            request = client.validate(f"{REFERENCE_QUESTION} ({i})", sources=list(REFERENCE_SOURCES))
+        questions = [f"{REFERENCE_QUESTION} ({time.time()} {i})" for i in range(repeats)]
+        for request in [client.validate(q, sources=list(REFERENCE_SOURCES)) for q in questions]:
             started = time.time()
             await client.submit_request(request)
             await _drained(client, settings.queue_name)
-            if i:  # the first warms the worker up
-                latencies.append(time.time() - started)
+            latencies.append(time.time() - started)
     return latencies
 
 
@@ -228,82 +232,107 @@ async def _ours_reference(redis_url: str, repeats: int) -> list[float]:
 def run(
     cfg: BenchConfig, calibration: dict[str, float], redis_url: str, log_dir: Path
 ) -> tuple[dict[str, Any], list[Figure]]:
-    """No-op bursts with 1 and 2 workers per system, then one reference query per system."""
+    """No-op bursts with 1 and 2 workers per system, then the reference query, all side by side."""
     scale = cfg.workload_time_scale
     units = max(1, round(units_for(cfg.reference_inference_cpu_s, calibration) * scale))
     venv, how = ensure_peers(log_dir) if cfg.run_peers else (None, "skipped (--quick without --peers)")
+    systems = [OURS, *(PEER_SYSTEMS if venv is not None else ())]
     summary: dict[str, Any] = {
         "jobs": cfg.noop_jobs,
+        "rounds": cfg.peer_rounds,
         "peers": list(PEERS),
         "environment": str(venv) if venv else None,
         "environment_status": how,
-        "systems": {s.key: s.label for s in (OURS, *PEER_SYSTEMS)},
+        "systems": {s.key: s.label for s in systems},
+        "concurrency": {"ours": get_settings().max_jobs, "arq": 10, "arq_10ms": 10, "saq": 10, "streaq": 16},
         "by_workers": {},
         "reference": {"time_scale": scale, "units_per_inference": units, "repeats": cfg.workload_repeats},
     }
-    settings = get_settings(redis_url=redis_url)
-    for workers in cfg.worker_counts:
-        row: dict[str, Any] = {}
-        _flush(redis_url)
-        with Cluster(redis_url, log_dir, pool_size=cfg.pool_size, **zero_work_settings()) as cluster:
-            cluster.add(workers)
-            asyncio.run(_ours_noop(redis_url, 10))  # warm-up
-            row["ours"] = _noop_run(redis_url, lambda: asyncio.run(_ours_noop(redis_url, cfg.noop_jobs)))
-            row["ours"]["concurrency"] = settings.max_jobs
-        for system in PEER_SYSTEMS if venv is not None else ():
-            assert venv is not None
-            row[system.key] = _peer_noop(system, venv, workers, cfg.noop_jobs, redis_url, scale, log_dir)
-        summary["by_workers"][str(workers)] = row
-    summary["reference"]["latency_s"] = _reference(cfg, calibration, redis_url, log_dir, venv, units)
+    with contextlib.ExitStack() as stack:
+        urls = {OURS.key: redis_url}
+        for system in systems[1:]:
+            urls[system.key] = stack.enter_context(EmbeddedRedis()).url
+        for workers in cfg.worker_counts:
+            ours = Cluster(urls[OURS.key], log_dir, pool_size=cfg.pool_size, **zero_work_settings())
+            summary["by_workers"][str(workers)] = _side_by_side(
+                cfg, systems, urls, venv, log_dir, workers, ours, pool_size=0, units=1, mode="noop"
+            )
+        ours = Cluster(
+            urls[OURS.key],
+            log_dir,
+            time_scale=scale,
+            inference_units=units_for(cfg.reference_inference_cpu_s, calibration),  # at time_scale 1, as ours takes it
+            pool_size=cfg.pool_size,
+        )
+        summary["reference"]["latency_s"] = _side_by_side(
+            cfg, systems, urls, venv, log_dir, 1, ours, pool_size=cfg.pool_size, units=units, mode="reference"
+        )
     _flush(redis_url)
     return summary, _figures(summary)
 
 
-def _peer_noop(
-    system: System, venv: Path, workers: int, jobs: int, redis_url: str, scale: float, log_dir: Path
-) -> dict[str, Any]:
-    """A peer's no-op burst with ``workers`` of its workers (no inference pool: its no-op does nothing)."""
-    _flush(redis_url)
-    env = peer_env(redis_url, system, 0, 1, scale)
-    peers = PeerWorkers(system, venv, env, log_dir)
-    try:
-        peers.start(workers, redis_url)
-        _drive(venv, env, system, "noop", 10)  # warm-up
-        return _noop_run(redis_url, lambda: _drive(venv, env, system, "noop", jobs))
-    finally:
-        peers.stop()
-
-
-def _reference(
+def _side_by_side(
     cfg: BenchConfig,
-    calibration: dict[str, float],
-    redis_url: str,
-    log_dir: Path,
+    systems: list[System],
+    urls: dict[str, str],
     venv: Path | None,
+    log_dir: Path,
+    workers: int,
+    our_cluster: Cluster,
+    *,
+    pool_size: int,
     units: int,
+    mode: str,
 ) -> dict[str, Any]:
-    """The median end-to-end time of one reference query, per system, one worker each."""
-    scale, repeats = cfg.workload_time_scale, cfg.workload_repeats
-    found: dict[str, Any] = {}
-    _flush(redis_url)
-    reference_units = units_for(cfg.reference_inference_cpu_s, calibration)  # at time_scale 1, as the worker takes it
-    with Cluster(
-        redis_url, log_dir, time_scale=scale, inference_units=reference_units, pool_size=cfg.pool_size
-    ) as cluster:
-        cluster.add(1)
-        found["ours"] = statistics.median(asyncio.run(_ours_reference(redis_url, repeats)))
-    for system in PEER_SYSTEMS if venv is not None else ():
-        assert venv is not None
-        _flush(redis_url)
-        env = peer_env(redis_url, system, cfg.pool_size, units, scale)
-        peers = PeerWorkers(system, venv, env, log_dir)
-        try:
-            peers.start(1, redis_url)
-            _drive(venv, env, system, "reference", 1)  # warm-up
-            found[system.key] = statistics.median(_drive(venv, env, system, "reference", repeats)["latencies_s"])
-        finally:
-            peers.stop()
-    return found
+    """Start every system's workers, then go round them ``peer_rounds`` times; the medians."""
+    runs: dict[str, list[dict[str, Any]]] = {s.key: [] for s in systems}
+    scale = cfg.workload_time_scale
+    with contextlib.ExitStack() as stack:
+        for url in urls.values():
+            _flush(url)
+        stack.enter_context(our_cluster).add(workers)
+        peers: dict[str, PeerWorkers] = {}
+        for system in systems[1:]:
+            assert venv is not None
+            env = peer_env(urls[system.key], system, pool_size, units, scale)
+            peers[system.key] = PeerWorkers(system, venv, env, log_dir)
+            stack.callback(peers[system.key].stop)
+            peers[system.key].start(workers, urls[system.key])
+        for system in systems:  # warm-up, not measured
+            _one_run(system, urls[system.key], peers.get(system.key), mode, 10 if mode == "noop" else 1)
+        for r in range(cfg.peer_rounds):
+            order = systems[r % len(systems) :] + systems[: r % len(systems)]
+            for system in order:
+                n = cfg.noop_jobs if mode == "noop" else cfg.workload_repeats
+                runs[system.key].append(_one_run(system, urls[system.key], peers.get(system.key), mode, n))
+    if mode == "reference":
+        return {key: statistics.median(x for r in rs for x in r["latencies_s"]) for key, rs in runs.items()}
+    result = {}
+    for key, rs in runs.items():
+        rates = [r["jobs_per_s"] for r in rs]
+        result[key] = {
+            "jobs": rs[0]["jobs"],
+            "jobs_per_s": statistics.median(rates),
+            "jobs_per_s_runs": rates,
+            "commands_per_job": statistics.median(r["commands_per_job"] for r in rs),
+        }
+    return result
+
+
+def _one_run(system: System, url: str, peers: PeerWorkers | None, mode: str, n: int) -> dict[str, Any]:
+    """One burst (or ``n`` reference queries) on one system; commands per job from its own Redis."""
+    if system is OURS:
+        call: Callable[[], dict[str, Any]] = (
+            (lambda: asyncio.run(_ours_noop(url, n)))
+            if mode == "noop"
+            else (lambda: {"latencies_s": asyncio.run(_ours_reference(url, n))})
+        )
+    else:
+        assert peers is not None
+        call = lambda: _drive(peers.venv, peers.env, system, mode, n)  # noqa: E731
+    if mode != "noop":
+        return call()
+    return _noop_run(url, call)
 
 
 def _figures(s: dict[str, Any]) -> list[Figure]:

@@ -1,11 +1,11 @@
 """Benchmark 3: the queue's own cost, on jobs that do (almost) nothing.
 
-A zero-work job asks the ``noop`` source (it answers at once and needs no source policy) and runs
-one work unit of inference (the least the job accepts: about a millisecond of CPU, measured and
-reported). They are sent one at a time through the real client, ``Client.ask`` (deduplication on,
-each question different), with every guarantee on: leases, first-result-wins, progress. Each job's
-latency is split into enqueue → start (the caller's clock before ``ask`` to the worker's
-``started_at``) and finish → caller-has-result (the worker's ``finished_at`` to ``ask`` returning).
+A zero-work job asks the ``noop`` source (it answers at once and needs no source policy) and the
+``noop`` analysis (it does no work; the hop into the pool remains). They are sent one at a time
+through the real client, ``Client.ask`` (deduplication on, each question different), with every
+guarantee on: leases, first-result-wins, progress. Each job's latency is split into enqueue → start
+(the caller's clock before ``ask`` to the worker's ``started_at``) and finish → caller-has-result
+(the worker's ``finished_at`` to ``ask`` returning).
 
 Over the same jobs: Redis commands per job, from Redis's own ``INFO commandstats`` (everything the
 worker and the client sent, heartbeats included), and round trips per job, counted by the client
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentq.contract import QuestionRequest
 from agentq.roundtrips import round_trips
 from agentq.settings import Settings, get_settings
 from agentq_tools.bench import redisstats
@@ -27,7 +28,7 @@ from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.report import Figure, spread
 from producer.client import Client
 
-NOOP_SOURCE = "noop"
+NOOP_SOURCE = NOOP_ANALYSIS = "noop"
 #: Targets per zero-work job, worker and client together (issue 12).
 MAX_COMMANDS_PER_JOB = 25
 MAX_ROUND_TRIPS_PER_JOB = 15
@@ -35,8 +36,13 @@ WARM_UP_JOBS = 5
 
 
 def zero_work_settings() -> dict[str, object]:
-    """Worker settings that make a job as small as the job allows; /metrics on for the round trips."""
+    """Worker settings for zero-work jobs; /metrics on for the round trips."""
     return {"time_scale": 1.0, "inference_units": 1, "metrics_port": 0}
+
+
+def zero_work(client: Client, question: str) -> QuestionRequest:
+    """A zero-work request: the no-op source, the no-op analysis."""
+    return client.validate(question, sources=[NOOP_SOURCE], analysis=NOOP_ANALYSIS)
 
 
 async def _one_at_a_time(settings: Settings, redis_url: str, jobs: int) -> dict[str, Any]:
@@ -46,8 +52,8 @@ async def _one_at_a_time(settings: Settings, redis_url: str, jobs: int) -> dict[
     cpu: list[float] = []
     async with Client(settings) as client:
         for i in range(WARM_UP_JOBS):  # connections, scripts and the pool warmed up
-            await client.ask(client.validate(f"warm-up {i}", sources=[NOOP_SOURCE]), timeout=30)
-        requests = [client.validate(f"zero-work job {i}", sources=[NOOP_SOURCE]) for i in range(jobs)]
+            await client.ask(zero_work(client, f"warm-up {i}"), timeout=30)
+        requests = [zero_work(client, f"zero-work job {i}") for i in range(jobs)]
         workers_before = await asyncio.to_thread(redisstats.worker_round_trips, redis_url)
         await asyncio.to_thread(redisstats.reset, redis_url)
         client_before, started = round_trips(), time.monotonic()
@@ -143,5 +149,5 @@ def _figures(q: dict[str, Any]) -> list[Figure]:
             per_job["round_trips"] <= MAX_ROUND_TRIPS_PER_JOB,
             f"client {per_job['client_round_trips']:.2f}, worker {per_job['worker_round_trips']:.2f}",
         ),
-        Figure("queue", "zero-work job's inference CPU (1 unit)", q["job_inference_cpu_ms"]["p50"], "ms"),
+        Figure("queue", "zero-work job's inference CPU (the no-op analysis)", q["job_inference_cpu_ms"]["p50"], "ms"),
     ]

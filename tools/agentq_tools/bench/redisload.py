@@ -21,6 +21,7 @@ from agentq_tools.bench import redisstats
 from agentq_tools.bench.cluster import Cluster
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.peers import PEER_SYSTEMS, PeerWorkers, peer_env
+from agentq_tools.bench.queue import zero_work
 from agentq_tools.bench.report import Figure, spread
 from producer.client import Client
 
@@ -36,7 +37,7 @@ ARQ_IDLE_S = 5.0
 async def _wake(settings: Settings, jobs: int) -> dict[str, float]:
     delays = []
     async with Client(settings) as client:
-        requests = [client.validate(f"wake up {i}", sources=["noop"]) for i in range(jobs + 3)]
+        requests = [zero_work(client, f"wake up {i}") for i in range(jobs + 3)]
         for i, request in enumerate(requests):
             t_enqueue = time.time()
             result = await client.ask(request, timeout=30)
