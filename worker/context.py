@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from worker.admission import Admission
     from worker.executor import InferencePool
     from worker.progress import ProgressPublisher
+    from worker.resilience import ResilientFetch
 
 
 class WorkerStats(TypedDict):
@@ -70,6 +71,8 @@ class WorkerContext(TypedDict, total=False):
     """The port /metrics actually listens on (reported in the heartbeat)."""
     progress: ProgressPublisher
     """This job start's progress publisher (per job; set when the fan-out starts)."""
+    policy: ResilientFetch
+    """The fetch policy every job of this worker uses (source policies: ``worker.resilience``)."""
     admission: Admission | None
     """This worker's admission of jobs by deadline (``worker.admission``); None when ``admission`` is off."""
 

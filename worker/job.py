@@ -68,7 +68,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         sources,
         analysis=analysis,
         params=analysis.params_for(s),
-        policy=ResilientFetch(s, ctx["redis"], ctx["keys"]),
+        policy=ctx.get("policy") or ResilientFetch(s, ctx["redis"], ctx["keys"]),
         on_event=_on_event(ctx, request, analysis.name),
         max_text_chars=s.max_source_bytes,
     )

@@ -19,6 +19,7 @@ from worker import health, metrics, plugins
 from worker.context import WorkerContext
 from worker.executor import create_pool
 from worker.logs import current_job_id
+from worker.resilience import ResilientFetch
 from worker.sources.http import create_client
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ async def startup(ctx: WorkerContext) -> None:
     await plugins.check_analyses(ctx["pool"], ctx["analyses"], s)
     if (admission := ctx.get("admission")) is not None:
         admission.attach(ctx["pool"])
+    # One fetch policy for every job: it holds no per-query state, and building it per job (its
+    # scripts, its rate limiter) cost more than a short job's own work.
+    ctx["policy"] = ResilientFetch(s, ctx["redis"], ctx["keys"])
     info = ctx["pool"].info
     ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
     metrics.start(ctx)  # before the first beat, which reports the metrics port

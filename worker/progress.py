@@ -7,13 +7,13 @@ than pub/sub because one ``XREAD BLOCK`` from id 0 replays what happened and the
 comes next: a watcher who arrives late (or reconnects) misses nothing, and there is no window
 between reading the history and subscribing in which an event could fall through.
 
-The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only notes the event. What
-arrives within ``WRITE_DELAY_S`` of a first unwritten event is written together, in one round trip,
-by a task of its own, so a slow or unreachable Redis delays progress, never the answer, and a job
-that is over sooner writes nothing here at all: when the job ends, :meth:`ProgressPublisher.tail`
-hands whatever is unwritten to the finish script (``worker.finish``), which writes it with the
-last event (``job_done``, or ``requeued`` when the run ended without a result) in the same step
-that stores the result. Lost progress is logged, not fatal.
+The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only notes the event. Every
+``WRITE_DELAY_S`` the worker's one :class:`ProgressWriter` writes what all its jobs noted since, in
+one round trip (a pipeline, one entry per job), from a task of its own, so a slow or unreachable
+Redis delays progress, never the answer, and a job that is over sooner writes nothing here at all:
+when the job ends, :meth:`ProgressPublisher.tail` hands whatever is unwritten to the finish script
+(``worker.finish``), which writes it with the last event (``job_done``, or ``requeued`` when the run
+ended without a result) in the same step that stores the result. Lost progress is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, ClassVar
 
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
@@ -66,8 +67,8 @@ class ProgressPublisher:
         self.t0 = time.monotonic()
         self.outcomes: dict[str, SourceOutcome] = {}
         self._pending: list[str] = []  # events as JSON, not written yet
-        self._timer: asyncio.TimerHandle | None = None  # the next write, WRITE_DELAY_S after its first event
-        self._writer: asyncio.Task[None] | None = None  # a write talking to Redis
+        self._writer = ProgressWriter.of(redis)
+        self._in_flight: asyncio.Future[None] | None = None  # a write of this job's events talking to Redis
         self._expiry_set = False
         self._ended = False
 
@@ -111,41 +112,31 @@ class ProgressPublisher:
         self._schedule()
 
     def _schedule(self) -> None:
-        # A timer, not a task: a job that ends sooner (most short ones) costs no task at all.
-        if self._timer is None and self._writer is None and not self._ended:
-            self._timer = asyncio.get_running_loop().call_later(WRITE_DELAY_S, self._write_now)
+        if not self._ended:
+            self._writer.add(self)
 
-    def _write_now(self) -> None:
-        self._timer = None
-        self._writer = asyncio.create_task(self._write(), name=f"progress-{self.job_id}")
-
-    async def _write(self) -> None:
+    def _take(self) -> tuple[list[str], int | None]:
+        """The writer takes this job's unwritten events (and whether to set the log's expiry)."""
         batch, self._pending = self._pending, []
-        await append(self.redis, self.key, batch, None if self._expiry_set else self.ttl_s)
+        ttl = None if self._expiry_set else self.ttl_s
         # Every write after the first leaves the expiry be: the job's last write sets it again.
         self._expiry_set = True
-        self._writer = None
-        if self._pending:
-            self._schedule()
+        return batch, ttl
 
     async def tail(self) -> Tail:
         """Stop writing; return what is unwritten, and the last events, for the finish script.
 
-        A write already talking to Redis is awaited (up to ``FLUSH_TIMEOUT_S``) so the log stays in
-        order; one still waiting for more events is called off and its events are handed over.
+        A write of this job's events already talking to Redis is awaited (up to ``FLUSH_TIMEOUT_S``)
+        so the log stays in order; events still waiting for the next write are handed over.
         """
         self._ended = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        writer = self._writer
-        if writer is not None:
+        self._writer.discard(self)
+        if self._in_flight is not None:
             try:
                 async with asyncio.timeout(FLUSH_TIMEOUT_S):
-                    await asyncio.shield(writer)
+                    await asyncio.shield(self._in_flight)
             except TimeoutError:
                 log.warning("job %s: progress not written within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
-                writer.cancel()
         last = self.event("job_done")
         return Tail(
             pending=self._pending,
@@ -153,6 +144,63 @@ class ProgressPublisher:
             requeued=last.model_copy(update={"event": "requeued"}).model_dump_json(exclude_none=True),
             marker=self.inflight_key,
         )
+
+
+#: What one tick writes for one job: its publisher, its events, the expiry to set (None: leave it).
+Written = tuple["ProgressPublisher", list[str], int | None]
+
+
+class ProgressWriter:
+    """Writes the noted events of every job of one worker, ``WRITE_DELAY_S`` after the first, in one
+    pipeline: one round trip per tick for the whole worker, not one per job. One per connection pool,
+    found by :meth:`of` (the publishers are built per job)."""
+
+    _by_pool: ClassVar[weakref.WeakKeyDictionary[object, ProgressWriter]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._dirty: dict[str, ProgressPublisher] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, redis: ArqRedis) -> ProgressWriter:
+        """The writer of ``redis``'s connection pool."""
+        writer = cls._by_pool.get(redis.connection_pool)
+        if writer is None:
+            writer = cls._by_pool[redis.connection_pool] = cls()
+        return writer
+
+    def add(self, publisher: ProgressPublisher) -> None:
+        """``publisher`` has events to write: at the next tick."""
+        self._dirty[publisher.job_id] = publisher
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(WRITE_DELAY_S, self._tick)
+
+    def discard(self, publisher: ProgressPublisher) -> None:
+        """``publisher``'s job has ended: its unwritten events go with its result instead."""
+        self._dirty.pop(publisher.job_id, None)
+
+    def _tick(self) -> None:
+        self._timer = None
+        batch: list[Written] = [(p, *p._take()) for p in self._dirty.values() if p._pending]
+        self._dirty.clear()
+        if not batch:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for publisher, _, _ in batch:
+            publisher._in_flight = done
+        task = asyncio.create_task(self._write(batch, done), name="agentq-progress")
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write(self, batch: list[Written], done: asyncio.Future[None]) -> None:
+        try:
+            await append_many(batch[0][0].redis, [(p.key, events, ttl) for p, events, ttl in batch])
+        finally:
+            for publisher, _, _ in batch:
+                if publisher._in_flight is done:
+                    publisher._in_flight = None
+            done.set_result(None)
 
 
 def bare_tail(job_id: str) -> Tail:
@@ -167,15 +215,22 @@ def bare_tail(job_id: str) -> Tail:
 async def append(redis: ArqRedis, key: str, events: list[str], ttl_s: int | None) -> None:
     """Append events (JSON objects) to a progress log as one entry and, with ``ttl_s``, set its
     expiry; log, never raise, on failure."""
-    if not events:
+    await append_many(redis, [(key, events, ttl_s)])
+
+
+async def append_many(redis: ArqRedis, logs: list[tuple[str, list[str], int | None]]) -> None:
+    """:func:`append` for several progress logs, in one round trip."""
+    logs = [(key, events, ttl) for key, events, ttl in logs if events]
+    if not logs:
         return
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"e": f"[{','.join(events)}]"}, maxlen=STREAM_MAXLEN, approximate=True)
-            if ttl_s is not None:
-                pipe.expire(key, ttl_s)
+            for key, events, ttl_s in logs:
+                pipe.xadd(key, {"e": f"[{','.join(events)}]"}, maxlen=STREAM_MAXLEN, approximate=True)
+                if ttl_s is not None:
+                    pipe.expire(key, ttl_s)
             await pipe.execute()
     except REDIS_DOWN as exc:
-        log.warning("progress of %s lost (%d events): %s", key, len(events), exc)
+        log.warning("progress of %d jobs lost (%d events): %s", len(logs), sum(len(e) for _, e, _ in logs), exc)
     except Exception:
-        log.exception("progress of %s lost (%d events)", key, len(events))
+        log.exception("progress of %d jobs lost", len(logs))

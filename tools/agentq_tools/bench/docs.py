@@ -126,3 +126,66 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         lines.append(f"- Peers not run: {peers['environment_status']}.")
     lines.append("")
     return "\n".join(lines)
+
+
+#: The README's Performance section lies between these lines; ``make bench`` (a full run) rewrites it.
+PERFORMANCE_START = "<!-- performance: written by make bench from docs/benchmarks/summary.json -->"
+PERFORMANCE_END = "<!-- /performance -->"
+
+
+def performance_section(summary: dict[str, Any]) -> str:
+    """The README's Performance section: the headline figures of a full run, with targets, and a link."""
+    figures = {(f["benchmark"], f["name"]): f for f in summary["figures"]}
+
+    def row(benchmark: str, prefix: str, label: str, contains: str = "") -> str:
+        found = next(
+            (f for (b, n), f in figures.items() if b == benchmark and n.startswith(prefix) and contains in n), None
+        )
+        if found is None:
+            return f"| {label} | n/a | | |"
+        shown = Figure(**found).shown()
+        verdict = "" if found["met"] is None else "met" if found["met"] else "**missed**"
+        return f"| {label} | {shown} | {found['target']} | {verdict} |"
+
+    m, peers = summary["machine"], summary["peers"]
+    counts = [row_["workers"] for row_ in summary["redis"]["rows"]]
+    most = max(counts)
+    lines = [
+        PERFORMANCE_START,
+        f"Latest full `make bench` ({summary['generated_at'][:10]}; Python {m['python_version']}, "
+        f"{m['usable_cpus']} shared cores, load average {m['load_average_at_start'][0]:.1f} at its start):",
+        "",
+        "| figure | value | target | |",
+        "|---|---:|---|---|",
+        row("workload", "ours / floor", "reference query: ours / its critical-path floor"),
+        row("peers", "reference query, reference design on SAQ", "reference query, reference design on SAQ"),
+        row("queue", "Redis commands per zero-work job", "Redis commands per zero-work job (worker + client)"),
+        row("queue", "round trips per zero-work job", "round trips per zero-work job"),
+        row("redis", f"{most} idle worker(s): Redis commands/s", f"Redis commands/s per idle worker, {most} workers"),
+        row("redis", f"{most} idle worker(s): enqueue→start p50", f"enqueue→start p50, {most} idle workers"),
+        row("redis", f"{most} idle worker(s): enqueue→start p99", f"enqueue→start p99, {most} idle workers"),
+    ]
+    for workers in peers["by_workers"]:
+        for key in ("saq", "streaq"):
+            if key in peers["systems"]:
+                label = f"no-op jobs/s, {workers} worker(s): ours / {peers['systems'][key]}"
+                lines.append(row("peers", f"{workers} worker(s): ours / {peers['systems'][key]}", label))
+    for run in summary["bursts"]["runs"].values():
+        if run["config"] == "admission":
+            name = f"{run['label']}, {run['workers']} worker(s)"
+            label = f"burst 3× what the cores serve, {run['workers']} worker(s)"
+            lines.append(row("bursts", f"{name}, burst of", f"{label}: goodput", ": goodput"))
+            lines.append(row("bursts", f"{name}, burst of", f"{label}: ok jobs/s / core limit", "core limit"))
+    lines += [
+        "",
+        "Every figure, what each one measures, the charts and what limits each missed target:",
+        "[docs/benchmarks/README.md](docs/benchmarks/README.md).",
+        PERFORMANCE_END,
+    ]
+    return "\n".join(lines)
+
+
+def with_performance(readme_text: str, section: str) -> str:
+    """``readme_text`` with its Performance section replaced by ``section``."""
+    start, end = readme_text.index(PERFORMANCE_START), readme_text.index(PERFORMANCE_END) + len(PERFORMANCE_END)
+    return readme_text[:start] + section + readme_text[end:]

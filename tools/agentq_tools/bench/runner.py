@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from agentq_tools.bench import bursts, executors, growth, peers, queue, redisloa
 from agentq_tools.bench.config import BenchConfig, machine_info
 from agentq_tools.embedded import EmbeddedRedis
 
+ROOT = Path(__file__).resolve().parents[3]
 #: Wide enough for the table when the output is a file or a pipe (as under make).
 console = Console(width=None if sys.stdout.isatty() else 130)
 
@@ -96,7 +98,7 @@ def run_bench(
     console.print(f"wrote {out}/summary.json, table.md, table.txt and the charts", highlight=False)
     if publish is not None and not quick:
         _publish(out, publish, summary, figures, title)
-        console.print(f"published to {publish}", highlight=False)
+        console.print(f"published to {publish}, and the README's Performance section", highlight=False)
     return summary
 
 
@@ -110,14 +112,18 @@ def _charts(summary: dict[str, Any], out: Path) -> None:
 
 
 def _publish(out: Path, docs: Path, summary: dict[str, Any], figures: list[report.Figure], title: str) -> None:
+    """Copy a full run into ``docs``, write its page, and put its headline figures in the README."""
     from agentq_tools.bench.charts import CHARTS
-    from agentq_tools.bench.docs import readme
+    from agentq_tools.bench.docs import performance_section, readme, with_performance
 
     docs.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "table.md", "table.txt", *CHARTS):
         if (out / name).exists():
             shutil.copy2(out / name, docs / name)
     (docs / "README.md").write_text(readme(summary, figures, title))
+    project_readme = ROOT / "README.md"
+    published = json.loads((docs / "summary.json").read_text())  # exactly what the README test reads back
+    project_readme.write_text(with_performance(project_readme.read_text(), performance_section(published)))
 
 
 @contextlib.contextmanager
