@@ -76,6 +76,7 @@ class BenchConfig:
             idle_s=2.0,
             wake_jobs=20,
             burst_multiples=(1.0, 3.0),
+            burst_deadline_s=0.5,
         )
 
     def as_dict(self) -> dict[str, Any]:
