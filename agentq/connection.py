@@ -16,6 +16,9 @@ and is replaced. The URL still gives the password, user, database and, with ``re
 **WAIT.** Replication is asynchronous: a primary lost before its replicas copied a write loses
 it. With ``redis_wait_replicas`` > 0, :func:`wait_for_replicas` follows the writes that must
 survive a failover (an enqueue, a result).
+
+Connections skip redis-py's ``CLIENT SETINFO`` pair (two commands per new connection) and count
+their round trips (:mod:`agentq.roundtrips`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
 from agentq.errors import REDIS_DOWN
+from agentq.roundtrips import counting
 from agentq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ def pool_options(s: Settings) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=COMMAND_RETRIES),
         "retry_on_timeout": True,
         "retry_on_error": list(REDIS_DOWN),
+        "lib_name": None,
+        "lib_version": None,
     }
     if scheme != "unix":
         options["socket_keepalive"] = True
@@ -68,6 +74,7 @@ def redis_client(s: Settings, redis_class: type[R] = Redis, **extra: Any) -> R: 
     ``extra`` goes to ``redis_class`` itself (the worker passes arq's serializer and queue name).
     """
     pool = sentinel_pool(s) if s.redis_sentinels else ConnectionPool.from_url(s.redis_url, **pool_options(s))
+    pool.connection_class = counting(pool.connection_class)
     client = redis_class(connection_pool=pool, **extra)
     client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool too
     return client

@@ -26,6 +26,11 @@ class Keys:
         """arq's mark of a running job: our lease."""
         return wire.IN_PROGRESS_PREFIX + job_id
 
+    def bell(self, queue_name: str) -> str:
+        """The queue's doorbell: a one-member sorted set that enqueueing rings and idle workers
+        block on (``BZPOPMIN``) instead of polling the queue (``worker.doorbell``)."""
+        return f"{self.prefix}:bell:{queue_name}"
+
     def done_channel(self, job_id: str) -> str:
         """Pub/sub channel told when a job's result has been stored."""
         return f"{self.prefix}:done:{job_id}"

@@ -222,8 +222,22 @@ class Settings(BaseSettings):
     # --- the worker ----------------------------------------------------------------------------
     executor: ExecutorKind = Field("auto", description="inference pool kind; auto picks the best")
     pool_size: PositiveInt | None = Field(None, description="inference pool size; default: usable CPUs")
-    max_jobs: PositiveInt = Field(4, description="jobs one worker runs at once")
-    poll_delay_s: PositiveFloat = Field(0.01, description="how often an idle worker polls the queue")
+    max_jobs: PositiveInt = Field(
+        16, description="jobs one worker runs at once, at most (admission keeps heavy jobs to what meets deadlines)"
+    )
+    admission: bool = Field(
+        True,
+        description="take a job only if this worker can finish it within its deadline, given the inference already"
+        " queued on its pool (else it stays queued for another worker or for later)",
+    )
+    admission_margin: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of a job's deadline admission keeps free for estimation error"
+    )
+    poll_delay_s: PositiveFloat = Field(
+        5.0,
+        description="how often an idle worker looks at the queue unasked; enqueueing rings a doorbell that wakes one"
+        " at once (kept below redis_socket_timeout_s)",
+    )
     result_ttl_s: PositiveInt = Field(3600, description="how long results stay in Redis")
     max_tries: PositiveInt = Field(3, description="starts of one job before it fails for good")
     shutdown_grace_s: int = Field(

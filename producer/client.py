@@ -15,17 +15,22 @@ The client speaks arq's Redis format itself (``agentq.wire``) and imports nothin
 the worker: enqueueing a question loads no worker runtime.
 
 Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
-on a per-job channel once the result is stored, and the client checks the result key on every
-message (and once a second, in case a message was missed). ``progress`` follows the job's progress
-log (``worker.progress``) from its first event to ``job_done``.
+on a per-job channel once the result is stored, with the stored result itself as the message,
+and the client subscribes that channel on its one pub/sub connection (``producer.waiters``); it
+looks at Redis itself when it starts waiting and once a second, in case a message was missed.
+:meth:`Client.ask` subscribes before it enqueues, so it need not look first. ``progress`` follows
+the job's progress log (``worker.progress``) from its first event to ``job_done``.
+
+**Enqueueing** is one Lua script (``producer.enqueue``): the job record, its queue entry, the
+deduplication marker and a ring of the queue's doorbell, which wakes an idle worker at once.
 
 **Deduplication.** A question identical to one still queued or running (same
-``request_fingerprint``) gets that job's id instead of a new job. One Redis transaction, optimistic
-on the marker key ``<prefix>:inflight:<sha256>``, checks the marker and the job it names, and
-writes the new job together with its marker: of two producers enqueueing at once, the second
-one's transaction fails, it looks again, and it joins the first one's job. The marker expires with
-the job key (``agentq.wire.JOB_EXPIRY_MS``, one day), so however long the job waits in the queue it is
-joined; the worker deletes the marker once the job has finished.
+``request_fingerprint``) gets that job's id instead of a new job. The script reads the marker key
+``<prefix>:inflight:<sha256>``, checks the job it names, and either joins it or writes the new job
+together with its marker; it runs atomically, so of two producers enqueueing at once the second
+joins the first one's job. The marker expires with the job key (``agentq.wire.JOB_EXPIRY_MS``, one
+day), so however long the job waits in the queue it is joined; the worker that stores the job's
+result deletes the marker.
 
 **Priorities.** arq's queue is a sorted set scored by enqueue time in ms, and workers take the
 lowest scores whose time has come. A job is scored ``enqueue time - rank * priority_step_s``
@@ -43,11 +48,9 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 import pydantic
-import redis.exceptions
 from redis.asyncio import Redis
 
 from agentq import tracing, wire
@@ -67,7 +70,9 @@ from agentq.keys import Keys
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
 from producer import jobs
+from producer.enqueue import Enqueued, Enqueuer
 from producer.jobs import CancelState, JobSummary
+from producer.waiters import Mailbox, Waiters
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
@@ -76,13 +81,7 @@ PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
 _UNFINISHED = {"queued", "deferred", "in_progress"}
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Enqueued:
-    """What ``submit`` did: the job id, and whether it joined an identical job already in flight."""
-
-    job_id: str
-    deduplicated: bool
+__all__ = ["Client", "Enqueued", "Status"]
 
 
 class Client:
@@ -93,6 +92,8 @@ class Client:
         self.keys = Keys(self.settings.key_prefix)
         self._redis: Redis | None = None
         self._ping = ping
+        self._enqueue: Enqueuer | None = None
+        self._waiters: Waiters | None = None
 
     async def __aenter__(self) -> Self:
         """Connect; with ``ping=False`` (a long-lived server) connections open on first use instead."""
@@ -101,6 +102,9 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._waiters is not None:
+            await self._waiters.aclose()
+        self._enqueue = self._waiters = None  # both belong to the connection closed here
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -213,20 +217,65 @@ class Client:
         retry_of: str | None = None,
     ) -> Enqueued:
         """Queue an already validated request at ``priority``, or join an identical one in flight."""
+        return await self._submit(uuid.uuid4().hex, request, priority, dedup, retry_of)
+
+    async def ask(
+        self,
+        request: QuestionRequest,
+        *,
+        priority: Priority = "normal",
+        dedup: bool = True,
+        timeout: float | None = None,
+    ) -> JobResult:
+        """Queue an already validated request (or join an identical one) and wait for its result.
+
+        The job's done channel is subscribed before the job exists, so the wait needs no first
+        look at Redis: one round trip fewer than ``submit_request`` then ``result``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job_id = uuid.uuid4().hex
+        async with self._watch(job_id) as mailbox:
+            enqueued = await self._submit(job_id, request, priority, dedup)
+            if enqueued.job_id == job_id:
+                return await self._wait(job_id, mailbox, deadline, timeout, look=False)
+        return await self.result(enqueued.job_id, timeout=None if deadline is None else deadline - time.monotonic())
+
+    async def _submit(
+        self, job_id: str, request: QuestionRequest, priority: Priority, dedup: bool, retry_of: str | None = None
+    ) -> Enqueued:
+        """Write the job (the enqueue script: ``producer.enqueue``), or join the one its marker names.
+
+        What it writes is what arq's ``ArqRedis.enqueue_job`` writes (``agentq.wire``): the job record
+        under arq's job key, the id in the queue, the same expiry; and, in the same step, the job's
+        listing entry and its place in the recent-jobs index (``producer.jobs``).
+        """
         if priority not in PRIORITY_RANK:
             raise InvalidRequest(f"priority: must be one of {', '.join(PRIORITY_RANK)}, got {priority!r}")
         payload = request.model_dump(mode="json", exclude_none=True)
+        now = time.time()
+        now_ms = round(now * 1000)
+        # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
+        # the same millisecond (a sorted set would order those ties by their random ids).
+        score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
         marker = self.keys.inflight(request_fingerprint(request)) if dedup else None
         # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
         with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
+            trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
             with self._redis_errors():
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    while True:
-                        try:
-                            enqueued = await self._enqueue_once(pipe, payload, priority, marker, retry_of)
-                            break
-                        except redis.exceptions.WatchError:
-                            continue  # another producer changed the marker since we read it: look again
+                enqueued = await self._enqueuer(
+                    job_id=job_id,
+                    record=wire.encode_job(JOB_FUNCTION, (payload,), {"trace": trace} if trace else {}, now_ms),
+                    queue=self.settings.queue_name,
+                    bell=self.keys.bell(self.settings.queue_name),
+                    score=score,
+                    now_ms=now_ms,
+                    marker=marker,
+                    summary=self.keys.summary(job_id),
+                    summary_fields=jobs.summary_fields(payload["question"], priority, now_ms, retry_of),
+                    index=self.keys.jobs_index,
+                    index_score=now * 1000,  # fractional: ties keep their order
+                    index_size=self.settings.jobs_index_size,
+                )
                 await self._replicated(enqueued.job_id)
             if span is not None:
                 span.set_attribute("agentq.job_id", enqueued.job_id)
@@ -246,51 +295,6 @@ class Client:
                 f"job {job_id} is queued, but only {acked} of {wanted} replicas confirmed it within "
                 f"{self.settings.redis_wait_timeout_s:g}s: a failover now could lose it"
             )
-
-    async def _enqueue_once(
-        self, pipe: Any, payload: dict[str, Any], priority: Priority, marker: str | None, retry_of: str | None = None
-    ) -> Enqueued:
-        """One optimistic attempt: join the marked job if it is unfinished, else write a new job.
-
-        Written here rather than with arq's ``ArqRedis.enqueue_job`` because that runs its own
-        transaction, and the new job must appear in the same one as its marker. What it writes is
-        what arq writes (``agentq.wire``): the job record under arq's job key, the id in the queue,
-        the same expiry.
-        """
-        now = time.time()
-        now_ms = round(now * 1000)
-        # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
-        # the same millisecond (a sorted set would order those ties by their random ids).
-        score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
-        if marker is not None:
-            await pipe.watch(marker)
-            current = await pipe.get(marker)
-            if current is not None:
-                job_id = current.decode()
-                state = await self._state(job_id)
-                if state in _UNFINISHED:
-                    await pipe.reset()
-                    if state == "queued":  # a higher priority asked for it: take it sooner
-                        await self.redis.zadd(self.settings.queue_name, {job_id: score}, xx=True, lt=True)
-                    return Enqueued(job_id, deduplicated=True)
-        job_id = uuid.uuid4().hex
-        trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
-        job = wire.encode_job(JOB_FUNCTION, (payload,), {"trace": trace} if trace else {}, now_ms)
-        pipe.multi()
-        pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, job)
-        pipe.zadd(self.settings.queue_name, {job_id: score})
-        # The job's listing entry and the recent-jobs index (producer.jobs), in the same transaction.
-        summary = self.keys.summary(job_id)
-        pipe.hset(summary, mapping=jobs.summary_fields(payload["question"], priority, now_ms, retry_of))
-        pipe.pexpire(summary, wire.JOB_EXPIRY_MS)
-        pipe.zadd(self.keys.jobs_index, {job_id: now * 1000})  # fractional: ties keep their order
-        pipe.zremrangebyrank(self.keys.jobs_index, 0, -1 - self.settings.jobs_index_size)
-        if marker is not None:
-            # The marker lives exactly as long as the job key can (arq never extends that expiry, and
-            # a job whose key has expired is never run): a job queued that long is still joined.
-            pipe.psetex(marker, wire.JOB_EXPIRY_MS, job_id)
-        await pipe.execute()
-        return Enqueued(job_id, deduplicated=False)
 
     # ---------------------------------------------------------------------------- results
     async def status(self, job_id: str) -> Status:
@@ -315,17 +319,42 @@ class Client:
         Raises ``JobNotFound`` if no such job exists and ``WaitTimeout`` if time runs out.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with self._subscription(job_id) as messages:
-            while True:
-                found = await self.fetch_result(job_id)
+        async with self._watch(job_id) as mailbox:
+            return await self._wait(job_id, mailbox, deadline, timeout, look=True)
+
+    async def _wait(
+        self, job_id: str, mailbox: Mailbox, deadline: float | None, timeout: float | None, *, look: bool
+    ) -> JobResult:
+        """Wait for the done message on ``mailbox``, looking at Redis first (``look``) and every second."""
+        while True:
+            if look:
+                found = await self._look(job_id)  # raises JobNotFound
                 if found is not None:
                     return found
-                await self.status(job_id)  # raises JobNotFound
-                left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
-                if left <= 0:
-                    raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
-                with self._redis_errors():
-                    await messages(left)
+            look = True
+            left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
+            if left <= 0:
+                raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
+            message = await mailbox.get(left)
+            if message is not None and message != b"1":  # the stored result itself
+                return self._parse(job_id, message)
+
+    async def _look(self, job_id: str) -> JobResult | None:
+        """The stored result, or None while the job is unfinished; ``JobNotFound`` if there is no job.
+
+        Two reads in one round trip, the queue entry first: a job stays in the queue until the same
+        step that stores its result, so no result and no queue entry means no such job.
+        """
+        with self._redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zscore(self.settings.queue_name, job_id)
+                pipe.get(Keys.result(job_id))
+                score, raw = await pipe.execute()
+        if raw is not None:
+            return self._parse(job_id, raw)
+        if score is None:
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
+        return None
 
     async def progress(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[ProgressEvent]:
         """The job's progress events: first those already logged, then each as it happens.
@@ -344,12 +373,10 @@ class Client:
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     last = entry_id
-                    event = _parse_event(fields)
-                    if event is None:
-                        continue
-                    yield event
-                    if event.event == "job_done":
-                        return
+                    for event in parse_events(fields):
+                        yield event
+                        if event.event == "job_done":
+                            return
             if not reply:
                 if await self.fetch_result(job_id) is not None:
                     return
@@ -458,21 +485,20 @@ class Client:
             job_try=info.job_try,
         )
 
+    @property
+    def _enqueuer(self) -> Enqueuer:
+        if self._enqueue is None:  # registered on first use (``self.redis`` says if there is no connection)
+            self._enqueue = Enqueuer(self.redis)
+        return self._enqueue
+
     @contextlib.asynccontextmanager
-    async def _subscription(self, job_id: str) -> AsyncIterator[Any]:
-        """Subscribe to the job's done channel; yield a function that waits for a message."""
-        pubsub = self.redis.pubsub()
+    async def _watch(self, job_id: str) -> AsyncIterator[Mailbox]:
+        """The job's done messages, on the client's one pub/sub connection, while the block runs."""
+        if self._waiters is None:
+            self._waiters = Waiters(self.redis)
         with self._redis_errors():
-            await pubsub.subscribe(self.keys.done_channel(job_id))
-
-        async def wait(seconds: float) -> None:
-            await pubsub.get_message(ignore_subscribe_messages=True, timeout=max(0.0, seconds))
-
-        try:
-            yield wait
-        finally:
-            with contextlib.suppress(*REDIS_DOWN):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            async with self._waiters.watch(self.keys.done_channel(job_id)) as mailbox:
+                yield mailbox
 
     @contextlib.contextmanager
     def _redis_errors(self) -> Iterator[None]:
@@ -483,10 +509,20 @@ class Client:
             raise RedisUnavailable(f"cannot reach Redis at {self.settings.redis_location}: {exc}") from exc
 
 
-def _parse_event(fields: dict[bytes, bytes]) -> ProgressEvent | None:
-    """One progress-log entry, or None (logged) if it is not a valid event."""
+def parse_events(fields: dict[bytes, bytes]) -> list[ProgressEvent]:
+    """The events of one progress-log entry: its ``e`` field holds one event, or a JSON list of them
+    (the worker writes what happened since its last write as one entry). Invalid ones are logged and
+    skipped."""
+    raw = fields.get(b"e", b"")
     try:
-        return ProgressEvent.model_validate_json(fields.get(b"e", b""))
-    except pydantic.ValidationError as exc:
-        log.warning("skipping an unreadable progress event: %s", exc)
-        return None
+        items = json.loads(raw)
+    except ValueError as exc:
+        log.warning("skipping an unreadable progress entry: %s", exc)
+        return []
+    events = []
+    for item in items if isinstance(items, list) else [items]:
+        try:
+            events.append(ProgressEvent.model_validate(item))
+        except pydantic.ValidationError as exc:
+            log.warning("skipping an unreadable progress event: %s", exc)
+    return events

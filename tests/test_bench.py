@@ -36,10 +36,13 @@ def test_quick_bench_writes_summary_tables_and_charts(redis_url: str, tmp_path: 
         assert key in summary["machine"]
     assert {"ratios", "median_s", "timeline"} <= set(summary["workload"])
     assert {"serial", "pools"} <= set(summary["executors"])
-    assert {"enqueue_to_start_ms", "finish_to_caller_ms"} <= set(summary["queue"])
+    assert {"enqueue_to_start_ms", "finish_to_caller_ms", "per_job"} <= set(summary["queue"])
     assert set(summary["throughput"]["by_workers"]) == {"1", "2"}
     assert {"sources", "burst", "laws"} <= set(summary["growth"])
-    assert set(summary["noop"]["by_workers"]) == {"1", "2"}
+    assert set(summary["peers"]["by_workers"]) == {"1", "2"} and "ours" in summary["peers"]["by_workers"]["1"]
+    assert summary["peers"]["environment"] is None  # --quick leaves the peers out unless asked
+    assert [row["workers"] for row in summary["redis"]["rows"]] == [1, 2]
+    assert {run["config"] for run in summary["bursts"]["runs"].values()} == {"admission", "max_jobs_1", "max_jobs_4"}
     assert summary["figures"]
     for figure in summary["figures"]:
         assert set(figure) == {"benchmark", "name", "value", "unit", "target", "met", "limit"}
@@ -49,8 +52,8 @@ def test_quick_bench_writes_summary_tables_and_charts(redis_url: str, tmp_path: 
 
 
 def test_bench_command_is_wired() -> None:
-    """``agentq-bench --help`` offers --quick, --out and --publish."""
+    """``agentq-bench --help`` offers --quick, --out, --publish and --peers."""
     shown = subprocess.run([BENCH, "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    for option in ("--quick", "--out", "--publish"):
+    for option in ("--quick", "--out", "--publish", "--peers"):
         assert option in shown.stdout

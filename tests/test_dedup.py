@@ -6,9 +6,11 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from agentq.contract import request_fingerprint
 from agentq.keys import Keys
 from agentq.settings import Settings
 from producer.client import Client
+from producer.enqueue import Enqueued, Enqueuer
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
@@ -115,3 +118,64 @@ def test_cli_says_deduplicated_and_no_dedup_makes_a_new_job(
     assert "deduplicated" in second.stderr
     assert json.loads(as_json.stdout) == {"job_id": first.stdout.strip(), "deduplicated": True}
     assert separate.stdout.strip() != first.stdout.strip() and len(separate.stdout.strip()) == 32
+
+
+async def test_the_enqueue_script_writes_the_job_its_marker_and_a_ring_or_joins_the_job_in_flight(
+    fake_redis: Any,
+) -> None:
+    """One script: a new job's record (arq's format and expiry), queue entry, marker and doorbell ring;
+    the same marker then joins it, moving it up for a higher priority only while it is queued; once the
+    job has a result the marker is taken over by a new job. Each new job gets its listing entry and
+    a place in the capped recent-jobs index."""
+    keys, queue = Keys("agentq"), "agentq:queue"
+    enqueue = Enqueuer(fake_redis)
+    marker = keys.inflight("f" * 64)
+    now = time.time() * 1000
+
+    async def submit(job_id: str, score: float) -> Enqueued:
+        record = wire.encode_job("answer_question", ({"question": "q"},), {}, round(now))
+        return await enqueue(
+            job_id=job_id,
+            record=record,
+            queue=queue,
+            bell=keys.bell(queue),
+            score=score,
+            now_ms=round(now),
+            marker=marker,
+            summary=keys.summary(job_id),
+            summary_fields={"question": "q", "priority": "normal", "enqueued_ms": str(round(now))},
+            index=keys.jobs_index,
+            index_score=now,
+            index_size=2,
+        )
+
+    assert await submit("a", now) == Enqueued("a", deduplicated=False)
+    assert await fake_redis.hgetall(keys.summary("a")) == {
+        b"question": b"q",
+        b"priority": b"normal",
+        b"enqueued_ms": str(round(now)).encode(),
+    }
+    assert 86_300_000 < await fake_redis.pttl(keys.summary("a")) <= wire.JOB_EXPIRY_MS
+    assert await fake_redis.zrange(keys.jobs_index, 0, -1) == [b"a"]
+    assert await fake_redis.get(marker) == b"a" and await fake_redis.zscore(queue, "a") == now
+    assert 86_300_000 < await fake_redis.pttl(Keys.job("a")) <= wire.JOB_EXPIRY_MS
+    assert await fake_redis.zrange(keys.bell(queue), 0, -1) == [b"ring"]
+
+    assert await submit("b", now + 1000) == Enqueued("a", deduplicated=True)  # lower priority: left alone
+    assert await fake_redis.zscore(queue, "a") == now and not await fake_redis.exists(Keys.job("b"))
+    assert await submit("c", now - 300_000) == Enqueued("a", deduplicated=True)  # higher: moved up
+    assert await fake_redis.zscore(queue, "a") == now - 300_000
+    await fake_redis.set(Keys.in_progress("a"), b"1")
+    await fake_redis.zadd(queue, {"a": now + 10_000})  # running: its lease score
+    assert await submit("d", now - 600_000) == Enqueued("a", deduplicated=True)
+    assert await fake_redis.zscore(queue, "a") == now + 10_000  # a running job is never moved
+
+    await fake_redis.set(Keys.result("a"), b"{}")
+    assert await submit("e", now) == Enqueued("e", deduplicated=False)
+    assert await fake_redis.get(marker) == b"e"
+    # Only new jobs are listed (b, c and d joined a), and the index keeps its newest 2 entries.
+    assert not await fake_redis.exists(keys.summary("b"), keys.summary("c"), keys.summary("d"))
+    await submit("f", now + 1)  # its own marker now names e, still unfinished: joins
+    await fake_redis.set(Keys.result("e"), b"{}")
+    await submit("g", now + 2)
+    assert await fake_redis.zrange(keys.jobs_index, 0, -1) == [b"e", b"g"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from agentq.contract import JobResult
 from agentq.settings import Settings
 from agentq_tools import docgen
+from agentq_tools.bench.docs import PERFORMANCE_END, PERFORMANCE_START, performance_section
 from producer.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,3 +77,13 @@ def test_every_relative_link_points_at_an_existing_file(page: Path) -> None:
     links = relative_links(page)
     dead = [link for link in links if not (page.parent / link.split("#", 1)[0]).exists()]
     assert not dead, f"{page.relative_to(ROOT)} links to missing files: {dead}"
+
+
+def test_the_readme_performance_section_is_the_published_run() -> None:
+    """README.md's Performance section is exactly what the latest published full run (docs/benchmarks/
+    summary.json) gives: no figure in it is stale or written by hand."""
+    summary = json.loads((ROOT / "docs" / "benchmarks" / "summary.json").read_text())
+    assert not summary["quick"], "docs/benchmarks holds a --quick run"
+    text = README.read_text()
+    written = text[text.index(PERFORMANCE_START) : text.index(PERFORMANCE_END) + len(PERFORMANCE_END)]
+    assert written == performance_section(summary), "run `make bench` (a full run) and commit README.md with it"

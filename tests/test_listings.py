@@ -17,7 +17,8 @@ from agentq.contract import JobResult, dumps
 from agentq.errors import InvalidRequest, JobNotFound
 from agentq.settings import Settings
 from producer.client import Client
-from worker import listing
+from worker import listing, progress
+from worker.finish import Finisher
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
@@ -32,18 +33,15 @@ def fake_client() -> Client:
 
 
 async def finish(c: Client, job_id: str, status: str) -> None:
-    """Store a result for ``job_id`` as a worker does, listing entry included (worker.listing)."""
+    """Store a result for ``job_id`` as a worker does (the finish script), listing entry included (worker.listing)."""
     result = JobResult(job_id=job_id, question="q", status=status, errors=["why"] if status == "failed" else [])  # type: ignore[arg-type]
     record = wire.encode_result(
         job_id, "answer_question", ({"question": "Will it rain?"},), {}, job_try=1, enqueue_ms=1, success=True,
         result=result.model_dump(mode="json"), start_ms=2, finish_ms=3, queue_name=c.settings.queue_name,
     )  # fmt: skip
-    async with c.redis.pipeline(transaction=True) as tr:
-        tr.set(wire.RESULT_PREFIX + job_id, record, px=60_000, nx=True)
-        listing.add_final(tr, c.settings, job_id, record)
-        tr.zrem(c.settings.queue_name, job_id)
-        tr.delete(wire.JOB_PREFIX + job_id)
-        await tr.execute()
+    finisher = Finisher(c.redis, c.keys, c.settings.queue_name, progress_ttl_s=60, abort=False)
+    filing = listing.filing(c.settings, job_id, record)
+    assert await finisher(job_id, "finish", progress.bare_tail(job_id), result=record, result_px=60_000, filing=filing)
 
 
 async def test_indexes_stay_capped_and_summaries_expire(fake_client: Client) -> None:

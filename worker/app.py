@@ -36,7 +36,9 @@ def worker_options(s: Settings, **overrides: Any) -> dict[str, Any]:
         "max_jobs": s.max_jobs,
         "max_tries": s.max_tries,
         "keep_result": s.result_ttl_s,
-        "poll_delay": s.poll_delay_s,
+        # No pause between iterations of arq's loop: AgentQWorker._poll_iteration waits itself, on
+        # the doorbell or for a free slot, never longer than s.poll_delay_s.
+        "poll_delay": 0,
         "job_completion_wait": s.shutdown_grace_s,
         "health_check_interval": s.health_check_interval_s,
         "health_check_key": Keys.health(s.queue_name),

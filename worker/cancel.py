@@ -117,8 +117,8 @@ class _CancellablePool(InferencePool):
         super().__init__(inner.executor, inner.info)
         self.inner, self.event = inner, event
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        return await _race(self.inner.run(fn, *args), self.event, lambda: JobCancelled(DISCARDED))
+    async def run(self, fn: Callable[..., T], *args: object, label: tuple[str, str] | None = None) -> T:
+        return await _race(self.inner.run(fn, *args, label=label), self.event, lambda: JobCancelled(DISCARDED))
 
 
 class CancelScope:

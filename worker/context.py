@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from agentq.keys import Keys
     from agentq.settings import Settings
     from agentq.sources import Source
+    from worker.admission import Admission
     from worker.cancel import CancelRegistry
     from worker.executor import InferencePool
     from worker.progress import ProgressPublisher
+    from worker.resilience import ResilientFetch
 
 
 class WorkerStats(TypedDict):
@@ -76,6 +78,10 @@ class WorkerContext(TypedDict, total=False):
     """The task that follows the cancel channel."""
     cancel_requested: bool
     """Set (per job) once the job was cancelled, so its marker is removed when it ends."""
+    policy: ResilientFetch
+    """The fetch policy every job of this worker uses (source policies: ``worker.resilience``)."""
+    admission: Admission | None
+    """This worker's admission of jobs by deadline (``worker.admission``); None when ``admission`` is off."""
 
 
 def new_worker_id() -> str:

@@ -5,7 +5,10 @@ interpreter, no process per core) and ``ProcessPoolExecutor`` before that. ``thr
 only so benchmarks can show what the GIL does to CPU-bound work.
 
 Work in the pool cannot be cancelled once started: a deadline abandons the future and the core
-stays busy until the task returns, which is why the pool is capped at the usable CPUs.
+stays busy until the task returns, which is why the pool is capped at the usable CPUs. The pool
+therefore keeps its own list of unfinished tasks, ended only when the executor says so, with
+when each was submitted and (the executors run tasks first in, first out) when it started:
+``worker.admission`` reads it to tell how long new work would wait.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agentq.contract import ExecutorInfo, ExecutorName
@@ -50,22 +54,65 @@ def choose(kind: ExecutorKind) -> tuple[ExecutorName, str]:
     return kind, f"forced by settings on {version}"
 
 
+@dataclass(eq=False)
+class PoolTask:
+    """One task given to the pool and not finished yet (``time.monotonic()`` instants)."""
+
+    label: tuple[str, str] | None
+    """(job id, source) for a job's inference; None for anything else."""
+    submitted: float
+    started: float | None = None
+    """When a pool worker took it: known from the order tasks finish in (first in, first out)."""
+
+
 @dataclass
 class InferencePool:
-    """An executor plus what the result reports about it."""
+    """An executor plus what the result reports about it, and its unfinished tasks."""
 
     executor: cf.Executor
     info: ExecutorInfo
     broken: bool = False
+    tasks: list[PoolTask] = field(default_factory=list)
+    """Unfinished tasks in the order they were submitted."""
+    on_task_done: Callable[[], None] | None = None
+    """Called (in the event loop) whenever a task ends: a pool worker is free for the next."""
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    async def run(self, fn: Callable[..., T], *args: object, label: tuple[str, str] | None = None) -> T:
         """Run ``fn(*args)`` in the pool; note it if the pool itself has broken."""
         loop = asyncio.get_running_loop()
+        task = PoolTask(label, time.monotonic())
         try:
-            return await loop.run_in_executor(self.executor, fn, *args)
+            future = self.executor.submit(fn, *args)
         except cf.BrokenExecutor:
             self.broken = True
             raise
+        self._submitted(task)
+        try:
+            return await asyncio.wrap_future(future)
+        except cf.BrokenExecutor:
+            self.broken = True
+            raise
+        finally:
+            if future.done():
+                self._finished(task)
+            else:  # abandoned (a deadline) while it runs: the executor's future says when it is over
+                future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finished, task))
+
+    def _submitted(self, task: PoolTask) -> None:
+        if sum(t.started is not None for t in self.tasks) < self.info.size:
+            task.started = task.submitted
+        self.tasks.append(task)
+
+    def _finished(self, task: PoolTask) -> None:
+        if task not in self.tasks:
+            return
+        self.tasks.remove(task)
+        if task.started is not None:  # its pool worker takes the oldest waiting task now
+            waiting = next((t for t in self.tasks if t.started is None), None)
+            if waiting is not None:
+                waiting.started = time.monotonic()
+        if self.on_task_done is not None:
+            self.on_task_done()
 
     async def warm(self, modules: Iterable[str]) -> None:
         """Import ``modules`` in the pool's workers (best effort: one task per worker, as at start)."""

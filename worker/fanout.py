@@ -176,7 +176,13 @@ class FanOut:
         analysis = self.analysis
         try:
             raw = await self.pool.run(
-                pooled.run_analysis, analysis.function, question, text, dict(self.params), self.pool.kind
+                pooled.run_analysis,
+                analysis.function,
+                question,
+                text,
+                dict(self.params),
+                self.pool.kind,
+                label=(ctx.job_id, o.name),
             )
         except Exception as exc:
             log.warning("inference of %s failed", o.name, exc_info=True)

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentq import tracing
-from agentq.contract import JobResult, QuestionRequest, Timing, parse_request, request_fingerprint
+from agentq.contract import JobResult, QuestionRequest, SourceOutcome, Timing, parse_request, request_fingerprint
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
 from worker import cancel, metrics, progress, traced
 from worker.context import WorkerContext
-from worker.fanout import FanOut
+from worker.fanout import EventHook, FanOut, FanOutEvent
 from worker.lifecycle import replace_pool_if_broken
 from worker.resilience import ResilientFetch
 from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
@@ -85,8 +85,8 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
             sources,
             analysis=analysis,
             params=analysis.params_for(s),
-            policy=traced.policy(cancelled.policy(ResilientFetch(s, ctx["redis"], ctx["keys"]))),
-            on_event=_publisher(ctx, request).on_event,
+            policy=traced.policy(cancelled.policy(ctx.get("policy") or ResilientFetch(s, ctx["redis"], ctx["keys"]))),
+            on_event=_on_event(ctx, request, analysis.name),
             max_text_chars=s.max_source_bytes,
         )
         outcomes, total_s = await fan_out.run(
@@ -124,6 +124,19 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
         worker_id=ctx["worker_id"],
         job_try=ctx.get("job_try"),
     )
+
+
+def _on_event(ctx: WorkerContext, request: QuestionRequest, analysis: str) -> EventHook:
+    """The fan-out's events go to the progress log and to admission (its plan and cost model)."""
+    publish, admission, job_id = _publisher(ctx, request).on_event, ctx.get("admission"), ctx["job_id"]
+    if admission is None:
+        return publish
+
+    def on_event(kind: FanOutEvent, outcome: SourceOutcome) -> None:
+        publish(kind, outcome)
+        admission.on_event(job_id, analysis, kind, outcome)
+
+    return on_event
 
 
 def _publisher(ctx: WorkerContext, request: QuestionRequest) -> progress.ProgressPublisher:

@@ -5,7 +5,8 @@ timeout + 10 s: a job whose worker was SIGKILLed waits that long before anyone r
 a job that runs longer than that is started a second time. A *lease* fixes both: the key lives
 ``lease_s`` (a few seconds) and the worker renews it every third of that for every job it is
 still running, so a dead worker's jobs come back within one lease while a live worker's long jobs
-are never taken from it.
+are never taken from it. The job's queue score moves with its lease (the *lease score*, see
+``worker.claim``): a running job is never due, and a dead worker's job comes due when its lease ends.
 
 arq itself offers none of this, hence the hand-written pieces here; ``worker.arqfork`` wires them
 into arq's worker.
@@ -17,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentq import wire
 from agentq.errors import REDIS_DOWN
@@ -27,25 +28,38 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# KEYS: [1] the queue. ARGV: [1] lease ms, [2] now ms, then the job ids.
+# A key that is gone (the job just finished, or went back to the queue) is left gone, and so is the
+# score: a job put back in the queue keeps the score its requeue gave it.
+_RENEW = f"""
+local lease = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  if redis.call('PEXPIRE', '{wire.IN_PROGRESS_PREFIX}' .. ARGV[i], lease) == 1 then
+    redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[2]) + lease, ARGV[i])
+  end
+end
+return 1
+"""
 
-async def renew_leases_forever(redis: ArqRedis, running: Callable[[], Iterable[str]], lease_s: float) -> None:
-    """Every ``lease_s / 3``, push back the expiry of the in-progress key of every running job.
+
+async def renew_leases_forever(
+    redis: ArqRedis, queue: str, running: Callable[[], Iterable[str]], lease_s: float
+) -> None:
+    """Every ``lease_s / 3``, push back the lease (in-progress key and queue score) of every running job.
 
     A renewal that fails (Redis unreachable, or any other error) is logged and tried again at the
     next tick: the lease has two more ticks before it runs out. Only cancellation stops the loop.
     """
     lease_ms = max(1, round(lease_s * 1000))
+    renew = redis.register_script(_RENEW)
     while True:
         await asyncio.sleep(lease_s / 3)
         job_ids = list(running())
         if not job_ids:
             continue
         try:
-            async with redis.pipeline(transaction=False) as pipe:
-                for job_id in job_ids:
-                    # PEXPIRE on a key that is gone (the job just finished) does nothing.
-                    pipe.pexpire(wire.IN_PROGRESS_PREFIX + job_id, lease_ms)
-                await pipe.execute()
+            args: list[Any] = [lease_ms, round(time.time() * 1000), *job_ids]
+            await renew(keys=[queue], args=args)
         except REDIS_DOWN as exc:
             log.warning("could not renew the leases of %d jobs: %s", len(job_ids), exc)
         except Exception:  # e.g. READONLY after a failover: never let the renewer die quietly

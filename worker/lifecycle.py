@@ -4,8 +4,9 @@ Start-up imports and checks the plugins (``worker.plugins``: a failure stops the
 2), opens the HTTP client, starts the inference pool, runs every enabled analysis once in it,
 starts the heartbeat and the metrics; shut-down stops them in reverse and waits for the pool's
 processes or interpreters.
-Around each job: the in-flight count and the log context at its start; the done notification,
-the progress log's last entry and the dedup marker at its end.
+Around each job: the in-flight count and the log context at its start, the counts at its end (the
+done notification, the progress log's last entry and the dedup marker go with the result:
+``worker.finish``). The pool tells admission (``worker.admission``) each time a worker of it is free.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import logging
 from datetime import UTC, datetime
 
 from agentq import tracing
-from agentq.errors import REDIS_DOWN
-from worker import cancel, health, metrics, plugins, progress
+from worker import cancel, health, metrics, plugins
 from worker.context import WorkerContext
 from worker.executor import create_pool
 from worker.logs import current_job_id
+from worker.resilience import ResilientFetch
 from worker.sources.http import create_client
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["http"] = create_client(s, ctx["worker_id"])
     ctx["pool"] = await asyncio.to_thread(create_pool, s.executor, s.pool_size)
     await plugins.check_analyses(ctx["pool"], ctx["analyses"], s)
+    if (admission := ctx.get("admission")) is not None:
+        admission.attach(ctx["pool"])
+    # One fetch policy for every job: it holds no per-query state, and building it per job (its
+    # scripts, its rate limiter) cost more than a short job's own work.
+    ctx["policy"] = ResilientFetch(s, ctx["redis"], ctx["keys"])
     info = ctx["pool"].info
     ctx["stats"] = {"started_at": datetime.now(UTC).isoformat(), "jobs_done": 0, "jobs_in_flight": 0}
     metrics.start(ctx)  # before the first beat, which reports the metrics port
@@ -83,23 +89,11 @@ async def job_started(ctx: WorkerContext) -> None:
 
 
 async def job_ended(ctx: WorkerContext) -> None:
-    """arq ``after_job_end`` (the result is stored by now): wake whoever waits for it."""
+    """arq ``after_job_end``: the result is stored, the waiters woken and the progress log ended by now
+    (one script: ``worker.finish``); count the job."""
     ctx["stats"]["jobs_in_flight"] -= 1
     ctx["stats"]["jobs_done"] += 1
-    try:
-        await ctx["redis"].publish(ctx["keys"].done_channel(ctx["job_id"]), b"1")
-    except REDIS_DOWN as exc:  # waiters still find the result on their 1 s recheck
-        log.warning("could not publish job %s done: %s", ctx["job_id"], exc)
-    except Exception:  # arq would let it take the worker down
-        log.exception("could not publish job %s done", ctx["job_id"])
-    finally:
-        # The progress log's last entry; the dedup marker goes. Also for a start that never reached
-        # the fan-out (a bad payload, too many tries): its log still says how it ended.
-        publisher = ctx.get("progress") or progress.ProgressPublisher(
-            ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, None
-        )
-        await progress.finish(publisher)
-        await cancel.forget(ctx)
+    await cancel.forget(ctx)  # a cancelled job's marker (one call, only for a job that was cancelled)
 
 
 async def replace_pool_if_broken(ctx: WorkerContext) -> None:

@@ -1,10 +1,10 @@
-"""A finished job's listing entry, written in the transaction that stores its result.
+"""A finished job's listing entry, filed by the script that stores its result.
 
 The producer writes each job's summary hash and the recent-jobs index when it enqueues the job
-(``producer.jobs`` describes both). Here the worker adds the job's ``final`` figures to that hash
-(``HSETNX``: the first stored result's figures win, as the result itself does), moves the hash's
-expiry to the result's, and indexes the job under its final status, trimming that index, all
-inside ``worker.arqfork``'s result transaction: no extra round trip.
+(``producer.jobs`` describes both). When a run's result is the one stored, the finish script
+(``worker.finish``) adds the job's ``final`` figures to that hash (``HSETNX``), moves the hash's
+expiry to the result's, and indexes the job under its final status, trimming that index: no
+extra round trip. :func:`filing` computes what the script writes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -40,12 +41,29 @@ def final_of(job_id: str, result_data: bytes) -> dict[str, Any]:
     return {"status": "failed", "finished_ms": now_ms, "error": error[:200], "sources": {}}
 
 
-def add_final(tr: Any, settings: Settings, job_id: str, result_data: bytes) -> None:
-    """Queue on the transaction ``tr`` the commands that file the finished job (see the module's docstring)."""
+@dataclass(frozen=True)
+class Filing:
+    """What the finish script writes to file a finished job."""
+
+    summary_key: str
+    index_key: str
+    """The index of jobs finished with this status."""
+    final: str
+    """The ``final`` figures, as JSON."""
+    finished_ms: int
+    summary_px: int
+    index_size: int
+
+
+def filing(settings: Settings, job_id: str, result_data: bytes) -> Filing:
+    """How to file ``job_id`` once ``result_data`` (an arq result record) is stored for it."""
     keys = Keys(settings.key_prefix)
     final = final_of(job_id, result_data)
-    summary, index = keys.summary(job_id), keys.jobs_by_status(final["status"])
-    tr.hsetnx(summary, "final", json.dumps(final))
-    tr.pexpire(summary, settings.result_ttl_s * 1000)
-    tr.zadd(index, {job_id: final["finished_ms"]})
-    tr.zremrangebyrank(index, 0, -1 - settings.jobs_index_size)
+    return Filing(
+        summary_key=keys.summary(job_id),
+        index_key=keys.jobs_by_status(final["status"]),
+        final=json.dumps(final),
+        finished_ms=int(final["finished_ms"]),
+        summary_px=settings.result_ttl_s * 1000,
+        index_size=settings.jobs_index_size,
+    )

@@ -17,6 +17,10 @@ Metrics:
 - ``agentq_jobs_in_flight``: jobs this worker runs right now.
 - ``agentq_queue_depth``: jobs in the arq queue (ZCARD: queued, deferred and running), read from
   Redis every ``queue_depth_interval_s``; every worker reports the same number, take ``max()``.
+- ``agentq_redis_round_trips_total``: requests this worker process has sent to Redis (a command, a
+  pipeline, a script: one each; ``agentq.roundtrips``).
+- ``agentq_jobs_refused_total``: claimed jobs admission gave back to the queue, as they would have
+  missed their deadline here (``worker.admission``).
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ import asyncio
 import concurrent.futures as cf
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from agentq.errors import REDIS_DOWN
+from agentq.roundtrips import round_trips
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -55,6 +63,24 @@ POOL_QUEUE_DEPTH = Gauge("agentq_pool_queue_depth", "Inference tasks waiting for
 POOL_SIZE = Gauge("agentq_pool_size", "Workers in the inference pool.")
 JOBS_IN_FLIGHT = Gauge("agentq_jobs_in_flight", "Jobs this worker is running.")
 QUEUE_DEPTH = Gauge("agentq_queue_depth", "Jobs in the arq queue (queued, deferred and running).")
+
+
+class _ProcessCounters(Collector):
+    """Counters kept outside prometheus_client, read when scraped."""
+
+    refused: Callable[[], int] = staticmethod(lambda: 0)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "agentq_redis_round_trips", "Requests this worker process has sent to Redis.", value=round_trips()
+        )
+        yield CounterMetricFamily(
+            "agentq_jobs_refused", "Claimed jobs given back to the queue by admission.", value=self.refused()
+        )
+
+
+PROCESS_COUNTERS = _ProcessCounters()
+REGISTRY.register(PROCESS_COUNTERS)
 
 
 def pool_backlog(executor: cf.Executor) -> int:
@@ -109,6 +135,9 @@ def start(ctx: WorkerContext) -> None:
     s = ctx["settings"]
     POOL_QUEUE_DEPTH.set_function(lambda: pool_backlog(ctx["pool"].executor))
     POOL_SIZE.set_function(lambda: ctx["pool"].info.size)
+    admission = ctx.get("admission")
+    if admission is not None:
+        PROCESS_COUNTERS.refused = lambda: admission.refused
     JOBS_IN_FLIGHT.set_function(lambda: ctx["stats"]["jobs_in_flight"])
     ctx["queue_depth_task"] = asyncio.create_task(refresh_queue_depth_forever(ctx))
     if s.metrics_port is None:

@@ -1,18 +1,19 @@
 """Live progress: each source's fan-out events, appended to the job's progress log in Redis.
 
-The log is a capped Redis stream, ``<prefix>:progress:<job id>``, one :class:`ProgressEvent` as
-JSON per entry, expiring ``progress_ttl_s`` after its last event. A stream rather than pub/sub
-because one ``XREAD BLOCK`` from id 0 replays what happened and then waits for what comes next:
-a watcher who arrives late (or reconnects) misses nothing, and there is no window between reading
-the history and subscribing in which an event could fall through.
+The log is a capped Redis stream, ``<prefix>:progress:<job id>``, expiring ``progress_ttl_s`` after
+its last write. Each entry's ``e`` field holds the events written together, as a JSON list of
+:class:`ProgressEvent` (``producer.client.parse_events`` also reads a single event). A stream rather
+than pub/sub because one ``XREAD BLOCK`` from id 0 replays what happened and then waits for what
+comes next: a watcher who arrives late (or reconnects) misses nothing, and there is no window
+between reading the history and subscribing in which an event could fall through.
 
-The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only puts the event on an
-``asyncio.Queue``. One task per job drains the queue in batches (one pipelined round trip each),
-so a slow or unreachable Redis delays progress, never the answer. Lost progress is logged, not
-fatal. The job starts a publisher per start (``worker.job``); after the result is stored,
-:func:`finish` (``worker.lifecycle``) appends ``job_done`` (or ``requeued`` when the
-start ended without a result and arq will run the job again) and clears the job's deduplication
-marker.
+The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only notes the event. Every
+``WRITE_DELAY_S`` the worker's one :class:`ProgressWriter` writes what all its jobs noted since, in
+one round trip (a pipeline, one entry per job), from a task of its own, so a slow or unreachable
+Redis delays progress, never the answer, and a job that is over sooner writes nothing here at all:
+when the job ends, :meth:`ProgressPublisher.tail` hands whatever is unwritten to the finish script
+(``worker.finish``), which writes it with the last event (``job_done``, or ``requeued`` when the run
+ended without a result) in the same step that stores the result. Lost progress is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, ClassVar
 
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.keys import Keys
+from worker.finish import STREAM_MAXLEN, Tail
 from worker.timing import overall_status
 
 if TYPE_CHECKING:
@@ -34,9 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Entries kept per job: a job writes 4 per source and 1 per start, far fewer than this.
-STREAM_MAXLEN = 1000
-#: How long ``finish`` waits for the last events to be written before it gives up on them.
+#: Events that arrive this soon after a first unwritten one are written with it, in one round trip.
+WRITE_DELAY_S = 0.05
+#: How long ``tail`` waits for a write under way to end before it gives up on it.
 FLUSH_TIMEOUT_S = 2.0
 
 #: The outcome fields every event carries in its own fields (or that are too big to send).
@@ -52,11 +55,6 @@ _NOT_DETAIL = frozenset(
         "inference_cpu_s",
     }
 )
-#: Deletes the dedup marker only if it still names this job (Redis 7 has no conditional DEL).
-_DELETE_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class ProgressPublisher:
@@ -68,21 +66,31 @@ class ProgressPublisher:
         self.inflight_key = keys.inflight(fingerprint) if fingerprint else None
         self.t0 = time.monotonic()
         self.outcomes: dict[str, SourceOutcome] = {}
-        self._queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._drain(), name=f"progress-{job_id}")
+        self._pending: list[str] = []  # events as JSON, not written yet
+        self._writer = ProgressWriter.of(redis)
+        self._in_flight: asyncio.Future[None] | None = None  # a write of this job's events talking to Redis
+        self._expiry_set = False
+        self._ended = False
 
     def event(self, kind: ProgressKind, outcome: SourceOutcome | None = None) -> ProgressEvent:
-        """A :class:`ProgressEvent` for this job now; a source's state from ``outcome``."""
+        """A :class:`ProgressEvent` for this job now; a source's state from ``outcome``.
+
+        Built without validation (``model_construct``): every value comes from a validated outcome,
+        and this runs several times per source of every job.
+        """
         if outcome is None:
             statuses = list(self.outcomes.values())
             status = overall_status(statuses) if statuses else None
-            return ProgressEvent(job_id=self.job_id, event=kind, t=self.elapsed(), status=status)
+            # Every field given: a missing one would make pydantic inspect its default factory each time.
+            return ProgressEvent.model_construct(
+                job_id=self.job_id, event=kind, t=self.elapsed(), source=None, status=status, error=None, detail={}
+            )
         detail = {
             name: value
-            for name, value in outcome
+            for name, value in outcome.__dict__.items()
             if name not in _NOT_DETAIL and isinstance(value, str | int | float | bool)
         }
-        return ProgressEvent(
+        return ProgressEvent.model_construct(
             job_id=self.job_id,
             event=kind,
             t=self.elapsed(),
@@ -98,65 +106,131 @@ class ProgressPublisher:
         return round(time.monotonic() - self.t0, 4)
 
     def on_event(self, kind: FanOutEvent, outcome: SourceOutcome) -> None:
-        """The fan-out's hook: queue the event; never blocks, never raises on Redis trouble."""
+        """The fan-out's hook: note the event for the next write; never blocks, never raises on Redis trouble."""
         self.outcomes[outcome.name] = outcome
-        self._queue.put_nowait(self.event(kind, outcome))
+        self._pending.append(self.event(kind, outcome).model_dump_json(exclude_none=True))
+        self._schedule()
 
-    async def close(self) -> None:
-        """Write whatever is still queued (up to ``FLUSH_TIMEOUT_S``), then stop the drain task."""
-        self._queue.put_nowait(None)
+    def _schedule(self) -> None:
+        if not self._ended:
+            self._writer.add(self)
+
+    def _take(self) -> tuple[list[str], int | None]:
+        """The writer takes this job's unwritten events (and whether to set the log's expiry)."""
+        batch, self._pending = self._pending, []
+        ttl = None if self._expiry_set else self.ttl_s
+        # Every write after the first leaves the expiry be: the job's last write sets it again.
+        self._expiry_set = True
+        return batch, ttl
+
+    async def tail(self) -> Tail:
+        """Stop writing; return what is unwritten, and the last events, for the finish script.
+
+        A write of this job's events already talking to Redis is awaited (up to ``FLUSH_TIMEOUT_S``)
+        so the log stays in order; events still waiting for the next write are handed over.
+        """
+        self._ended = True
+        self._writer.discard(self)
+        if self._in_flight is not None:
+            try:
+                async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                    await asyncio.shield(self._in_flight)
+            except TimeoutError:
+                log.warning("job %s: progress not written within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
+        last = self.event("job_done")
+        return Tail(
+            pending=self._pending,
+            job_done=last.model_dump_json(exclude_none=True),
+            requeued=last.model_copy(update={"event": "requeued"}).model_dump_json(exclude_none=True),
+            marker=self.inflight_key,
+        )
+
+
+#: What one tick writes for one job: its publisher, its events, the expiry to set (None: leave it).
+Written = tuple["ProgressPublisher", list[str], int | None]
+
+
+class ProgressWriter:
+    """Writes the noted events of every job of one worker, ``WRITE_DELAY_S`` after the first, in one
+    pipeline: one round trip per tick for the whole worker, not one per job. One per connection pool,
+    found by :meth:`of` (the publishers are built per job)."""
+
+    _by_pool: ClassVar[weakref.WeakKeyDictionary[object, ProgressWriter]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._dirty: dict[str, ProgressPublisher] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, redis: ArqRedis) -> ProgressWriter:
+        """The writer of ``redis``'s connection pool."""
+        writer = cls._by_pool.get(redis.connection_pool)
+        if writer is None:
+            writer = cls._by_pool[redis.connection_pool] = cls()
+        return writer
+
+    def add(self, publisher: ProgressPublisher) -> None:
+        """``publisher`` has events to write: at the next tick."""
+        self._dirty[publisher.job_id] = publisher
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(WRITE_DELAY_S, self._tick)
+
+    def discard(self, publisher: ProgressPublisher) -> None:
+        """``publisher``'s job has ended: its unwritten events go with its result instead."""
+        self._dirty.pop(publisher.job_id, None)
+
+    def _tick(self) -> None:
+        self._timer = None
+        batch: list[Written] = [(p, *p._take()) for p in self._dirty.values() if p._pending]
+        self._dirty.clear()
+        if not batch:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for publisher, _, _ in batch:
+            publisher._in_flight = done
+        task = asyncio.create_task(self._write(batch, done), name="agentq-progress")
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write(self, batch: list[Written], done: asyncio.Future[None]) -> None:
         try:
-            async with asyncio.timeout(FLUSH_TIMEOUT_S):
-                await asyncio.shield(self._task)
-        except TimeoutError:
-            log.warning("job %s: progress not flushed within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
-            self._task.cancel()
-
-    async def _drain(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            events = [e for e in batch if e is not None]
-            if events:
-                await append(self.redis, self.key, events, self.ttl_s)
-            if len(events) < len(batch):
-                return
+            await append_many(batch[0][0].redis, [(p.key, events, ttl) for p, events, ttl in batch])
+        finally:
+            for publisher, _, _ in batch:
+                if publisher._in_flight is done:
+                    publisher._in_flight = None
+            done.set_result(None)
 
 
-async def append(redis: ArqRedis, key: str, events: list[ProgressEvent], ttl_s: int) -> None:
-    """Append events to a progress log and push its expiry back; log, never raise, on failure."""
+def bare_tail(job_id: str) -> Tail:
+    """The tail of a run that never reached the fan-out (no publisher): only the last event."""
+
+    def last(kind: ProgressKind) -> str:
+        return ProgressEvent(job_id=job_id, event=kind, t=0.0, detail={}).model_dump_json(exclude_none=True)
+
+    return Tail(pending=[], job_done=last("job_done"), requeued=last("requeued"), marker=None)
+
+
+async def append(redis: ArqRedis, key: str, events: list[str], ttl_s: int | None) -> None:
+    """Append events (JSON objects) to a progress log as one entry and, with ``ttl_s``, set its
+    expiry; log, never raise, on failure."""
+    await append_many(redis, [(key, events, ttl_s)])
+
+
+async def append_many(redis: ArqRedis, logs: list[tuple[str, list[str], int | None]]) -> None:
+    """:func:`append` for several progress logs, in one round trip."""
+    logs = [(key, events, ttl) for key, events, ttl in logs if events]
+    if not logs:
+        return
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            for e in events:
-                pipe.xadd(key, {"e": e.model_dump_json(exclude_none=True)}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(key, ttl_s)
+            for key, events, ttl_s in logs:
+                pipe.xadd(key, {"e": f"[{','.join(events)}]"}, maxlen=STREAM_MAXLEN, approximate=True)
+                if ttl_s is not None:
+                    pipe.expire(key, ttl_s)
             await pipe.execute()
     except REDIS_DOWN as exc:
-        log.warning("progress of %s lost (%d events): %s", key, len(events), exc)
+        log.warning("progress of %d jobs lost (%d events): %s", len(logs), sum(len(e) for _, e, _ in logs), exc)
     except Exception:
-        log.exception("progress of %s lost (%d events)", key, len(events))
-
-
-async def finish(publisher: ProgressPublisher) -> None:
-    """After the job (its result stored, or not when arq will re-run it): the last entry, then
-    the dedup marker goes. Runs for every start, also those that never reached the fan-out."""
-    await publisher.close()
-    redis, job_id = publisher.redis, publisher.job_id
-    try:
-        done = bool(await redis.exists(Keys.result(job_id)))
-    except REDIS_DOWN as exc:
-        log.warning("job %s: cannot tell whether its result is stored: %s", job_id, exc)
-        return
-    except Exception:
-        log.exception("job %s: cannot tell whether its result is stored", job_id)
-        return
-    await append(redis, publisher.key, [publisher.event("job_done" if done else "requeued")], publisher.ttl_s)
-    if done and publisher.inflight_key:
-        try:
-            delete_if_equal = redis.register_script(_DELETE_IF_EQUAL)
-            await delete_if_equal(keys=[publisher.inflight_key], args=[job_id])
-        except REDIS_DOWN as exc:  # harmless: a join checks the marked job's real state
-            log.warning("job %s: dedup marker left behind: %s", job_id, exc)
-        except Exception:
-            log.exception("job %s: dedup marker left behind", job_id)
+        log.exception("progress of %d jobs lost", len(logs))

@@ -60,12 +60,12 @@ class _TracedPool(InferencePool):
         super().__init__(inner.executor, inner.info)
         self.inner = inner
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    async def run(self, fn: Callable[..., T], *args: object, label: tuple[str, str] | None = None) -> T:
         name = _source.get()
         attributes = {"agentq.source": name, "agentq.executor": self.info.kind}
         with tracing.span(f"inference {name}", attributes=attributes) as span:
             submitted = time.monotonic()
-            raw = await self.inner.run(fn, *args)
+            raw = await self.inner.run(fn, *args, label=label)
             if span is not None and isinstance(raw, dict) and isinstance(raw.get("started"), float):
                 span.set_attribute("agentq.wait_s", max(0.0, raw["started"] - submitted))
                 span.set_attribute("agentq.cpu_s", float(raw.get("cpu_s", 0.0)))

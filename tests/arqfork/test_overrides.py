@@ -1,7 +1,9 @@
-"""Unit tests of ``worker.arqfork.AgentQWorker`` and ``worker.leases`` on fakeredis, faults injected.
+"""Unit tests of ``worker.arqfork.AgentQWorker`` and ``worker.leases`` on fakeredis, faults injected:
+ending a job, the poll loop's outage handling, stopping, leases, failure reasons, closing.
 
 Each override is driven directly (arq's ``main`` is never run); where it helps, arq's own method
-runs beside it on the same fake Redis to show the behaviour the override changes.
+runs beside it on the same fake Redis to show the behaviour the override changes. The pickup (the
+claim, the doorbell) is in ``test_pickup.py``.
 """
 
 from __future__ import annotations
@@ -9,23 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
 import fakeredis
 import pytest
-import redis.asyncio.client
 import redis.exceptions
 from arq.connections import ArqRedis
 from arq.jobs import DeserializationError, serialize_result
 from arq.worker import JobExecutionFailed, Worker
+from redis.commands.core import AsyncScript
 
 from agentq import wire
-from agentq.contract import dumps, loads
-from agentq.errors import REDIS_DOWN
-from tests.arqfork.conftest import QUEUE, MakeWorker, free_slots, in_progress, queue_jobs
+from agentq.contract import SourceOutcome, dumps, loads
+from agentq.keys import Keys
+from producer.client import parse_events
+from tests.arqfork.conftest import QUEUE, MakeWorker, in_progress, queue_jobs
 from worker import leases
-from worker.arqfork import explain_failure
+from worker.arqfork import AgentQWorker, Next, explain_failure
+from worker.progress import ProgressPublisher
 
 
 def records_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:
@@ -33,198 +38,24 @@ def records_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.Lo
     return [r for r in caplog.records if r.name == logger]
 
 
-class Outage:
-    """Takes the fake Redis away, in one of two ways, and brings it back."""
-
-    def __init__(self, kind: str, server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.kind, self.server, self.down = kind, server, False
-        real_execute = redis.asyncio.client.Pipeline.execute
-
-        async def execute(pipe: redis.asyncio.client.Pipeline, raise_on_error: bool = True) -> Any:
-            if self.down and self.kind == "refused-at-exec":
-                raise ConnectionRefusedError(111, "Connection refused")
-            return await real_execute(pipe, raise_on_error)
-
-        real_immediate = redis.asyncio.client.Pipeline.immediate_execute_command
-
-        async def immediate(pipe: redis.asyncio.client.Pipeline, *args: Any, **options: Any) -> Any:
-            if self.down and self.kind == "lost-while-watching" and pipe.watching:
-                # What redis-py does when a WATCHed connection breaks: its own clean-up turns the
-                # connection error into a WatchError raised while handling it.
-                try:
-                    raise redis.exceptions.ConnectionError("Error while reading from redis:6379 : (104, reset)")
-                except redis.exceptions.ConnectionError as error:
-                    await pipe._disconnect_reset_raise(pipe.connection, error)  # type: ignore[arg-type]
-            return await real_immediate(pipe, *args, **options)
-
-        monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", execute)
-        monkeypatch.setattr(redis.asyncio.client.Pipeline, "immediate_execute_command", immediate)
-
-    def begin(self) -> None:
-        self.down = True
-        self.server.connected = self.kind != "unreachable"
-
-    def end(self) -> None:
-        self.down = False
-        self.server.connected = True
-
-
-@pytest.fixture(params=["unreachable", "refused-at-exec"])
-def outage(
-    request: pytest.FixtureRequest, fake_server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
-) -> Outage:
-    """Redis fails mid-pickup: unreachable from the WATCH on, or refusing the EXEC that takes the job."""
-    return Outage(request.param, fake_server, monkeypatch)
-
-
-# ------------------------------------------------------------------------------ start_jobs
-async def test_a_failed_pickup_gives_back_the_slot_and_raises(
-    make_worker: MakeWorker, arq_pool: ArqRedis, outage: Outage
-) -> None:
-    """Redis failing inside start_jobs propagates, and the semaphore slot and job_counter arq took are given back."""
-    w = make_worker(max_jobs=2)
-    await queue_jobs(arq_pool, "a")
-    outage.begin()
-    with pytest.raises(REDIS_DOWN):
-        await w.start_jobs([b"a"])
-    assert (w.job_counter, free_slots(w.sem), w.tasks) == (0, 3, {})
-
-
-async def test_arq_alone_keeps_the_slot_of_a_failed_pickup(
-    make_arq_worker: Callable[..., Worker], arq_pool: ArqRedis, outage: Outage
-) -> None:
-    """arq's own start_jobs leaks the slot when Redis fails mid-pickup: the bug the override repairs."""
-    w = make_arq_worker(max_jobs=2)
-    await queue_jobs(arq_pool, "a")
-    outage.begin()
-    with pytest.raises(REDIS_DOWN):
-        await w.start_jobs([b"a"])
-    assert (w.job_counter, free_slots(w.sem), w.tasks) == (1, 2, {})
-
-
-async def test_a_connection_lost_inside_the_pickups_watch_is_an_outage(
-    make_worker: MakeWorker, arq_pool: ArqRedis, fake_server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A connection lost between WATCH and MULTI (redis-py: WatchError) is a Redis outage, the slot given back."""
-    w = make_worker(max_jobs=2)
-    await queue_jobs(arq_pool, "a")
-    Outage("lost-while-watching", fake_server, monkeypatch).begin()
-    with pytest.raises(REDIS_DOWN):
-        await w.start_jobs([b"a"])
-    assert (w.job_counter, free_slots(w.sem), w.tasks) == (0, 3, {})
-
-
-async def test_arq_alone_lets_a_watch_lost_to_the_connection_escape(
-    make_arq_worker: Callable[..., Worker],
-    arq_pool: ArqRedis,
-    fake_server: fakeredis.FakeServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """arq's start_jobs lets that WatchError out of its poll loop: the worker exited on a Redis restart."""
-    w = make_arq_worker(max_jobs=2)
-    await queue_jobs(arq_pool, "a")
-    Outage("lost-while-watching", fake_server, monkeypatch).begin()
-    with pytest.raises(redis.exceptions.WatchError):
-        await w.start_jobs([b"a"])
-
-
-async def test_after_many_failed_pickups_the_worker_still_fills_max_jobs(
-    make_worker: MakeWorker, make_arq_worker: Callable[..., Worker], arq_pool: ArqRedis, outage: Outage
-) -> None:
-    """Ten failed pickups later our worker starts max_jobs jobs; arq's, after max_jobs of them, starts none."""
-    ours, arqs = make_worker(max_jobs=3), make_arq_worker(max_jobs=3)
-    await queue_jobs(arq_pool, "a", "b", "c", "d", "e")
-    outage.begin()
-    for _ in range(10):
-        with pytest.raises(REDIS_DOWN):
-            await ours.start_jobs([b"a"])
-    for _ in range(3):
-        with pytest.raises(REDIS_DOWN):
-            await arqs.start_jobs([b"a"])
-    outage.end()
-
-    await arqs.start_jobs([b"a", b"b", b"c", b"d", b"e"])
-    assert arqs.tasks == {}
-    await ours.start_jobs([b"a", b"b", b"c", b"d", b"e"])
-    assert (sorted(ours.tasks), ours.job_counter) == (["a", "b", "c"], 3)
-
-
-async def failed_at_finish(job_id: str, score: int) -> None:
-    """Stands in for ``run_job``: the job ran, but storing its outcome met a Redis outage."""
-    raise redis.exceptions.ConnectionError("Connection reset by peer")
-
-
-async def test_a_failed_pickup_of_an_id_whose_last_run_ended_unreaped_gives_back_the_slot(
-    make_worker: MakeWorker, arq_pool: ArqRedis, outage: Outage
-) -> None:
-    """A failed re-pickup of a job whose last run ended (its finish met the outage) unreaped frees the slot."""
-    w = make_worker(max_jobs=2)
-    w.run_job = failed_at_finish  # type: ignore[method-assign]
-    await queue_jobs(arq_pool, "a")
-    await w.start_jobs([b"a"])
-    await asyncio.gather(w.tasks["a"], return_exceptions=True)
-    await arq_pool.delete(in_progress("a"))  # its lease ran out
-    assert (w.job_counter, free_slots(w.sem)) == (0, 3)
-
-    outage.begin()
-    with pytest.raises(REDIS_DOWN):
-        await w.start_jobs([b"a"])
-    assert (w.job_counter, free_slots(w.sem)) == (0, 3)
-
-
-async def test_an_id_this_worker_still_runs_gets_no_second_task(make_worker: MakeWorker, arq_pool: ArqRedis) -> None:
-    """start_jobs skips an id whose task is still running here, even when its lease has lapsed in Redis."""
-    w = make_worker(max_jobs=3)
-    await queue_jobs(arq_pool, "a", "b")
-    await w.start_jobs([b"a"])
-    first = w.tasks["a"]
-    await arq_pool.delete(in_progress("a"))  # the lease lapsed: to Redis, the job is free again
-
-    await w.start_jobs([b"a", b"b"])
-    assert w.tasks["a"] is first
-    assert (sorted(w.tasks), w.job_counter) == (["a", "b"], 2)
-
-
-async def test_arq_alone_starts_a_second_task_for_an_id_it_runs(
-    make_arq_worker: Callable[..., Worker], arq_pool: ArqRedis
-) -> None:
-    """arq's own start_jobs runs the id again and overwrites its task: the books the override protects."""
-    w = make_arq_worker(max_jobs=3)
-    await queue_jobs(arq_pool, "a")
-    await w.start_jobs([b"a"])
-    first = w.tasks["a"]
-    await arq_pool.delete(in_progress("a"))
-
-    await w.start_jobs([b"a"])
-    assert w.tasks["a"] is not first
-    assert w.job_counter == 2
-    first.cancel()
-    await asyncio.gather(first, return_exceptions=True)
-
-
-async def test_a_started_job_holds_a_lease_not_arqs_job_timeout(make_worker: MakeWorker, arq_pool: ArqRedis) -> None:
-    """The in-progress key of a job just taken lives lease_s, not arq's job timeout + 10 s."""
-    w = make_worker(lease_s=3.0)
-    await queue_jobs(arq_pool, "a")
-    await w.start_jobs([b"a"])
-    assert 2000 < await arq_pool.pttl(in_progress("a")) <= 3000
-
-
 # ------------------------------------------------------------------------------ finish_job, finish_failed_job
 async def job_in_flight(redis: ArqRedis, job_id: str) -> None:
-    """Every mark arq keeps of a running job: record, tries, lease, queue entry, abort request."""
+    """Every mark arq keeps of a running job: record, tries, lease, queue entry."""
     await redis.set(wire.JOB_PREFIX + job_id, b"{}")
     await redis.set(wire.RETRY_PREFIX + job_id, 1)
     await redis.set(in_progress(job_id), b"1", px=60_000)
     await redis.zadd(QUEUE, {job_id: 1})
-    await redis.zadd(wire.ABORT_SET, {job_id: 1})
 
 
 async def assert_finished(redis: ArqRedis, job_id: str) -> None:
-    """The job's record, tries, queue entry and abort request are gone."""
+    """The job's record, tries and queue entry are gone."""
     assert await redis.exists(wire.JOB_PREFIX + job_id, wire.RETRY_PREFIX + job_id) == 0
     assert await redis.zscore(QUEUE, job_id) is None
-    assert await redis.zscore(wire.ABORT_SET, job_id) is None
+
+
+def progress_events(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[str]:
+    """The event kinds of a progress log, entry after entry."""
+    return [e.event for _, fields in entries for e in parse_events(fields)]
 
 
 @pytest.mark.parametrize("keep_in_progress", [None, 5.0], ids=["job", "cron-job"])
@@ -276,15 +107,62 @@ async def test_arq_alone_overwrites_a_stored_result(make_worker: MakeWorker, arq
 
 
 async def test_finish_job_of_a_retried_job_requeues_it_later(make_worker: MakeWorker, arq_pool: ArqRedis) -> None:
-    """A job to run again keeps its record, loses its lease, moves back in the queue and gets no result."""
+    """A job to run again keeps its record, loses its lease, gets its queue score back (plus a Retry's
+    deferral), rings the bell, logs "requeued" and gets no result."""
     w = make_worker()
     await job_in_flight(arq_pool, "a")
+    await arq_pool.zadd(QUEUE, {"a": 9_999_999_999_999})  # its lease score
+    w._scores["a"] = 1  # its score before the claim
     await w.finish_job("a", False, None, 60, False, 5000, None)
 
     assert await arq_pool.zscore(QUEUE, "a") == 5001
     assert await arq_pool.exists(wire.JOB_PREFIX + "a")
     assert not await arq_pool.exists(in_progress("a"), wire.RESULT_PREFIX + "a")
+    assert await arq_pool.zrange(Keys("agentq").bell(QUEUE), 0, -1) == [b"ring"]
+    assert progress_events(await arq_pool.xrange(Keys("agentq").progress("a"))) == ["requeued"]
     assert w.results_discarded == 0
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["stored", "discarded"])
+async def test_finish_job_ends_the_progress_log_clears_the_marker_and_publishes_in_one_step(
+    make_worker: MakeWorker, arq_pool: ArqRedis, first: bool
+) -> None:
+    """The events not yet written and job_done go into the log as one entry; only the run whose result is
+    kept deletes the dedup marker and publishes the result itself (else "1")."""
+    keys = Keys("agentq")
+    w = make_worker(progress_ttl_s=60)
+    await job_in_flight(arq_pool, "a")
+    if not first:
+        await arq_pool.set(wire.RESULT_PREFIX + "a", b"earlier")
+    await arq_pool.set(keys.inflight("f" * 64), b"a")
+    publisher = ProgressPublisher(arq_pool, keys, "a", 60, "f" * 64)
+    for kind in ("fetch_start", "fetch_end", "inference_start", "done"):
+        publisher.on_event(kind, SourceOutcome(name="weather", timeout_s=1.0))
+    pubsub = arq_pool.pubsub()
+    await pubsub.subscribe(keys.done_channel("a"))
+    w._publishers["a"] = publisher
+    await w.finish_job("a", True, b"this run", 60, False, None, None)
+
+    ((_, fields),) = await arq_pool.xrange(keys.progress("a"))  # one entry: one round trip
+    assert progress_events([(b"", fields)]) == ["fetch_start", "fetch_end", "inference_start", "done", "job_done"]
+    assert 0 < await arq_pool.ttl(keys.progress("a")) <= 60
+    assert (await arq_pool.exists(keys.inflight("f" * 64))) == (not first)
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+    message = message or await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+    assert message is not None and message["data"] == (b"this run" if first else b"1")
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_finish_job_clears_an_abort_request_when_aborts_are_honoured(
+    make_worker: MakeWorker, arq_pool: ArqRedis
+) -> None:
+    """With arq's aborts on (allow_abort_jobs), a finished job's abort request goes too, as in arq."""
+    w = make_worker(options={"allow_abort_jobs": True})
+    await job_in_flight(arq_pool, "a")
+    await arq_pool.zadd(wire.ABORT_SET, {"a": 1})
+    await w.finish_job("a", True, b"done", 60, False, None, None)
+    assert await arq_pool.zscore(wire.ABORT_SET, "a") is None
+    await assert_finished(arq_pool, "a")
 
 
 def arq_failure(exc: BaseException, job_id: str = "a") -> bytes:
@@ -360,17 +238,22 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> FakeSleep:
     return fake
 
 
+REAL_PICKUP = AgentQWorker._pickup
+
+
 @pytest.fixture
-def arq_polls(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]:
-    """Scripts arq's own _poll_iteration: each call takes the next item, raising it unless it is None."""
+def pickups(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]:
+    """Scripts the worker's pickup: each call takes the next item, raising it unless it is None
+    (then the loop goes round again at once)."""
     script: list[BaseException | None] = []
 
-    async def poll(self: Worker) -> None:
+    async def pickup(self: AgentQWorker) -> tuple[None, Next]:
         outcome = script.pop(0)
         if outcome is not None:
             raise outcome
+        return None, Next.MORE
 
-    monkeypatch.setattr(Worker, "_poll_iteration", poll)
+    monkeypatch.setattr(AgentQWorker, "_pickup", pickup)
     return script
 
 
@@ -385,48 +268,48 @@ DOWN_ERRORS = [
 
 @pytest.mark.parametrize("error", DOWN_ERRORS, ids=lambda e: f"{type(e).__module__}.{type(e).__name__}")
 async def test_poll_waits_out_an_outage_with_a_growing_backoff_then_gives_up(
-    make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep, arq_polls: list[Any], error: Exception
+    make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep, pickups: list[Any], error: Exception
 ) -> None:
     """A REDIS_DOWN poll is swallowed and waited on, 0.05 s doubling each second up to 1 s, until redis_outage_s."""
     w = make_worker(redis_outage_s=10.0)
     start = clock.now
     for elapsed in [0, 1, 2, 3, 4, 5, 10]:
         clock.now = start + elapsed
-        arq_polls.append(error)
+        pickups.append(error)
         await w._poll_iteration()
     assert sleeps.delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
     clock.now = start + 10.5
-    arq_polls.append(error)
+    pickups.append(error)
     with pytest.raises(type(error)) as raised:
         await w._poll_iteration()
     assert raised.value is error
 
 
 async def test_a_successful_poll_restarts_the_outage_budget(
-    make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep, arq_polls: list[Any]
+    make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep, pickups: list[Any]
 ) -> None:
     """After a poll that reaches Redis, the next outage gets the whole budget and the shortest back-off again."""
     w = make_worker(redis_outage_s=10.0)
     start, down = clock.now, redis.exceptions.ConnectionError("down")
     for elapsed, outcome in [(0, down), (8, down), (9, None), (20, down), (29, down)]:
         clock.now = start + elapsed
-        arq_polls.append(outcome)
+        pickups.append(outcome)
         await w._poll_iteration()
     assert sleeps.delays == [0.05, 1.0, 0.05, 1.0]
 
     clock.now = start + 30.5
-    arq_polls.append(down)
+    pickups.append(down)
     with pytest.raises(redis.exceptions.ConnectionError):
         await w._poll_iteration()
 
 
 async def test_poll_lets_any_other_error_through_at_once(
-    make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep, arq_polls: list[Any]
+    make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep, pickups: list[Any]
 ) -> None:
     """An error that is not Redis being unreachable (here a bad reply) is not an outage: no wait, no budget."""
     w = make_worker()
-    arq_polls.append(redis.exceptions.ResponseError("WRONGTYPE"))
+    pickups.append(redis.exceptions.ResponseError("WRONGTYPE"))
     with pytest.raises(redis.exceptions.ResponseError):
         await w._poll_iteration()
     assert (sleeps.delays, w.outage.down_since) == ([], None)
@@ -435,12 +318,12 @@ async def test_poll_lets_any_other_error_through_at_once(
 # ------------------------------------------------------------------------------ stop
 @pytest.mark.parametrize("grace", [False, True], ids=["handle_sig", "handle_sig_wait_for_completion"])
 async def test_after_a_stop_request_the_poll_loop_ends_without_polling(
-    make_worker: MakeWorker, arq_pool: ArqRedis, arq_polls: list[Any], grace: bool
+    make_worker: MakeWorker, arq_pool: ArqRedis, pickups: list[Any], grace: bool
 ) -> None:
     """Both of arq's signal handlers end in on_stop, after which _poll_iteration raises CancelledError unpolled."""
     w = make_worker(options={"job_completion_wait": 0.001})
     await queue_jobs(arq_pool, "a")
-    await w.start_jobs([b"a"])
+    await REAL_PICKUP(w)  # the fixture scripts the loop's pickup
     running = w.tasks["a"]
 
     if grace:
@@ -456,76 +339,81 @@ async def test_after_a_stop_request_the_poll_loop_ends_without_polling(
     await asyncio.gather(running, return_exceptions=True)
     assert running.cancelled()
     with pytest.raises(asyncio.CancelledError):
-        await w._poll_iteration()  # arq_polls is empty: a poll would fail with IndexError
+        await w._poll_iteration()  # pickups is empty: a pickup would fail with IndexError
 
 
 # ------------------------------------------------------------------------------ leases
-class PipelineFaults:
-    """Pipeline executions, counted, each failing with the next scripted fault (None: it runs)."""
+class ScriptFaults:
+    """Script calls, counted, each failing with the next scripted fault (None: it runs)."""
 
     def __init__(self) -> None:
         self.script: list[Exception | None] = []
-        self.executions = 0
+        self.calls = 0
 
 
 @pytest.fixture
-def pipeline_faults(monkeypatch: pytest.MonkeyPatch) -> PipelineFaults:
-    """Faults injected into every Redis pipeline's EXEC."""
-    faults = PipelineFaults()
-    real_execute = redis.asyncio.client.Pipeline.execute
+def script_faults(monkeypatch: pytest.MonkeyPatch) -> ScriptFaults:
+    """Faults injected into every Lua script call."""
+    faults = ScriptFaults()
+    real_call = AsyncScript.__call__
 
-    async def execute(pipe: redis.asyncio.client.Pipeline, raise_on_error: bool = True) -> Any:
-        faults.executions += 1
+    async def call(script: AsyncScript, *args: Any, **kwargs: Any) -> Any:
+        faults.calls += 1
         fault = faults.script.pop(0) if faults.script else None
         if fault is not None:
             raise fault
-        return await real_execute(pipe, raise_on_error)
+        return await real_call(script, *args, **kwargs)
 
-    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(AsyncScript, "__call__", call)
     return faults
 
 
 async def test_the_renewer_pushes_back_every_running_lease_every_third_of_it(
     arq_pool: ArqRedis, sleeps: FakeSleep, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each lease/3 the in-progress key of every running job is set to expire in lease_s; a gone key stays gone."""
+    """Each lease/3 the in-progress key and the queue score of every running job are set to the lease's end;
+    a gone key stays gone and its job's score is left alone."""
     await arq_pool.set(in_progress("a"), b"1", px=60_000)
     await arq_pool.set(in_progress("b"), b"1", px=100)
+    await arq_pool.zadd(QUEUE, {"a": 1, "b": 1, "gone": 1})
     sleeps.limit = 2
     with pytest.raises(asyncio.CancelledError):
-        await leases.renew_leases_forever(arq_pool, lambda: ["a", "b", "gone"], 3.0)
+        await leases.renew_leases_forever(arq_pool, QUEUE, lambda: ["a", "b", "gone"], 3.0)
 
     assert sleeps.delays == [1.0, 1.0, 1.0]
+    now_ms = time.time() * 1000
     for job_id in "ab":
         assert 2000 < await arq_pool.pttl(in_progress(job_id)) <= 3000
+        assert now_ms + 2000 < await arq_pool.zscore(QUEUE, job_id) <= now_ms + 3000
     assert not await arq_pool.exists(in_progress("gone"))
+    assert await arq_pool.zscore(QUEUE, "gone") == 1
     assert records_of(caplog, "worker.leases") == []
 
 
 async def test_the_renewer_keeps_renewing_after_redis_and_other_errors(
-    arq_pool: ArqRedis, sleeps: FakeSleep, pipeline_faults: PipelineFaults, caplog: pytest.LogCaptureFixture
+    arq_pool: ArqRedis, sleeps: FakeSleep, script_faults: ScriptFaults, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A renewal that fails (Redis down, or any other error) is logged and the next tick renews again."""
     await arq_pool.set(in_progress("a"), b"1", px=60_000)
-    pipeline_faults.script += [redis.exceptions.ConnectionError("down"), redis.exceptions.ResponseError("OOM")]
+    script_faults.script += [redis.exceptions.ConnectionError("down"), redis.exceptions.ResponseError("OOM")]
     sleeps.limit = 3
     with pytest.raises(asyncio.CancelledError):
-        await leases.renew_leases_forever(arq_pool, lambda: ["a"], 3.0)
+        await leases.renew_leases_forever(arq_pool, QUEUE, lambda: ["a"], 3.0)
 
-    assert pipeline_faults.executions == 3
+    assert script_faults.calls == 3
     assert 2000 < await arq_pool.pttl(in_progress("a")) <= 3000
     logged = [(r.levelname, r.exc_info is not None) for r in records_of(caplog, "worker.leases")]
     assert logged == [("WARNING", False), ("ERROR", True)]
 
 
 async def test_the_renewer_leaves_redis_alone_while_nothing_runs(
-    arq_pool: ArqRedis, sleeps: FakeSleep, pipeline_faults: PipelineFaults
+    arq_pool: ArqRedis, sleeps: FakeSleep, script_faults: ScriptFaults
 ) -> None:
     """With no running job, ticks go by and nothing is sent to Redis."""
     sleeps.limit = 3
     with pytest.raises(asyncio.CancelledError):
-        await leases.renew_leases_forever(arq_pool, lambda: [], 3.0)
-    assert (len(sleeps.delays), pipeline_faults.executions) == (4, 0)
+        await leases.renew_leases_forever(arq_pool, QUEUE, lambda: [], 3.0)
+    assert (len(sleeps.delays), script_faults.calls) == (4, 0)
 
 
 # ------------------------------------------------------------------------------ explain_failure
@@ -574,6 +462,11 @@ def test_explain_failure_of_no_result_is_none() -> None:
 # --------------------------------------------------------------------------------------------------
 # close: the shut-down always runs
 # --------------------------------------------------------------------------------------------------
+async def failed_at_finish(job_id: str, score: int) -> None:
+    """Stands in for ``run_job``: the job ran, but storing its outcome met a Redis outage."""
+    raise redis.exceptions.ConnectionError("Connection reset by peer")
+
+
 async def test_close_runs_the_shutdown_even_with_redis_down_and_a_failed_job(
     make_worker: MakeWorker, arq_pool: ArqRedis, fake_server: fakeredis.FakeServer
 ) -> None:
@@ -587,7 +480,7 @@ async def test_close_runs_the_shutdown_even_with_redis_down_and_a_failed_job(
     w.on_shutdown = on_shutdown
     w.run_job = failed_at_finish  # type: ignore[method-assign]
     await queue_jobs(arq_pool, "a")
-    await w.start_jobs([b"a"])
+    await w._pickup()
     fake_server.connected = False
     await w.close()
     assert shut_down == [True] and w._pool is None

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from agentq.keys import Keys
 from producer.client import Client
-from tests.helpers import progress_reached
+from tests.helpers import lose_lease, progress_reached
 from tests.reliability.conftest import ONE_SECOND, Workers, alive, descendants, kill_group, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +23,7 @@ async def test_a_job_run_twice_keeps_the_first_complete_result(client: Client, w
     job_id = await client.enqueue("run me twice")
     await progress_reached(client, job_id, "fetch_start", count=3)  # the first run is fetching (~1 s)
     # Simulate a lost lease: the other worker sees the job as free and starts it again (try 2).
-    assert await client.redis.delete(Keys.in_progress(job_id)) == 1
+    await lose_lease(client, job_id)
     first = await client.result(job_id, timeout=30)
     runs = wait_for(lambda: len(workers.runs_of(job_id)) == 2 and workers.runs_of(job_id), timeout=30)
 
@@ -90,7 +89,8 @@ async def test_sigterm_without_grace_requeues_and_another_worker_finishes(client
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
     assert await client.fetch_result(job_id) is None
-    assert await client.redis.zscore(client.settings.queue_name, job_id) is not None  # re-queued
+    requeued = await client.redis.zscore(client.settings.queue_name, job_id)
+    assert requeued is not None and requeued <= time.time() * 1000  # re-queued, due at once
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)
 
     (second,) = workers.start(1)

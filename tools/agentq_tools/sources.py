@@ -8,6 +8,9 @@ points in ``tools/pyproject.toml``) and all opt-in: a worker serves them only wh
 - ``ticker``: appends the wall-clock time of every call to a Redis list, so a test can count calls
   per time window across all workers.
 - ``poison``: takes its whole worker process down at once, as a segfault or the OOM killer would.
+- ``noop``: answers at once with a fixed line and needs no source policy (it calls nothing that
+  could fail, be slow or be rate-limited), so the worker makes no policy call for it: the
+  benchmark's zero-work and no-op jobs ask it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import redis.asyncio
 
 from agentq.errors import TransientSourceError
+from agentq.policies import SourcePolicies
 from agentq.sources import REFERENCE_SOURCES, Source, SourceContext
 from worker.sources.simulated import REFERENCE_LATENCY_S, simulated
 
@@ -86,6 +90,16 @@ async def _poison(question: str, ctx: SourceContext) -> str:
     os._exit(POISON_EXIT)
 
 
+async def _noop(question: str, ctx: SourceContext) -> str:
+    return "Noop says nothing."
+
+
 flaky = Source("flaky", _flaky, opt_in=True)
+noop = Source(
+    "noop",
+    _noop,
+    opt_in=True,
+    policies=SourcePolicies(cache=False, retries=False, breaker=False, adaptive_timeout=False, rate_limit=False),
+)
 ticker = Source("ticker", _ticker, opt_in=True)
 poison = Source("poison", _poison, opt_in=True)

@@ -70,8 +70,11 @@ async def with_retries(
 ) -> T:
     """Await ``attempt()`` until it succeeds, fails permanently, or retrying must stop.
 
-    ``deadline`` is a ``time.monotonic()`` instant. The last failure is re-raised unchanged.
+    ``deadline`` is a ``time.monotonic()`` instant. The last failure is re-raised unchanged. With no
+    retries to make, the attempt is simply awaited: tenacity's machinery costs more than a no-op job.
     """
+    if retries <= 0:
+        return await attempt()
     retrying = AsyncRetrying(
         stop=_Stop(retries, attempt_timeout_s, deadline),
         wait=_Wait(backoff_s, backoff_max_s),

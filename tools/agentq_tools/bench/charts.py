@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-CHARTS = ("timeline.png", "executors.png", "latency.png", "throughput.png", "growth_sources.png", "growth_burst.png")
+CHARTS = (
+    "timeline.png",
+    "executors.png",
+    "latency.png",
+    "throughput.png",
+    "growth_sources.png",
+    "growth_burst.png",
+    "peers.png",
+    "redis_load.png",
+    "bursts.png",
+)
 _FETCH, _INFER, _WAIT = "#4c9be8", "#3cb371", "#d0d0d0"
 
 
@@ -24,6 +34,9 @@ def draw_all(summary: dict[str, Any], out: Path) -> list[Path]:
         ("throughput.png", _throughput),
         ("growth_sources.png", _growth_sources),
         ("growth_burst.png", _growth_burst),
+        ("peers.png", _peers),
+        ("redis_load.png", _redis_load),
+        ("bursts.png", _bursts),
     ):
         fig = draw(plt, summary)
         fig.tight_layout()
@@ -102,8 +115,8 @@ def _latency(plt: Any, s: dict[str, Any]) -> Any:
     for i, pct in enumerate(("p50", "p95", "p99")):
         xs = [g + (i - 1) * 0.25 for g in range(len(groups))]
         ax.bar(xs, [d[pct] for _, d in groups], 0.25, label=pct)
-    ax.axhline(10, color="green", ls="--", lw=1, label="p50 target 10 ms")
-    ax.axhline(50, color="red", ls="--", lw=1, label="p99 target 50 ms")
+    ax.axhline(5, color="green", ls="--", lw=1, label="enqueue→start p50 target 5 ms")
+    ax.axhline(20, color="red", ls="--", lw=1, label="enqueue→start p99 target 20 ms")
     ax.set_xticks(range(len(groups)), [g for g, _ in groups])
     ax.set_ylabel("milliseconds")
     ax.set_title(
@@ -166,4 +179,87 @@ def _growth_burst(plt: Any, s: dict[str, Any]) -> Any:
         f"Latency vs burst size, {b['workers']} workers (time_scale {b['time_scale']:g})\n{_title(s)}", fontsize=9
     )
     ax.legend(fontsize=8)
+    return fig
+
+
+def _peers(plt: Any, s: dict[str, Any]) -> Any:
+    p = s["peers"]
+    labels, rows = p["systems"], p["by_workers"]
+    keys = [k for k in labels if any(k in row for row in rows.values())]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / max(1, len(rows))
+    for i, (workers, row) in enumerate(rows.items()):
+        xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(keys))]
+        left.bar(xs, [row[k]["jobs_per_s"] if k in row else 0 for k in keys], width, label=f"{workers} worker(s)")
+    left.set_xticks(range(len(keys)), [labels[k].split(" (")[0].replace(", ", "\n") for k in keys], fontsize=8)
+    left.set_ylabel("jobs per second")
+    left.set_title(f"{p['jobs']:,} no-op jobs enqueued at once", fontsize=10)
+    left.legend(fontsize=8)
+    ref = p["reference"]["latency_s"]
+    names = list(ref)
+    right.barh(range(len(names)), [ref[k] for k in names], color=[_INFER if k == "ours" else "#bbbbbb" for k in names])
+    right.set_yticks(range(len(names)), [labels[k].split(" (")[0] for k in names], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("seconds, enqueue → done")
+    right.set_title(f"one reference query (time_scale {p['reference']['time_scale']:g})", fontsize=10)
+    fig.suptitle(f"Ours beside arq, SAQ and streaq, same Redis, same run\n{_title(s)}", fontsize=11)
+    return fig
+
+
+def _redis_load(plt: Any, s: dict[str, Any]) -> Any:
+    r = s["redis"]
+    rows = r["rows"]
+    n = [row["workers"] for row in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    ours = [row["commands_per_s_per_worker"] * row["workers"] for row in rows]
+    left.plot(n, ours, "o-", color=_INFER, label="ours (doorbell)")
+    arq = [row.get("arq_10ms_commands_per_s_per_worker") for row in rows]
+    if all(a is not None for a in arq):
+        left.plot(n, [a * w for a, w in zip(arq, n, strict=True)], "s--", color="#888888", label="arq, 10 ms poll")
+    left.plot(n, [2.0 * w for w in n], ":", color="red", label="target: 2/s per worker")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xticks(n, [str(w) for w in n])
+    left.set_xlabel("idle workers")
+    left.set_ylabel("Redis commands per second, all workers")
+    left.set_title("Redis load while idle", fontsize=10)
+    left.legend(fontsize=8)
+    for pct, style in (("p50", "o-"), ("p99", "s--")):
+        right.plot(n, [row["enqueue_to_start_ms"][pct] for row in rows], style, label=pct)
+    right.axhline(5, color="green", ls=":", lw=1, label="p50 target 5 ms")
+    right.axhline(20, color="red", ls=":", lw=1, label="p99 target 20 ms")
+    right.set_xscale("log")
+    right.set_xticks(n, [str(w) for w in n])
+    right.set_xlabel("idle workers")
+    right.set_ylabel("enqueue → start, ms")
+    right.set_title("Waking an idle worker", fontsize=10)
+    right.legend(fontsize=8)
+    fig.suptitle(f"Redis load against worker count\n{_title(s)}", fontsize=11)
+    return fig
+
+
+def _bursts(plt: Any, s: dict[str, Any]) -> Any:
+    b = s["bursts"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for run in b["runs"].values():
+        xs = [row["jobs"] for row in run["rows"]]
+        style = "o-" if run["config"] == "admission" else "s--" if run["config"] == "max_jobs_4" else "^:"
+        label = f"{run['label']}, {run['workers']} worker(s)"
+        left.plot(xs, [row["goodput"] for row in run["rows"]], style, label=label)
+        right.plot(xs, [row["fraction_of_limit"] for row in run["rows"]], style, label=label)
+    left.axhline(0.95, color="red", ls=":", lw=1)
+    right.axhline(0.90, color="red", ls=":", lw=1)
+    left.set_ylim(-0.05, 1.05)
+    right.set_ylim(0, 1.1)
+    left.set_xlabel("jobs enqueued at once")
+    right.set_xlabel("jobs enqueued at once")
+    left.set_ylabel("goodput: share of jobs ending ok")
+    right.set_ylabel("ok jobs/s over the core limit")
+    left.set_title(f"Goodput against burst size (deadline {b['deadline_s']:g} s)", fontsize=10)
+    right.set_title("Throughput of good jobs", fontsize=10)
+    left.legend(fontsize=7)
+    fig.suptitle(
+        f"Bursts of reference jobs (time_scale {b['time_scale']:g}), pool of {b['cores']} per worker\n{_title(s)}",
+        fontsize=11,
+    )
     return fig

@@ -18,8 +18,11 @@ import redis
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from agentq_tools.sources import MAX_SOURCES, first_sources
 
-#: Every worker of the benchmark serves the reference sources and the growth benchmark's extras.
-ENABLED_SOURCES = list(first_sources(MAX_SOURCES))
+#: Every worker of the benchmark serves the reference sources, the growth benchmark's extras and the
+#: no-op source of the zero-work jobs.
+ENABLED_SOURCES = [*first_sources(MAX_SOURCES), "noop"]
+#: The built-in analysis, and the no-op one of the zero-work jobs.
+ENABLED_ANALYSES = ["bag_of_words", "noop"]
 
 
 class Cluster:
@@ -32,20 +35,26 @@ class Cluster:
         self.env["AGENTQ_REDIS_URL"] = redis_url
         # The bench asks the same question again and again: it measures fetching and inference,
         # so the shared cache and the latency-driven timeouts stay off unless a case asks for them.
-        settings = {"cache_ttl_s": 0, "adaptive_timeouts": False, "enabled_sources": ENABLED_SOURCES, **settings}
+        settings = {
+            "cache_ttl_s": 0,
+            "adaptive_timeouts": False,
+            "enabled_sources": ENABLED_SOURCES,
+            "enabled_analyses": ENABLED_ANALYSES,
+            **settings,
+        }
         for name, value in settings.items():
             text = json.dumps(value) if isinstance(value, dict | list) else str(value)
             self.env[f"AGENTQ_{name.upper()}"] = text
         self.procs: list[subprocess.Popen[bytes]] = []
         self.started = 0  # numbers the log files, across stop()
 
-    def add(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
+    def add(self, count: int = 1, timeout: float = 60.0) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` more workers and wait until each has warmed its pool and heartbeats."""
         new = start_workers(count, self.env, self.log_dir, first=self.started)
         self.started += count
         self.procs.extend(new)
         try:
-            wait_for_heartbeats(self.redis_url, new, timeout=60)
+            wait_for_heartbeats(self.redis_url, new, timeout=timeout)
         except RuntimeError as exc:
             logs = "\n".join(p.read_text()[-1500:] for p in sorted(self.log_dir.glob("worker-*.log")))
             raise RuntimeError(f"{exc}\n{logs}") from None

@@ -35,14 +35,26 @@ class BenchConfig:
     growth_repeats: int = 2
     burst_sizes: tuple[int, ...] = (10, 100, 1000)
     burst_time_scale: float = 0.002
-    #: 6. no-op jobs per run (SAQ's README uses 1,000).
-    noop_jobs: int = 1000
+    #: 6. no-op jobs per burst, ours and each peer's (SAQ's README uses 1,000); the peers are installed
+    #: into a side environment from PyPI (full runs, or --quick --peers).
+    noop_jobs: int = 2000
     worker_counts: tuple[int, ...] = (1, 2)
+    run_peers: bool = True
+    peer_rounds: int = 3
+    #: 7. Redis load: idle workers, counted for this long; zero-work jobs one at a time to time the wake-up.
+    idle_worker_counts: tuple[int, ...] = (1, 4, 16)
+    idle_s: float = 20.0
+    wake_jobs: int = 200
+    #: 8. bursts of reference jobs (workload_time_scale, a deadline of burst_deadline_s), sized in
+    #: multiples of what the cores can serve within one deadline; burst_headline is the one the targets use.
+    burst_multiples: tuple[float, ...] = (1.0, 3.0, 6.0)
+    burst_headline: float = 3.0
+    burst_deadline_s: float = 2.0
     pool_size: int = field(default_factory=usable_cpus)
 
     @classmethod
-    def make(cls, quick: bool) -> BenchConfig:
-        """The full configuration, or the small one the smoke test and ``--quick`` use."""
+    def make(cls, quick: bool, peers: bool = False) -> BenchConfig:
+        """The full configuration, or the small one the smoke test and ``--quick`` use (``peers``: with them)."""
         if not quick:
             return cls(quick=False)
         return cls(
@@ -58,6 +70,13 @@ class BenchConfig:
             growth_repeats=1,
             burst_sizes=(10, 100),
             noop_jobs=100,
+            run_peers=peers,
+            peer_rounds=1,
+            idle_worker_counts=(1, 2),
+            idle_s=2.0,
+            wake_jobs=20,
+            burst_multiples=(1.0, 3.0),
+            burst_deadline_s=0.5,
         )
 
     def as_dict(self) -> dict[str, Any]:

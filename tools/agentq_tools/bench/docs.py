@@ -17,6 +17,9 @@ _CHART_CAPTIONS = (
     ("throughput.png", "Jobs per second at saturation against cores / CPU-seconds of inference per job."),
     ("growth_sources.png", "Latency as one query's sources grow from 3 to 20."),
     ("growth_burst.png", "Latency as a burst of jobs grows from 10 to 1,000."),
+    ("peers.png", "Ours beside arq, SAQ and streaq: no-op jobs per second, and one reference query end to end."),
+    ("redis_load.png", "Redis load against the number of idle workers, and how fast an idle worker wakes."),
+    ("bursts.png", "Goodput and throughput against burst size, with and without deadline-aware admission."),
 )
 
 
@@ -25,7 +28,7 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
     m, c, w = summary["machine"], summary["config"], summary["workload"]
     cal = m["calibration"]
     laws = summary["growth"]["laws"]
-    noop = summary["noop"]
+    peers = summary["peers"]
     lines = [
         "# Benchmarks",
         "",
@@ -34,14 +37,15 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "## Reproduce",
         "",
         "```sh",
-        "make bench                                         # full run, ~3 minutes on 2 cores",
+        "make bench                                         # full run, ~15 minutes on 2 cores",
         "make bench PYTHON=/opt/python3.14/bin/python3.14   # the interpreter-pool path",
         "make bench ARGS=--quick                            # seconds; writes bench-results/ only",
         "agentq-bench [--quick] [--out DIR] [--publish docs/benchmarks]",
         "```",
         "",
         "Results go to `bench-results/` (`summary.json`, `table.md`, `table.txt`, the PNG charts); a full",
-        "run through `make bench` also copies them here.",
+        "run through `make bench` also copies them here. A full run installs the peers (arq, SAQ, streaq,",
+        "pinned) from PyPI into `.venv/peers-<python>` the first time; `--quick --peers` does too.",
         "",
         "## This run",
         "",
@@ -55,7 +59,8 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         f"executor tasks of {c['executor_task_cpu_s']:g} CPU-s; {c['queue_jobs']} zero-work jobs one at a time; "
         f"{c['throughput_jobs']} jobs per saturation run ({c['throughput_inference_cpu_s']:g} CPU-s x 3 sources); "
         f"sources grown at time_scale {c['growth_time_scale']:g}; bursts at time_scale {c['burst_time_scale']:g}; "
-        f"{noop['jobs']:,} no-op jobs.",
+        f"{peers['jobs']:,} no-op jobs per system; idle workers counted for {c['idle_s']:g} s; admission bursts of "
+        f"{', '.join(f'{m:g}' for m in c['burst_multiples'])} × what the cores serve in {c['burst_deadline_s']:g} s.",
         f"- Whole run: {summary['duration_s']:.0f} s; load average at its start: "
         f"{', '.join(f'{x:.2f}' for x in m.get('load_average_at_start') or [])} (1/5/15 min).",
         "",
@@ -70,14 +75,25 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "2. **executors**: 2 x cores inference tasks; efficiency = serial / (pool wall x cores) = utilisation / "
         "CPU inflation. Cold start = first `create_pool` of that kind in the process (workers started and warmed); "
         "warm = the same again; per task = the round trip of a no-op from the event loop.",
-        "3. **queue**: zero-work jobs (one source at 0 latency, 1 work unit) one at a time through `Client`; "
-        "enqueue -> start uses the caller's clock before `enqueue` and the worker's `started_at`; finish -> "
-        "caller uses the worker's `finished_at` and the moment `Client.result` returns (pub/sub wake-up).",
+        "3. **queue**: zero-work jobs (the `noop` source, which needs no source policy, and 1 work unit of "
+        "inference) one at a time through `Client.ask`, deduplication on; enqueue -> start uses the caller's clock "
+        "before `ask` and the worker's `started_at`; finish -> caller uses the worker's `finished_at` and the moment "
+        "`ask` returns (the done message carries the result). Commands per job: Redis's `INFO commandstats` over the "
+        "run (heartbeats included); round trips: counted by the client and by the worker (`agentq.roundtrips`).",
         "4. **throughput**: all jobs enqueued at once; CPU-s per job is the inference CPU the jobs report; RSS is "
         "the worker process plus its children, sampled every 100 ms.",
         "5. **growth**: sources beyond the reference three are copies of them (`tools/agentq_tools/sources.py`, "
         "installed as plugins like any other source and enabled in the benchmark's workers).",
-        "6. **noop**: the zero-work job of 3, 1,000 at once, timed from the first enqueue to the last completion.",
+        "6. **peers**: arq (defaults, and a 10 ms poll), SAQ and streaq, installed from PyPI into a side "
+        "environment, run `tools/agentq_tools/bench/peer_apps/`: a no-op job, and the reference query written as "
+        "the reference design (fetch all, then infer all, same latencies, analysis and pool kind). No-op bursts "
+        "are enqueued through each system's own client and timed until one command on its own bookkeeping says "
+        "nothing is unfinished (every 5 ms); ours is the zero-work job of 3 with every guarantee on.",
+        "7. **redis**: 1, 4 and 16 idle workers (pool of one), commands per second from `INFO commandstats`, then "
+        "zero-work jobs one at a time (enqueue -> start); arq with a 10 ms poll beside them.",
+        "8. **bursts**: reference jobs at the workload's time_scale with a tight deadline, enqueued at once, in "
+        "multiples of what the cores can serve within one deadline; goodput = share ending `ok`; throughput = "
+        "`ok` jobs per second against cores / CPU-s per job.",
         "",
         "## Figures against targets",
         "",
@@ -93,17 +109,101 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
             lines += [f"*Law:* {laws['sources']}", ""]
         if name == "growth_burst.png":
             lines += [f"*Law:* {laws['burst']}", ""]
-    saq = noop["saq_readme_s"]
-    runs = ", ".join(f"{k} worker(s): {v['total_s']:.2f} s" for k, v in noop["by_workers"].items())
+    lines += ["## Where we stand beside the peers", ""]
+    labels = peers["systems"]
+    for workers, row in peers["by_workers"].items():
+        runs = ", ".join(
+            f"{labels[k]} {v['jobs_per_s']:.0f}/s ({v['commands_per_job']:.1f} cmd/job)" for k, v in row.items()
+        )
+        lines.append(f"- {peers['jobs']:,} no-op jobs, {workers} worker(s): {runs}.")
+    ref = peers["reference"]["latency_s"]
+    lines.append(
+        "- One reference query, enqueue to done: "
+        + ", ".join(f"{labels[k]} {v:.3f} s" for k, v in ref.items())
+        + f" (time_scale {peers['reference']['time_scale']:g})."
+    )
+    if peers["environment"] is None:
+        lines.append(f"- Peers not run: {peers['environment_status']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+#: The README's Performance section lies between these lines; ``make bench`` (a full run) rewrites it.
+PERFORMANCE_START = "<!-- performance: written by make bench from docs/benchmarks/summary.json -->"
+PERFORMANCE_END = "<!-- /performance -->"
+
+
+def performance_section(summary: dict[str, Any]) -> str:
+    """The README's Performance section: the headline figures of a full run, with targets, and a link.
+
+    A row may join related figures (p50 and p99, jobs/s against two peers): its value and target
+    list each, and it reads "met" only when every one of them is.
+    """
+    figures = {(f["benchmark"], f["name"]): f for f in summary["figures"]}
+
+    def find(benchmark: str, prefix: str, contains: str = "") -> dict[str, Any] | None:
+        return next(
+            (f for (b, n), f in figures.items() if b == benchmark and n.startswith(prefix) and contains in n), None
+        )
+
+    def row(label: str, *wanted: tuple[str, str] | tuple[str, str, str]) -> str:
+        found = [f for w in wanted if (f := find(*w)) is not None]
+        if not found:
+            return f"| {label} | n/a | | |"
+        shown = " / ".join(Figure(**f).shown() for f in found)
+        targets = "; ".join(dict.fromkeys(str(f["target"]) for f in found if f["target"]))
+        verdicts = [f["met"] for f in found if f["met"] is not None]
+        verdict = "" if not verdicts else "met" if all(verdicts) else "**missed**"
+        return f"| {label} | {shown} | {targets} | {verdict} |"
+
+    m, peers = summary["machine"], summary["peers"]
+    most = max(row_["workers"] for row_ in summary["redis"]["rows"])
+    lines = [
+        PERFORMANCE_START,
+        f"Latest full `make bench` ({summary['generated_at'][:10]}; Python {m['python_version']}, "
+        f"{m['usable_cpus']} shared cores, load average {m['load_average_at_start'][0]:.1f} at its start):",
+        "",
+        "| figure | value | target | |",
+        "|---|---:|---|---|",
+        row("reference query: ours / its critical-path floor", ("workload", "ours / floor")),
+        row(
+            "reference query: ours / the reference design on SAQ", ("peers", "reference query, reference design on SAQ")
+        ),
+        row(
+            "zero-work job: Redis commands / round trips (worker + client)",
+            ("queue", "Redis commands per zero-work job"),
+            ("queue", "round trips per zero-work job"),
+        ),
+        row(f"Redis commands/s per idle worker, {most} workers", ("redis", f"{most} idle worker(s): Redis commands/s")),
+        row(
+            f"enqueue→start p50 / p99, {most} idle workers",
+            ("redis", f"{most} idle worker(s): enqueue→start p50"),
+            ("redis", f"{most} idle worker(s): enqueue→start p99"),
+        ),
+    ]
+    shown_peers = [peers["systems"][k] for k in ("saq", "streaq") if k in peers["systems"]]
+    for workers in peers["by_workers"]:
+        wanted = [("peers", f"{workers} worker(s): ours / {name}") for name in shown_peers]
+        lines.append(row(f"no-op jobs/s, {workers} worker(s): ours / {' and '.join(shown_peers)}", *wanted))
+    for run in summary["bursts"]["runs"].values():
+        if run["config"] == "admission":
+            name = f"{run['label']}, {run['workers']} worker(s), burst of"
+            lines.append(
+                row(
+                    f"burst 3× what the cores serve, {run['workers']} worker(s): goodput / ok jobs/s of the core limit",
+                    ("bursts", name, ": goodput"),
+                    ("bursts", name, "core limit"),
+                )
+            )
     lines += [
-        "## Where we stand on trivial jobs",
         "",
-        f"{noop['jobs']:,} no-op jobs end to end: {runs}. SAQ's README reports {saq['saq']} s for SAQ and "
-        f"{saq['arq']} s for arq with its defaults (another machine, so compare orders of magnitude only). arq's "
-        f"0.5 s poll delay is what costs it there; this project polls every "
-        f"{summary['queue']['poll_delay_s'] * 1000:g} ms, runs up to {noop['max_jobs_per_worker']} jobs per worker "
-        "at once, and wakes the caller by pub/sub, but each no-op job still pays arq's per-job Redis round trips "
-        "(a transaction to enqueue, one to claim, one to store the result) and one hop into the inference pool.",
-        "",
+        "Every figure, the charts and what limits each missed target: [docs/benchmarks/](docs/benchmarks/README.md).",
+        PERFORMANCE_END,
     ]
     return "\n".join(lines)
+
+
+def with_performance(readme_text: str, section: str) -> str:
+    """``readme_text`` with its Performance section replaced by ``section``."""
+    start, end = readme_text.index(PERFORMANCE_START), readme_text.index(PERFORMANCE_END) + len(PERFORMANCE_END)
+    return readme_text[:start] + section + readme_text[end:]

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 #: Bumped when a key of the JSON summary is renamed or removed (adding keys does not bump it).
-SCHEMA_VERSION = 1
+#: 2: "noop" became "peers" (ours beside arq, SAQ and streaq); "redis" and "bursts" added.
+SCHEMA_VERSION = 2
 #: The top-level keys of the JSON summary, in order; the smoke test holds them stable.
 SUMMARY_KEYS = (
     "schema_version",
@@ -29,7 +30,9 @@ SUMMARY_KEYS = (
     "queue",
     "throughput",
     "growth",
-    "noop",
+    "peers",
+    "redis",
+    "bursts",
     "figures",
     "duration_s",
 )

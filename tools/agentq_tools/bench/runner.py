@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -15,22 +16,26 @@ from typing import Any
 
 from rich.console import Console
 
-from agentq_tools.bench import executors, growth, queue, report, throughput, workload
+from agentq_tools.bench import bursts, executors, growth, peers, queue, redisload, report, throughput, workload
 from agentq_tools.bench.config import BenchConfig, machine_info
 from agentq_tools.embedded import EmbeddedRedis
 
+ROOT = Path(__file__).resolve().parents[3]
 #: Wide enough for the table when the output is a file or a pipe (as under make).
 console = Console(width=None if sys.stdout.isatty() else 130)
 
 
-def run_bench(*, quick: bool, out: Path, redis_url: str | None = None, publish: Path | None = None) -> dict[str, Any]:
+def run_bench(
+    *, quick: bool, out: Path, redis_url: str | None = None, publish: Path | None = None, with_peers: bool = False
+) -> dict[str, Any]:
     """Run the whole benchmark; return its summary (also written to ``out``).
 
     Without ``redis_url`` a throw-away redis-server is started: the benchmark empties Redis
     between its parts, so never point it at a Redis that holds anything of value. ``publish``
-    (full runs only) receives a copy of the summary, table and charts, plus a README.
+    (full runs only) receives a copy of the summary, table and charts, plus a README. A full run
+    installs the peers (arq, SAQ, streaq) into a side environment; a quick one only ``with_peers``.
     """
-    cfg = BenchConfig.make(quick)
+    cfg = BenchConfig.make(quick, peers=with_peers)
     started = time.monotonic()
     figures: list[report.Figure] = []
     summary: dict[str, Any] = {
@@ -59,14 +64,24 @@ def run_bench(*, quick: bool, out: Path, redis_url: str | None = None, publish: 
         with _step("1. one reference query"):
             summary["workload"], figs = workload.run(cfg, calibration, redis_url, log_dir)
         figures += figs + executor_figures
-        with _step("3 and 6. queue overhead and no-op jobs"):
-            summary["queue"], summary["noop"], figs = queue.run(cfg, redis_url, log_dir)
+        with _step("3. queue overhead and Redis cost per job"):
+            summary["queue"], figs = queue.run(cfg, redis_url, log_dir)
         figures += figs
         with _step("4. throughput at saturation"):
             summary["throughput"], figs = throughput.run(cfg, calibration, redis_url, log_dir)
         figures += figs
         with _step("5. growth"):
             summary["growth"], figs = growth.run(cfg, calibration, redis_url, log_dir)
+        figures += figs
+        with _step("6. the peers: no-op bursts and the reference query on arq, SAQ, streaq and ours"):
+            summary["peers"], figs = peers.run(cfg, calibration, redis_url, log_dir)
+        figures += figs
+        venv = Path(summary["peers"]["environment"]) if summary["peers"]["environment"] else None
+        with _step("7. Redis load of idle workers, wake-up"):
+            summary["redis"], figs = redisload.run(cfg, redis_url, log_dir, venv)
+        figures += figs
+        with _step("8. bursts, with and without admission"):
+            summary["bursts"], figs = bursts.run(cfg, calibration, redis_url, log_dir)
         figures += figs
 
     summary["duration_s"] = time.monotonic() - started
@@ -83,7 +98,7 @@ def run_bench(*, quick: bool, out: Path, redis_url: str | None = None, publish: 
     console.print(f"wrote {out}/summary.json, table.md, table.txt and the charts", highlight=False)
     if publish is not None and not quick:
         _publish(out, publish, summary, figures, title)
-        console.print(f"published to {publish}", highlight=False)
+        console.print(f"published to {publish}, and the README's Performance section", highlight=False)
     return summary
 
 
@@ -97,14 +112,18 @@ def _charts(summary: dict[str, Any], out: Path) -> None:
 
 
 def _publish(out: Path, docs: Path, summary: dict[str, Any], figures: list[report.Figure], title: str) -> None:
+    """Copy a full run into ``docs``, write its page, and put its headline figures in the README."""
     from agentq_tools.bench.charts import CHARTS
-    from agentq_tools.bench.docs import readme
+    from agentq_tools.bench.docs import performance_section, readme, with_performance
 
     docs.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "table.md", "table.txt", *CHARTS):
         if (out / name).exists():
             shutil.copy2(out / name, docs / name)
     (docs / "README.md").write_text(readme(summary, figures, title))
+    project_readme = ROOT / "README.md"
+    published = json.loads((docs / "summary.json").read_text())  # exactly what the README test reads back
+    project_readme.write_text(with_performance(project_readme.read_text(), performance_section(published)))
 
 
 @contextlib.contextmanager
@@ -121,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small run (seconds) that checks everything works")
     parser.add_argument("--out", default="bench-results", help="where to write summary.json, tables, charts")
     parser.add_argument("--publish", default=None, help="also copy a full run's results and README here")
+    parser.add_argument("--peers", action="store_true", help="with --quick: install and run the peers too")
     args = parser.parse_args(argv)
-    run_bench(quick=args.quick, out=Path(args.out), publish=Path(args.publish) if args.publish else None)
+    publish = Path(args.publish) if args.publish else None
+    run_bench(quick=args.quick, out=Path(args.out), publish=publish, with_peers=args.peers)
 
 
 if __name__ == "__main__":
