@@ -17,7 +17,7 @@ help:
 	@echo "make test-browser      the dashboard's test in headless Chromium (apt-get install chromium)"
 	@echo "make api      serve the HTTP API and dashboard (AGENTQ_API_KEYS; agentq-api keygen makes one)"
 	@echo "make lint     ruff and mypy"
-	@echo "make bench    run the benchmarks (~3 min; ARGS=--quick for seconds), publish to docs/benchmarks"
+	@echo "make bench    run the benchmarks (~15 min; ARGS=--quick for seconds), publish to docs/benchmarks"
 	@echo "make workers  run N=$(N) workers against \$$AGENTQ_REDIS_URL until Ctrl-C"
 	@echo "make soak     10 minutes at a steady rate (SOAK_SECONDS, SOAK_RATE): throughput, p99, lost/doubled, RSS"
 	@echo "make docs     regenerate docs/settings.md and docs/result.md from the code"
