@@ -197,7 +197,8 @@ def performance_section(summary: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "Every figure, the charts and what limits each missed target: [docs/benchmarks/](docs/benchmarks/README.md).",
+        "Every figure and the charts: [docs/benchmarks/](docs/benchmarks/README.md); what limits each missed",
+        "target, measured: [docs/benchmarks/limits.md](docs/benchmarks/limits.md).",
         PERFORMANCE_END,
     ]
     return "\n".join(lines)
