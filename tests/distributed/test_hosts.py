@@ -106,7 +106,11 @@ async def test_partitioned_worker_host_jobs_finish_elsewhere_and_it_rejoins(clus
     cluster.set_one_way_delay(0)
     # Jobs of ~1.5 s, mostly waiting on their sources: long enough to be cut mid-job, light enough
     # that the other host, taking over, is not starved of CPU on this shared machine.
-    cluster.start_workers(AGENTQ_LEASE_S=str(lease_s), AGENTQ_TIME_SCALE="0.5", AGENTQ_INFERENCE_UNITS="100")
+    # Four jobs at a time per worker: with the default (16, admission permitting) the other worker
+    # takes every new job at once and the healed one is never seen to take any.
+    cluster.start_workers(
+        AGENTQ_LEASE_S=str(lease_s), AGENTQ_TIME_SCALE="0.5", AGENTQ_INFERENCE_UNITS="100", AGENTQ_MAX_JOBS="4"
+    )
     w1 = cluster.workers["w1"]
     settings = Settings(redis_url=cluster.control_url)
     try:
