@@ -78,7 +78,6 @@ Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
 PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
-_UNFINISHED = {"queued", "deferred", "in_progress"}
 log = logging.getLogger(__name__)
 
 __all__ = ["Client", "Enqueued", "Status"]
