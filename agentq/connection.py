@@ -19,20 +19,32 @@ survive a failover (an enqueue, a result).
 
 Connections skip redis-py's ``CLIENT SETINFO`` pair (two commands per new connection) and count
 their round trips (:mod:`agentq.roundtrips`).
+
+**Cancellation on Python 3.11.** redis-py bounds every send by the socket timeout with
+``asyncio.wait_for``, and before Python 3.12 ``wait_for`` returns the result instead of raising
+when the task is cancelled in the loop turn its inner send completes (CPython gh-86296): the
+cancellation is lost, and a loop of Redis calls then runs on for good (measured: 7 of 200 cancels
+of a task looping on PING, 0 on 3.14). That hung a client's close (its pub/sub reader never ended)
+and a worker's stop. On 3.11 the connections here send under ``asyncio.timeout`` instead
+(:func:`cancellable`), with redis-py's error mapping; ``tests/test_connection.py`` pins the redis-py
+source this mirrors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentq.errors import REDIS_DOWN
 from agentq.roundtrips import counting
@@ -74,10 +86,52 @@ def redis_client(s: Settings, redis_class: type[R] = Redis, **extra: Any) -> R: 
     ``extra`` goes to ``redis_class`` itself (the worker passes arq's serializer and queue name).
     """
     pool = sentinel_pool(s) if s.redis_sentinels else ConnectionPool.from_url(s.redis_url, **pool_options(s))
-    pool.connection_class = counting(pool.connection_class)
+    pool.connection_class = counting(cancellable(pool.connection_class))
     client = redis_class(connection_pool=pool, **extra)
     client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool too
     return client
+
+
+_CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def cancellable(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``connection_class``, whose sends never swallow a cancellation (see the module docstring).
+
+    On Python 3.12+, where ``asyncio.wait_for`` is built on ``asyncio.timeout``, the class itself.
+    """
+    if sys.version_info >= (3, 12) or connection_class in _CANCELLABLE.values():
+        return connection_class
+    if connection_class not in _CANCELLABLE:
+
+        class Cancellable(connection_class):  # type: ignore[misc,valid-type]
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                # redis-py's AbstractConnection.send_packed_command, with asyncio.timeout for wait_for.
+                if not self.is_connected:
+                    await self.connect()
+                elif check_health:
+                    await self.check_health()
+                try:
+                    if isinstance(command, str):
+                        command = command.encode()
+                    if isinstance(command, bytes):
+                        command = [command]
+                    async with asyncio.timeout(self.socket_timeout or None):
+                        await self._send_packed_command(command)
+                except TimeoutError:  # builtin: the socket timeout ran out (an OSError, so first)
+                    await self.disconnect(nowait=True)
+                    raise RedisTimeoutError("Timeout writing to socket") from None
+                except OSError as e:
+                    await self.disconnect(nowait=True)
+                    err_no, errmsg = ("UNKNOWN", e.args[0]) if len(e.args) == 1 else e.args[:2]
+                    raise RedisConnectionError(f"Error {err_no} while writing to socket. {errmsg}.") from e
+                except BaseException:
+                    await self.disconnect(nowait=True)  # a send cut short leaves the connection unusable
+                    raise
+
+        Cancellable.__name__ = Cancellable.__qualname__ = f"Cancellable{connection_class.__name__}"
+        _CANCELLABLE[connection_class] = Cancellable
+    return _CANCELLABLE[connection_class]
 
 
 class _SentinelPool(SentinelConnectionPool):
