@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from collections.abc import Callable
 from subprocess import Popen
@@ -202,23 +203,39 @@ def most_at_once(results: list[JobResult]) -> int:
     return most
 
 
+#: Jobs each worker runs alone first: the cost model's first samples, and the deadline's base.
+TEACHING_RUNS = 4
+#: The burst's deadline, in times a job's time alone: about a third of the burst fits at once.
+DEADLINE_FACTOR = 2.5
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
     """12 reference jobs at once on a worker with room for all 12 (max_jobs 12, pool of 2), each with a
-    deadline of four times its time alone. Without admission all 12 start together and their 36
+    deadline of 2.5 times its time alone. Without admission all 12 start together and their 36
     inferences queue for 2 cores; with admission the rest of the burst waits in the queue while as many
-    run as can meet the deadline, and at least as many end ok (on a quiet machine all do; other work
-    shares these cores)."""
+    run as can meet the deadline (4 to 6 here), and at least as many end ok.
+
+    The worker first runs TEACHING_RUNS jobs one after another, and the deadline comes from their
+    median: the same inference took 0.12 to 0.22 s from one fresh pool to the next, and a deadline
+    from one such sample (four times it, as this test once had) let 8 or, now and then, 11 of the
+    12 fit, against a bound of 10."""
     scale = {"AGENTQ_TIME_SCALE": "0.1", "AGENTQ_INFERENCE_UNITS": json.dumps(1500), "AGENTQ_MAX_JOBS": "12"}
     outcomes: dict[bool, list[JobResult]] = {}
+    figures: list[str] = []
     for admission in (False, True):
         (worker,) = start_worker_processes(1, AGENTQ_ADMISSION=json.dumps(admission), **scale)
-        alone = await client.ask(client.validate(f"teach me {admission}", sources=list(REFERENCE_SOURCES)), timeout=60)
-        assert alone.status == "ok" and alone.timing is not None
-        deadline = round(4 * alone.timing.total_s, 2)
+        alone = []
+        for i in range(TEACHING_RUNS):
+            taught = await client.ask(
+                client.validate(f"teach me {admission} {i}", sources=list(REFERENCE_SOURCES)), timeout=60
+            )
+            assert taught.status == "ok" and taught.timing is not None
+            alone.append(taught.timing.total_s)
+        deadline = round(DEADLINE_FACTOR * statistics.median(alone), 2)
         burst = [
             client.validate(f"burst {admission} {i}", sources=list(REFERENCE_SOURCES), deadline_s=deadline)
             for i in range(12)
@@ -226,8 +243,14 @@ async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
         outcomes[admission] = list(await asyncio.gather(*(client.ask(r, timeout=180) for r in burst)))
         worker.terminate()
         worker.wait(30)
+        statuses = sorted(r.status for r in outcomes[admission])
+        figures.append(
+            f"admission {admission}: deadline {deadline} s, at most {most_at_once(outcomes[admission])} at once, "
+            f"{statuses.count('ok')} ok of 12"
+        )
+    print("\nfigure: burst of 12 on one worker: " + "; ".join(figures))
 
     assert most_at_once(outcomes[False]) >= 11
-    assert most_at_once(outcomes[True]) <= 10  # about 8 fit in the deadline at once, not 12
+    assert most_at_once(outcomes[True]) <= 8  # 4 to 6 fit in the deadline at once, not 12
     ok = {admission: sum(r.status == "ok" for r in results) for admission, results in outcomes.items()}
     assert ok[True] >= max(ok[False], 8), ok
