@@ -7,11 +7,12 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test test-compose test-distributed test-browser screenshots lint workers clean bench soak docs api
+.PHONY: help install demo test repeat test-compose test-distributed test-browser screenshots lint workers clean bench soak docs api
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
 	@echo "make test     run the test suite (not the compose, distributed and browser suites)"
+	@echo "make repeat   TIMES=10 PYTEST_ARGS='tests/x.py::test_y' runs them TIMES times, each in its own session; lists failures"
 	@echo "make test-compose      the real docker-compose.yml on a Docker engine (../shared/ensure-docker.sh; ~3 min)"
 	@echo "make test-distributed  hosts as network namespaces, RTTs, a partition, Sentinel failover (root; ~4 min)"
 	@echo "make test-browser      the dashboard's test in headless Chromium (apt-get install chromium)"
@@ -48,6 +49,12 @@ docs: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A test, file, marker or suite TIMES times, each run a pytest session of its own (as in CI), then
+# every failure with its message: put each new end-to-end test through 10 runs before it lands.
+TIMES ?= 10
+repeat: install
+	$(BIN)/python -m agentq_tools.repeat --times $(TIMES) -- $(PYTEST_ARGS)
 
 # Each test prints its figures ("figure: ..."), hence -s. DOCKER_HOST is taken from the
 # environment, else from ../shared/ensure-docker.sh.
