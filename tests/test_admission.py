@@ -242,7 +242,7 @@ async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
         ]
         outcomes[admission] = list(await asyncio.gather(*(client.ask(r, timeout=180) for r in burst)))
         worker.terminate()
-        worker.wait(30)
+        await asyncio.to_thread(worker.wait, 30)  # the event loop keeps serving the client meanwhile
         statuses = sorted(r.status for r in outcomes[admission])
         figures.append(
             f"admission {admission}: deadline {deadline} s, at most {most_at_once(outcomes[admission])} at once, "
