@@ -29,6 +29,7 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentq.policies import SourcePolicies
+from agentq.protocol.keys import Keys
 
 ExecutorKind = Literal["auto", "interpreter", "process", "thread"]
 
@@ -140,8 +141,15 @@ class Settings(BaseSettings):
     redis_wait_timeout_s: PositiveFloat = Field(
         0.5, description="longest WAIT for the replicas; an enqueue not confirmed by then fails (exit 5)"
     )
-    queue_name: str = Field("agentq:queue", min_length=1, description="arq queue (a sorted set)")
-    key_prefix: str = Field("agentq", min_length=1, description="namespace of our own Redis keys")
+    queue_name: str = Field(
+        "default",
+        min_length=1,
+        pattern=r"^[^{}\s]+$",
+        description="the queue: its keys are <key_prefix>:{<queue_name>}:..., one Redis Cluster slot (no braces)",
+    )
+    key_prefix: str = Field(
+        "agentq", min_length=1, pattern=r"^[^{}\s]+$", description="namespace of every Redis key (no braces)"
+    )
 
     # --- timeouts and the simulated workload ---------------------------------------------------
     source_timeout_s: PositiveFloat = Field(5.0, description="default per-source fetch timeout")
@@ -239,7 +247,11 @@ class Settings(BaseSettings):
         " at once (kept below redis_socket_timeout_s)",
     )
     result_ttl_s: PositiveInt = Field(3600, description="how long results stay in Redis")
-    max_tries: PositiveInt = Field(3, description="starts of one job before it fails for good")
+    max_tries: PositiveInt = Field(
+        3,
+        description="tries of one job before it fails for good: a run that ended counts, and a run whose worker"
+        " died while it ran alone; a death in company gives the try back and the job runs alone next",
+    )
     shutdown_grace_s: int = Field(
         0, ge=0, description="on SIGTERM, seconds to let running jobs finish before re-queueing"
     )
@@ -457,8 +469,13 @@ class Settings(BaseSettings):
 
     @property
     def job_timeout_s(self) -> float:
-        """arq's hard limit on one job: the largest deadline a request may ask, plus margin."""
+        """The hard limit on one run of a job: the largest deadline a request may ask, plus margin."""
         return self.max_deadline_s + 5.0
+
+    @property
+    def keys(self) -> Keys:
+        """Every Redis key name of this prefix and queue."""
+        return Keys(self.key_prefix, self.queue_name)
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -11,28 +11,29 @@ cannot be known without importing them, and a producer never imports plugin code
 anything, and the producer need not have it installed): when that setting is set, names are left
 to the worker, which fails a request naming what it does not serve, with the reason.
 
-The client speaks arq's Redis format itself (``agentq.wire``) and imports nothing of arq or of
-the worker: enqueueing a question loads no worker runtime.
+The client speaks the queue protocol (``agentq.protocol``: arq's record format, our scripts) and
+imports nothing of arq or of the worker: enqueueing a question loads no worker runtime.
 
 Waiting does not poll every half second as arq's ``Job.result`` does: the worker publishes
 on a per-job channel once the result is stored, with the stored result itself as the message,
 and the client subscribes that channel on its one pub/sub connection (``producer.waiters``); it
 looks at Redis itself when it starts waiting and once a second, in case a message was missed.
 :meth:`Client.ask` subscribes before it enqueues, so it need not look first. ``progress`` follows
-the job's progress log (``worker.progress``) from its first event to ``job_done``.
+the job's progress log (``worker.progress``) from its first event to ``job_done``; a job over
+before it logged anything is told from its result.
 
-**Enqueueing** is one Lua script (``producer.enqueue``): the job record, its queue entry, the
-deduplication marker and a ring of the queue's doorbell, which wakes an idle worker at once.
+**Enqueueing** is one Lua script (``lua/enqueue.lua``): the job record, its queue entry, the
+deduplication marker, its place in the recent-jobs index and a ring of the queue's doorbell,
+which wakes an idle worker at once.
 
 **Deduplication.** A question identical to one still queued or running (same
-``request_fingerprint``) gets that job's id instead of a new job. The script reads the marker key
-``<prefix>:inflight:<sha256>``, checks the job it names, and either joins it or writes the new job
-together with its marker; it runs atomically, so of two producers enqueueing at once the second
-joins the first one's job. The marker expires with the job key (``agentq.wire.JOB_EXPIRY_MS``, one
-day), so however long the job waits in the queue it is joined; the worker that stores the job's
-result deletes the marker.
+``request_fingerprint``) gets that job's id instead of a new job. The script reads the marker
+(``m:<sha256>`` in the queue's jobs hash), checks that the job it names is still in the queue, and
+either joins it or writes the new job together with its marker; it runs atomically, so of two
+producers enqueueing at once the second joins the first one's job. However long the job waits it
+is joined; the run that stores the job's result deletes the marker.
 
-**Priorities.** arq's queue is a sorted set scored by enqueue time in ms, and workers take the
+**Priorities.** The queue is a sorted set scored by enqueue time in ms, and workers take the
 lowest scores whose time has come. A job is scored ``enqueue time - rank * priority_step_s``
 (rank 2 high, 1 normal, 0 low), so every score is already due (never "deferred") and the
 ``enqueue_time`` inside the job, from which ``queue_wait_s`` is measured, stays true. A job waits
@@ -42,6 +43,7 @@ high-priority work delays normal work by at most that much, it cannot starve it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -53,7 +55,7 @@ from typing import Any, Literal, Self
 import pydantic
 from redis.asyncio import Redis
 
-from agentq import tracing, wire
+from agentq import tracing
 from agentq.analyses import analysis_names
 from agentq.connection import open_redis, redis_client, wait_for_replicas
 from agentq.contract import (
@@ -66,12 +68,13 @@ from agentq.contract import (
     request_fingerprint,
 )
 from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
-from agentq.keys import Keys
+from agentq.protocol import records
+from agentq.protocol.keys import marker_field
+from agentq.protocol.queue import CancelState, Enqueued, Queue
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
 from producer import jobs
-from producer.enqueue import Enqueued, Enqueuer
-from producer.jobs import CancelState, JobSummary
+from producer.jobs import JobSummary
 from producer.waiters import Mailbox, Waiters
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
@@ -88,10 +91,10 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, ping: bool = True) -> None:
         self.settings = settings or get_settings()
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = self.settings.keys
         self._redis: Redis | None = None
         self._ping = ping
-        self._enqueue: Enqueuer | None = None
+        self._queue: Queue | None = None
         self._waiters: Waiters | None = None
 
     async def __aenter__(self) -> Self:
@@ -103,7 +106,7 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         if self._waiters is not None:
             await self._waiters.aclose()
-        self._enqueue = self._waiters = None  # both belong to the connection closed here
+        self._queue = self._waiters = None  # both belong to the connection closed here
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -256,24 +259,21 @@ class Client:
         # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
         # the same millisecond (a sorted set would order those ties by their random ids).
         score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
-        marker = self.keys.inflight(request_fingerprint(request)) if dedup else None
+        marker = marker_field(request_fingerprint(request)) if dedup else None
         # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
         with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
             trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
             with self._redis_errors():
-                enqueued = await self._enqueuer(
-                    job_id=job_id,
-                    record=wire.encode_job(JOB_FUNCTION, (payload,), {"trace": trace} if trace else {}, now_ms),
-                    queue=self.settings.queue_name,
-                    bell=self.keys.bell(self.settings.queue_name),
+                enqueued = await self.queue.enqueue(
+                    job_id,
+                    records.encode_job(JOB_FUNCTION, (payload,), {"trace": trace} if trace else {}, now_ms),
                     score=score,
-                    now_ms=now_ms,
                     marker=marker,
-                    summary=self.keys.summary(job_id),
-                    summary_fields=jobs.summary_fields(payload["question"], priority, now_ms, retry_of),
-                    index=self.keys.jobs_index,
                     index_score=now * 1000,  # fractional: ties keep their order
                     index_size=self.settings.jobs_index_size,
+                    priority=priority,
+                    retry_of=retry_of,
+                    now=now_ms,
                 )
                 await self._replicated(enqueued.job_id)
             if span is not None:
@@ -287,7 +287,7 @@ class Client:
         Raises ``NotReplicated`` if they do not confirm in time: the job is queued on the primary
         but a failover now could lose it. Asking again is safe: the dedup marker joins the same job.
         """
-        acked = await wait_for_replicas(self.redis, self.settings, self.keys.replication_fence)
+        acked = await wait_for_replicas(self.redis, self.settings, self.keys.fence)
         wanted = self.settings.redis_wait_replicas
         if acked is not None and acked < wanted:
             raise NotReplicated(
@@ -307,7 +307,7 @@ class Client:
     async def fetch_result(self, job_id: str) -> JobResult | None:
         """The stored result, or None while the job is queued or running."""
         with self._redis_errors():
-            raw = await self.redis.get(Keys.result(job_id))
+            raw = await self.redis.get(self.keys.result(job_id))
         if raw is None:
             return None
         return self._parse(job_id, raw)
@@ -346,8 +346,8 @@ class Client:
         """
         with self._redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zscore(self.settings.queue_name, job_id)
-                pipe.get(Keys.result(job_id))
+                pipe.zscore(self.keys.queue, job_id)
+                pipe.get(self.keys.result(job_id))
                 score, raw = await pipe.execute()
         if raw is not None:
             return self._parse(job_id, raw)
@@ -358,39 +358,66 @@ class Client:
     async def progress(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[ProgressEvent]:
         """The job's progress events: first those already logged, then each as it happens.
 
-        Ends after ``job_done``, or at once if the job has finished and its log has expired (or it
-        never ran, as when arq gave up on it). Raises ``JobNotFound`` for an unknown id and
-        ``WaitTimeout`` after ``timeout`` seconds.
+        Ends after ``job_done``. A run that ended before it logged anything (a job of a few tens of
+        milliseconds), or whose log has expired, is told from its result: a ``done`` event per
+        source, then ``job_done``. Raises ``JobNotFound`` for an unknown id and ``WaitTimeout``
+        after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         key = self.keys.progress(job_id)
         last: bytes | str = "0-0"
         block_ms: int | None = None  # the first read only replays what is logged already
-        while True:
-            with self._redis_errors():
-                reply = await self.redis.xread({key: last}, block=block_ms)
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = entry_id
-                    for event in parse_events(fields):
-                        yield event
-                        if event.event == "job_done":
-                            return
-            if not reply:
-                if await self.fetch_result(job_id) is not None:
-                    return
-                await self.status(job_id)  # raises JobNotFound
-            left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
-            if left <= 0:
-                raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
-            block_ms = max(1, round(left * 1000))  # 0 would block forever
+        async with self._watch(job_id) as mailbox:  # the stored result ends a wait on the log
+            while True:
+                with self._redis_errors():
+                    reply, ended = await self._log_or_end(key, last, block_ms, mailbox)
+                for _stream, entries in reply or ():
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        for event in parse_events(fields):
+                            yield event
+                            if event.event == "job_done":
+                                return
+                if ended or not reply:
+                    result = await self.fetch_result(job_id)
+                    if result is not None:
+                        for event in told_by(result):
+                            yield event
+                        return
+                    if not reply:
+                        await self.status(job_id)  # raises JobNotFound
+                left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
+                if left <= 0:
+                    raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
+                block_ms = max(1, round(left * 1000))  # 0 would block forever
+
+    async def _log_or_end(
+        self, key: str, last: bytes | str, block_ms: int | None, mailbox: Mailbox
+    ) -> tuple[list[Any], bool]:
+        """New entries of the progress log, waiting up to ``block_ms`` for some, and whether the job's
+        done message came meanwhile (its last entries, if it logged any, are read before returning)."""
+        if block_ms is None:
+            return await self.redis.xread({key: last}), False
+        read = asyncio.ensure_future(self.redis.xread({key: last}, block=block_ms))
+        done = asyncio.ensure_future(mailbox.get(block_ms / 1000))
+        try:
+            await asyncio.wait({read, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (read, done):
+                if not task.done():
+                    task.cancel()  # a blocked read's connection is dropped, not reused
+            await asyncio.gather(read, done, return_exceptions=True)
+        ended = done.done() and not done.cancelled() and done.result() is not None
+        if read.cancelled():
+            return (await self.redis.xread({key: last}) if ended else []), ended
+        return read.result(), ended
 
     # ---------------------------------------------------------------------------- cancel, list, retry
     async def cancel(self, job_id: str) -> CancelState:
         """Cancel a job: ``cancelled`` (it was queued and never starts), ``cancelling`` (its worker was
         told; its result will say ``cancelled``), ``finished`` (too late). Raise ``JobNotFound``."""
         with self._redis_errors():
-            state = await jobs.cancel(self.redis, self.settings, job_id)
+            state = await jobs.cancel(self.queue, self.settings, job_id)
         if state == "not_found":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
         return state
@@ -403,7 +430,7 @@ class Client:
             raise InvalidRequest(f"limit: must be at least 1, got {limit}")
         limit = min(limit, self.settings.jobs_index_size)  # no index holds more
         with self._redis_errors():
-            return await jobs.list_jobs(self.redis, self.settings, status=status, limit=limit)
+            return await jobs.list_jobs(self.queue, status=status, limit=limit)
 
     async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:
         """Queue a finished ``failed`` or ``cancelled`` job's request again, as a new job; return it.
@@ -411,26 +438,24 @@ class Client:
         Raise ``JobNotFound`` if its result is gone and ``InvalidRequest`` if it did not fail.
         """
         with self._redis_errors():
-            raw = await self.redis.get(Keys.result(job_id))
-            stored_priority = await self.redis.hget(self.keys.summary(job_id), "priority")  # type: ignore[misc]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.result(job_id))
+                pipe.get(self.keys.final(job_id))
+                raw, final = await pipe.execute()
         if raw is None:
             raise JobNotFound(f"no finished job {job_id!r} (unknown id, still running, or its result expired)")
         result = self._parse(job_id, raw)
         if result.status not in ("failed", "cancelled"):
             raise InvalidRequest(f"job {job_id} is {result.status}: only a failed or cancelled job can be re-run")
         try:
-            args = wire.decode_result(raw).args
-        except wire.WireError:
+            args = records.decode_result(raw).args
+        except records.RecordError:
             args = ()
         if not args:
             raise InvalidRequest(f"job {job_id} holds no request to re-run")
         request = self.validate_data(args[0])
-        chosen: Priority = "normal"
-        for known in ("high", "normal", "low"):
-            if stored_priority == known.encode():
-                chosen = known
-        if priority is not None:
-            chosen = priority
+        stored_priority = jobs.figures_of(final).get("priority")
+        chosen: Priority = priority or (stored_priority if stored_priority in PRIORITY_RANK else "normal")
         return await self.submit_request(request, priority=chosen, dedup=True, retry_of=job_id)
 
     # ---------------------------------------------------------------------------- workers
@@ -449,26 +474,21 @@ class Client:
         """Jobs in the queue (queued, deferred and running: arq keeps running jobs there) and those deferred."""
         with self._redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(self.settings.queue_name)
-                pipe.zcount(self.settings.queue_name, f"({time.time() * 1000}", "+inf")
+                pipe.zcard(self.keys.queue)
+                pipe.zcount(self.keys.queue, f"({time.time() * 1000}", "+inf")
                 total, deferred = await pipe.execute()
         return int(total), int(deferred)
 
     # ---------------------------------------------------------------------------- internals
-    async def _state(self, job_id: str) -> wire.JobState:
-        """The job's state from its marks in Redis, read in one transaction (as arq's ``Job.status``)."""
-        async with self.redis.pipeline(transaction=True) as tr:
-            tr.exists(Keys.result(job_id))
-            tr.exists(Keys.in_progress(job_id))
-            tr.zscore(self.settings.queue_name, job_id)
-            has_result, in_progress, score = await tr.execute()
-        return wire.job_state(bool(has_result), bool(in_progress), score, time.time() * 1000)
+    async def _state(self, job_id: str) -> records.JobState:
+        """The job's state from its marks in Redis, read in one transaction."""
+        return await self.queue.state(job_id)
 
     def _parse(self, job_id: str, raw: bytes) -> JobResult:
         """Turn what the worker stored into a JobResult, whatever the job returned or failed with."""
         try:
-            info = wire.decode_result(raw)
-        except wire.WireError:
+            info = records.decode_result(raw)
+        except records.RecordError:
             return JobResult(job_id=job_id, question="", status="failed", errors=["stored result is unreadable"])
         if info.success and isinstance(info.result, dict):
             return JobResult.model_validate(info.result)
@@ -485,10 +505,11 @@ class Client:
         )
 
     @property
-    def _enqueuer(self) -> Enqueuer:
-        if self._enqueue is None:  # registered on first use (``self.redis`` says if there is no connection)
-            self._enqueue = Enqueuer(self.redis)
-        return self._enqueue
+    def queue(self) -> Queue:
+        """The queue protocol on this client's connection (its scripts registered on first use)."""
+        if self._queue is None:  # ``self.redis`` says if there is no connection
+            self._queue = Queue(self.redis, self.keys)
+        return self._queue
 
     @contextlib.asynccontextmanager
     async def _watch(self, job_id: str) -> AsyncIterator[Mailbox]:
@@ -506,6 +527,23 @@ class Client:
             yield
         except REDIS_DOWN as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self.settings.redis_location}: {exc}") from exc
+
+
+def told_by(result: JobResult) -> list[ProgressEvent]:
+    """A finished job's progress as its result tells it: each source done, then the job."""
+    events = [
+        ProgressEvent(
+            job_id=result.job_id,
+            event="done",
+            t=o.inference_end_s or o.fetch_end_s or 0.0,
+            source=o.name,
+            status=o.status,
+            error=o.error,
+        )
+        for o in result.sources
+    ]
+    total = result.timing.total_s if result.timing is not None else 0.0
+    return [*events, ProgressEvent(job_id=result.job_id, event="job_done", t=total, status=result.status)]
 
 
 def parse_events(fields: dict[bytes, bytes]) -> list[ProgressEvent]:

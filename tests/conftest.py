@@ -42,6 +42,7 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 @pytest.fixture
 def redis_url(redis_server: EmbeddedRedis) -> str:
     """The real server's URL, emptied before the test."""
+    _real_redis_used.append(True)
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
@@ -168,6 +169,7 @@ REAL_PROCESS_MARKERS = ("e2e", "compose", "distributed", "browser")
 #: Fixtures that mean a real redis-server or worker processes, directly or through their closure.
 PROCESS_FIXTURES = frozenset({"redis_server", "start_worker_processes", "workers"})
 _started: list[str] = []  # programs started since the current test's setup began
+_real_redis_used: list[bool] = []  # the session's redis-server was handed to the current test (redis_url)
 _CALL_PASSED = pytest.StashKey[bool]()
 
 
@@ -189,6 +191,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Refuse, before anything starts, a test that uses real processes through fixtures without e2e."""
     _started.clear()
+    _real_redis_used.clear()
     used = sorted(PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())))
     if used and not _real(item):
         pytest.fail(
@@ -216,7 +219,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         pytest.fail(
             f"{item.nodeid} started {', '.join(started)} but is not marked e2e: add @pytest.mark.e2e", pytrace=False
         )
-    uses_processes = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+    uses_processes = bool(PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))) or bool(_real_redis_used)
+    _real_redis_used.clear()
     # The heavier suites share processes started once per session (a compose stack, network hosts).
     plain_e2e = item.get_closest_marker("e2e") is not None and not any(
         item.get_closest_marker(name) for name in REAL_PROCESS_MARKERS[1:]

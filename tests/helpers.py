@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agentq import wire
 from agentq.contract import JOB_FUNCTION, ProgressEvent, ProgressKind
 from agentq.errors import WaitTimeout
-from agentq.keys import Keys
+from agentq.protocol.keys import Field, field
+from agentq.protocol.records import encode_job
 from producer.client import Client
 
 T = TypeVar("T")
@@ -24,28 +24,34 @@ T = TypeVar("T")
 async def enqueue_raw(
     client: Client, *args: Any, function: str = JOB_FUNCTION, defer_s: float = 0.0, ring: bool = True, **kwargs: Any
 ) -> str:
-    """Put a job on the queue exactly as arq's format has it, skipping the client's validation; and
-    ring the doorbell as the client does, unless ``ring`` is False (as plain arq would not)."""
+    """Put a job on the queue as the protocol lays it out, skipping the client's validation; and ring the
+    doorbell as the enqueue script does, unless ``ring`` is False."""
     job_id = uuid.uuid4().hex
     now_ms = round(time.time() * 1000)
+    k = client.keys
     async with client.redis.pipeline(transaction=True) as pipe:
-        pipe.psetex(Keys.job(job_id), wire.JOB_EXPIRY_MS, wire.encode_job(function, args, kwargs, now_ms))
-        pipe.zadd(client.settings.queue_name, {job_id: now_ms + round(defer_s * 1000)})
+        pipe.hset(
+            k.jobs,
+            mapping={job_id: encode_job(function, args, kwargs, now_ms), field(job_id, Field.PRIORITY): "normal"},
+        )
+        pipe.zadd(k.queue, {job_id: now_ms + round(defer_s * 1000)})
         if ring:
-            pipe.zadd(client.keys.bell(client.settings.queue_name), {"ring": now_ms})
+            pipe.zadd(k.bell, {"ring": now_ms})
         await pipe.execute()
     return job_id
 
 
 async def lose_lease(client: Client, job_id: str) -> None:
-    """Make a running job look as its lease does once it has lapsed: in-progress key gone, queue score
-    due now; and ring the doorbell as a requeue does, so an idle worker looks at once."""
+    """Make a running job look as it does once its worker has died: its lease lapsed (queue score due
+    now) and held by no live worker; and ring the doorbell, so an idle worker looks at once."""
+    k = client.keys
     async with client.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(Keys.in_progress(job_id))
-        pipe.zadd(client.settings.queue_name, {job_id: time.time() * 1000}, xx=True)
-        pipe.zadd(client.keys.bell(client.settings.queue_name), {"ring": 0})
-        deleted, *_ = await pipe.execute()
-    assert deleted == 1, f"job {job_id} held no lease"
+        pipe.hget(k.jobs, field(job_id, Field.HOLDER))
+        pipe.hset(k.jobs, field(job_id, Field.HOLDER), "a-worker-that-died")
+        pipe.zadd(k.queue, {job_id: time.time() * 1000}, xx=True)
+        pipe.zadd(k.bell, {"ring": 0})
+        holder, *_ = await pipe.execute()
+    assert holder is not None, f"job {job_id} held no lease"
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, every: float = 0.01) -> T:

@@ -12,11 +12,12 @@ from subprocess import Popen
 
 import pytest
 
-from agentq.contract import JobResult, SourceOutcome, dumps
+from agentq.contract import JobResult, SourceOutcome
+from agentq.protocol.records import JobRecord, RecordError
 from agentq.settings import Settings
 from agentq.sources import REFERENCE_SOURCES
 from producer.client import Client
-from worker.admission import Admission, Estimate, Shape
+from worker.engine.admission import Admission, Estimate, Shape
 from worker.executor import InferencePool, PoolTask
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
@@ -136,7 +137,7 @@ def test_jobs_that_take_longer_than_simulated_teach_a_slowdown_that_stretches_ev
     and fewer jobs fit. A job whose source failed teaches nothing."""
     admission = taught()
     clock = [1000.0]
-    monkeypatch.setattr("worker.admission.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("worker.engine.admission.time.monotonic", lambda: clock[0])
     assert admission.fits(REFERENCE)
     admission.admitted("one", REFERENCE)
     assert admission.fits(REFERENCE)
@@ -158,11 +159,12 @@ def test_jobs_that_take_longer_than_simulated_teach_a_slowdown_that_stretches_ev
 def test_the_shape_of_a_job_comes_from_its_record_with_the_workers_defaults() -> None:
     """Sources, analysis and deadline as the job will use them; a record that is not a job has no shape."""
     admission = Admission(Settings(_env_file=None, deadline_s=12.0))  # type: ignore[call-arg]
-    record = dumps({"t": None, "f": "answer_question", "a": [{"question": "q", "sources": ["news"]}], "k": {}})
+    record = JobRecord("answer_question", ({"question": "q", "sources": ["news"]},), {}, 1)
     assert admission.shape_of(record, {}) == Shape(("news",), "bag_of_words", 12.0)
-    record = dumps({"a": [{"question": "q", "deadline_s": 3, "analysis": "other"}]})
+    record = JobRecord("answer_question", ({"question": "q", "deadline_s": 3, "analysis": "other"},), {}, 1)
     assert admission.shape_of(record, {}) == Shape((), "other", 3.0)
-    assert admission.shape_of(b"not json", {}) is None and admission.shape_of(None, {}) is None
+    assert admission.shape_of(RecordError("not json"), {}) is None and admission.shape_of(None, {}) is None
+    assert admission.shape_of(JobRecord("answer_question", ("not a dict",), {}, 1), {}) is None
 
 
 async def test_the_pool_knows_when_its_tasks_started_and_ended() -> None:

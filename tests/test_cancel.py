@@ -15,9 +15,9 @@ from subprocess import Popen
 import fakeredis
 import pytest
 
-from agentq import wire
 from agentq.errors import JobNotFound
-from agentq.keys import Keys
+from agentq.protocol import records
+from agentq.protocol.keys import Field, Keys, field
 from agentq.settings import Settings
 from producer import jobs
 from producer.client import Client
@@ -48,8 +48,8 @@ async def test_a_queued_job_is_taken_out_and_stored_cancelled(fake_client: Clien
     job_id = await fake_client.enqueue("Will it rain?", sources=["weather"])
     assert await fake_client.cancel(job_id) == "cancelled"
     r = fake_client.redis
-    assert await r.zscore(fake_client.settings.queue_name, job_id) is None
-    assert await r.exists(Keys.job(job_id)) == 0
+    assert await r.zscore(fake_client.keys.queue, job_id) is None
+    assert not await r.hexists(fake_client.keys.jobs, job_id)
     result = await fake_client.fetch_result(job_id)
     assert result is not None and result.status == "cancelled" and result.question == "Will it rain?"
     assert await fake_client.status(job_id) == "complete"
@@ -58,11 +58,11 @@ async def test_a_queued_job_is_taken_out_and_stored_cancelled(fake_client: Clien
     assert (listed.job_id, listed.status) == (job_id, "cancelled")
 
 
-async def test_a_running_job_gets_a_marker_and_a_message(fake_client: Client) -> None:
+async def test_a_running_job_gets_its_cancel_field_set_and_a_message(fake_client: Client) -> None:
     """A job a worker holds is marked and announced on the cancel channel; its result is left to the worker."""
     job_id = await fake_client.enqueue("Will it rain?")
     r, keys = fake_client.redis, fake_client.keys
-    await r.set(Keys.in_progress(job_id), b"1")
+    await r.hset(keys.jobs, field(job_id, Field.HOLDER), "a-worker")
     pubsub = r.pubsub()
     await pubsub.subscribe(keys.cancel_channel)
     assert await fake_client.cancel(job_id) == "cancelling"
@@ -73,8 +73,8 @@ async def test_a_running_job_gets_a_marker_and_a_message(fake_client: Client) ->
             break
     await pubsub.aclose()
     assert message is not None and message["data"] == job_id.encode()
-    assert await r.exists(keys.cancel(job_id)) == 1
-    assert await r.exists(Keys.result(job_id)) == 0 and await r.exists(Keys.job(job_id)) == 1
+    assert await r.hget(keys.jobs, field(job_id, Field.CANCEL)) == b"1"
+    assert await r.exists(keys.result(job_id)) == 0 and await r.hexists(keys.jobs, job_id)
 
 
 async def test_an_unknown_job_cannot_be_cancelled(fake_client: Client) -> None:
@@ -86,11 +86,11 @@ async def test_an_unknown_job_cannot_be_cancelled(fake_client: Client) -> None:
 
 def test_the_cancelled_result_record_reads_back() -> None:
     """The result record the producer stores is one the client (and arq's format) reads."""
-    raw = wire.encode_result(
+    raw = records.encode_result(
         "j", "f", ({"question": "q"},), {}, job_try=None, enqueue_ms=1, success=True, result={"a": 1},
         start_ms=2, finish_ms=3, queue_name="q",
     )  # fmt: skip
-    record = wire.decode_result(raw)
+    record = records.decode_result(raw)
     assert (record.result, record.args, record.start_ms, record.job_id) == ({"a": 1}, ({"question": "q"},), 2, "j")
     assert jobs.FINAL_STATUSES[-1] == "cancelled"
 
@@ -137,7 +137,7 @@ async def test_a_running_jobs_fetches_stop_at_once_whichever_worker_runs_it(
     assert "knowledge_base: cancelled: cancelled during fetch" in result.errors
 
     async def marker_gone() -> bool:
-        return not await client.redis.exists(client.keys.cancel(job_id))
+        return not await client.redis.hexists(client.keys.jobs, field(job_id, Field.CANCEL))
 
     await eventually(marker_gone, timeout=5)  # removed once the job has ended
     [listed] = await client.jobs(status="cancelled")
@@ -165,12 +165,12 @@ async def test_an_inference_under_way_is_discarded(client: Client, start_worker_
 
 
 @pytest.mark.e2e
-async def test_a_worker_that_missed_the_message_sees_the_marker(
+async def test_a_worker_that_missed_the_message_sees_the_cancel_field(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
-    """A job whose cancel marker is set when a worker takes it (the message was missed) does not fan out."""
+    """A job whose cancel field is set when a worker takes it (the message was missed) does not fan out."""
     job_id = await client.enqueue("Will it rain in Paris tomorrow?", sources=SOURCES)
-    await client.redis.set(client.keys.cancel(job_id), b"1")
+    await client.redis.hset(client.keys.jobs, field(job_id, Field.CANCEL), "1")
     start_worker_processes(1)
     result = await client.result(job_id, timeout=30)
     assert (result.status, result.errors, result.sources) == ("cancelled", ["cancelled before it started"], [])
@@ -213,12 +213,12 @@ async def test_the_race_returns_the_work_or_cancels_it_at_once() -> None:
     assert inner[0].cancelled()
 
 
-async def test_a_missed_message_is_caught_up_from_the_markers(fake_redis: fakeredis.FakeAsyncRedis) -> None:
-    """On (re)subscribing, the listener cancels every running job whose marker is set, and only those."""
+async def test_a_missed_message_is_caught_up_from_the_cancel_fields(fake_redis: fakeredis.FakeAsyncRedis) -> None:
+    """On (re)subscribing, the listener cancels every running job whose cancel field is set, and only those."""
     keys = Keys("agentq")
     registry = CancelRegistry()
     marked, unmarked = registry.register("a"), registry.register("b")
-    await fake_redis.set(keys.cancel("a"), b"1")
+    await fake_redis.hset(keys.jobs, field("a", Field.CANCEL), "1")
     await _recheck({"redis": fake_redis, "keys": keys, "cancels": registry})  # type: ignore[typeddict-item]
     assert marked.is_set() and not unmarked.is_set()
     assert registry.cancel("b") and not registry.cancel("unknown")

@@ -9,11 +9,11 @@ import pytest
 from redis.asyncio.connection import SSLConnection
 
 from agentq.connection import redis_client
-from agentq.contract import JobResult, QuestionRequest, dumps, loads, parse_request
+from agentq.contract import JOB_FUNCTION, JobResult, QuestionRequest, dumps, loads, parse_request
 from agentq.errors import InvalidRequest
 from agentq.settings import Settings
 from agentq.sources import source_names
-from worker.app import worker_options
+from worker.engine.app import create_worker
 
 LIMITS = {
     "known_sources": source_names(),
@@ -94,19 +94,15 @@ def test_result_round_trips_through_json(sample_result: JobResult) -> None:
     assert again == sample_result
 
 
-def test_settings_translate_into_arq_worker_options() -> None:
-    """arq gets JSON codecs, a job timeout above any deadline, and no pause between its loop's iterations
-    (AgentQWorker._poll_iteration waits itself, on the doorbell)."""
+def test_the_worker_registers_the_job_function_as_arq_does_with_a_timeout_above_any_deadline() -> None:
+    """One function, in arq's registry form, whose timeout lies past the longest deadline a request may ask;
+    a job's lease is far shorter (renewed while it runs), so a dead worker's job comes back quickly."""
     s = Settings(redis_url="redis://127.0.0.1:6390/2", deadline_s=15, max_deadline_s=30)
-    options = worker_options(s)
-    assert options["job_serializer"] is dumps and options["job_deserializer"] is loads
-    assert options["job_timeout"] > s.max_deadline_s > s.deadline_s
-    # A running job's in-progress key is a lease far shorter than the job timeout (renewed while
-    # it runs), so a dead worker's job comes back quickly; see tests/reliability.
-    assert s.lease_s < options["job_timeout"]
-    assert options["poll_delay"] == 0 and s.poll_delay_s < s.redis_socket_timeout_s
-    assert options["keep_result"] == 3600
-    assert options["queue_name"] == s.queue_name
+    w = create_worker(s)
+    (function,) = w.functions.values()
+    assert function.name == JOB_FUNCTION and function.timeout_s is not None
+    assert function.timeout_s > s.max_deadline_s > s.deadline_s > s.lease_s
+    assert s.poll_delay_s < s.redis_socket_timeout_s and w.keys.queue == s.keys.queue
 
 
 async def test_the_redis_connection_follows_the_url_and_retries_when_redis_is_down() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq_tools.embedded import free_port
 from agentq_tools.processes import stop_workers
 

@@ -12,13 +12,15 @@ from subprocess import Popen
 import fakeredis
 import pytest
 
-from agentq import wire
-from agentq.contract import JobResult, dumps
+from agentq.contract import JobResult
 from agentq.errors import InvalidRequest, JobNotFound
+from agentq.protocol import queue as queue_module
+from agentq.protocol import records
+from agentq.protocol.keys import Field, field
+from agentq.protocol.queue import ClaimedJob, Ending
 from agentq.settings import Settings
 from producer.client import Client
-from worker import listing, progress
-from worker.finish import Finisher
+from worker import listing
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
@@ -33,40 +35,48 @@ def fake_client() -> Client:
 
 
 async def finish(c: Client, job_id: str, status: str) -> None:
-    """Store a result for ``job_id`` as a worker does (the finish script), listing entry included (worker.listing)."""
+    """Store a result for ``job_id`` as a worker does (the finish script), its listing figures included."""
     result = JobResult(job_id=job_id, question="q", status=status, errors=["why"] if status == "failed" else [])  # type: ignore[arg-type]
-    record = wire.encode_result(
+    value = result.model_dump(mode="json")
+    record = records.encode_result(
         job_id, "answer_question", ({"question": "Will it rain?"},), {}, job_try=1, enqueue_ms=1, success=True,
-        result=result.model_dump(mode="json"), start_ms=2, finish_ms=3, queue_name=c.settings.queue_name,
+        result=value, start_ms=2, finish_ms=3, queue_name=c.settings.queue_name,
     )  # fmt: skip
-    finisher = Finisher(c.redis, c.keys, c.settings.queue_name, progress_ttl_s=60, abort=False)
-    filing = listing.filing(c.settings, job_id, record)
-    assert await finisher(job_id, "finish", progress.bare_tail(job_id), result=record, result_px=60_000, filing=filing)
+    priority = await c.redis.hget(c.keys.jobs, field(job_id, Field.PRIORITY))
+    claimed = ClaimedJob(job_id, 0, None, 1, 1, False, False, priority=(priority or b"normal").decode())
+    job = records.JobRecord("answer_question", ({"question": "Will it rain?"},), {}, 1)
+    status_, final = listing.final(claimed, job, value, True, 5)
+    ending = Ending(job_id, "finish", result=record, result_px=60_000, final=final, status=status_, finished_ms=5)
+    assert await c.queue.finish("w", [ending], progress_ttl_s=60, index_size=c.settings.jobs_index_size) == [True]
 
 
-async def test_indexes_stay_capped_and_summaries_expire(fake_client: Client) -> None:
-    """Five jobs leave three in the recent index and three in the failed one; every summary has a TTL."""
+async def test_indexes_stay_capped_and_figures_expire_with_results(
+    fake_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five jobs leave three in the recent index and three in the failed one; every job's figures have a TTL."""
+    monkeypatch.setattr(queue_module, "TRIM_EVERY", 1)
     ids = [await fake_client.enqueue(f"question {i}", dedup=False) for i in range(5)]
     for job_id in ids:
         await finish(fake_client, job_id, "failed")
     r, keys = fake_client.redis, fake_client.keys
-    assert await r.zcard(keys.jobs_index) == 3 and await r.zcard(keys.jobs_by_status("failed")) == 3
-    assert all(0 < ttl <= 60_000 for ttl in [await r.pttl(keys.summary(j)) for j in ids])
+    assert await r.zcard(keys.index) == 3 and await r.zcard(keys.by_status("failed")) == 3
+    assert all(0 < ttl <= 60_000 for ttl in [await r.pttl(keys.final(j)) for j in ids])
     listed = await fake_client.jobs(limit=10)
     assert [j.job_id for j in listed] == ids[:-4:-1]
     assert {j.status for j in listed} == {"failed"} and listed[0].error == "why"
 
 
 async def test_the_listing_shows_live_states_and_filters_by_status(fake_client: Client) -> None:
-    """Unfinished jobs read queued; --status picks finished jobs of one status; a vanished summary is dropped."""
+    """Unfinished jobs read queued; --status picks finished jobs of one status; a job with no trace is dropped."""
     a, b, c = [await fake_client.enqueue(f"q{i}", dedup=False) for i in range(3)]
     await finish(fake_client, a, "ok")
     await finish(fake_client, b, "failed")
     assert [(j.job_id, j.status) for j in await fake_client.jobs()] == [(c, "queued"), (b, "failed"), (a, "ok")]
     assert [j.job_id for j in await fake_client.jobs(status="failed")] == [b]
-    await fake_client.redis.delete(fake_client.keys.summary(c))
+    assert [j.job_id for j in await fake_client.jobs(status="ok")] == [a]
+    await fake_client.redis.zrem(fake_client.keys.queue, c)
     assert [j.job_id for j in await fake_client.jobs()] == [b, a]
-    assert await fake_client.redis.zscore(fake_client.keys.jobs_index, c) is None
+    assert await fake_client.redis.zscore(fake_client.keys.index, c) is None
 
 
 async def test_bad_listing_arguments_are_refused(fake_client: Client) -> None:
@@ -92,12 +102,14 @@ async def test_retry_requeues_a_failed_job_and_refuses_others(fake_client: Clien
         await fake_client.retry("nope")
 
 
-def test_a_record_arq_failed_is_listed_failed_with_its_reason() -> None:
-    """A result arq stored itself (the job could not run) files as failed, with the reason."""
-    record = dumps({"t": 3, "f": "f", "a": [], "k": {}, "et": 1, "s": False, "r": {"error": "X", "message": "gave up"}})
-    final = listing.final_of("j", record)
-    assert final["status"] == "failed" and "gave up" in final["error"]
-    assert listing.final_of("j", b"not json")["status"] == "failed"
+def test_a_job_that_failed_before_answering_is_listed_failed_with_its_reason() -> None:
+    """A run that could not answer (raised, or never started) files as failed, with the reason."""
+    claimed = ClaimedJob("j", 0, None, 3, 3, False, False)
+    job = records.JobRecord("answer_question", ({"question": "q"},), {}, 1)
+    status, final = listing.final(claimed, job, ValueError("gave up"), False, 5)
+    assert status == "failed" and "gave up" in json.loads(final)["error"]
+    status, final = listing.final(claimed, job, "not a result", True, 5)
+    assert status == "failed" and "returned str" in json.loads(final)["error"]
 
 
 @pytest.mark.e2e

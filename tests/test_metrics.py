@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentq.contract import JobResult, SourceOutcome
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from producer.client import Client
 from tests.helpers import enqueue_raw
 from worker import logs, metrics

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq.settings import Settings
 from worker import health, metrics
 

@@ -12,7 +12,7 @@ from subprocess import Popen
 import pytest
 import redis
 
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq.settings import Settings
 from agentq_tools.processes import start_workers, stop_workers
 from producer.client import Client

@@ -11,7 +11,6 @@ import pytest
 
 from agentq.contract import Priority, loads
 from agentq.errors import InvalidRequest
-from agentq.keys import Keys
 from producer.client import Client
 
 pytestmark = pytest.mark.e2e
@@ -20,21 +19,21 @@ StartWorkers = Callable[..., list[Popen[bytes]]]
 
 async def test_scores_order_priorities_without_deferring_or_shortening_expiry(client: Client) -> None:
     """high < normal < low in the queue, all due now (status queued, not deferred); each job keeps
-    its true enqueue time and arq's full expiry; a bad priority is refused."""
+    its true enqueue time and its priority; a bad priority is refused."""
     before = datetime.now(UTC) - timedelta(seconds=1)
     ids = {p: await client.enqueue(f"a {p} question", priority=p) for p in ("low", "normal", "high")}
     after = datetime.now(UTC) + timedelta(seconds=1)
-    queue = client.settings.queue_name
+    queue = client.keys.queue
     scores = {p: await client.redis.zscore(queue, job_id) for p, job_id in ids.items()}
     step_ms = client.settings.priority_step_s * 1000
     assert scores["high"] < scores["normal"] < scores["low"] <= time.time() * 1000
     assert scores["normal"] - scores["high"] == pytest.approx(step_ms, abs=1000)
     for job_id in ids.values():
         assert await client.status(job_id) == "queued"
-        record = loads(await client.redis.get(Keys.job(job_id)))
+        record = loads(await client.redis.hget(client.keys.jobs, job_id))
         enqueued = datetime.fromtimestamp(record["et"] / 1000, UTC)
         assert before <= enqueued <= after
-        assert await client.redis.pttl(Keys.job(job_id)) > 86_400_000 - 60_000
+    assert [(await client.jobs(limit=3))[i].priority for i in range(3)] == ["high", "normal", "low"]
     with pytest.raises(InvalidRequest, match="priority"):
         await client.enqueue("urgent?", priority="urgent")  # type: ignore[arg-type]
 
@@ -43,13 +42,13 @@ async def test_a_high_duplicate_moves_the_queued_job_up_never_down(client: Clien
     """Asking a queued normal question again at high priority joins it and moves it ahead;
     asking it again at low priority leaves it where it is."""
     job_id = await client.enqueue("Will it rain?")
-    normal_score = await client.redis.zscore(client.settings.queue_name, job_id)
+    normal_score = await client.redis.zscore(client.keys.queue, job_id)
     joined = await client.submit("Will it rain?", priority="high")
-    high_score = await client.redis.zscore(client.settings.queue_name, job_id)
+    high_score = await client.redis.zscore(client.keys.queue, job_id)
     assert joined.deduplicated and joined.job_id == job_id
     assert high_score <= normal_score - client.settings.priority_step_s * 1000 + 1000
     assert (await client.submit("will it rain?", priority="low")).job_id == job_id
-    assert await client.redis.zscore(client.settings.queue_name, job_id) == high_score
+    assert await client.redis.zscore(client.keys.queue, job_id) == high_score
 
 
 async def test_high_starts_before_queued_normals_and_low_after(
@@ -103,4 +102,4 @@ async def test_high_overtakes_a_backlog_the_worker_has_already_read(
 async def test_first_come_first_served_within_a_priority_even_in_one_millisecond(client: Client) -> None:
     """Jobs enqueued back to back (many within one millisecond) sit in the queue in enqueue order."""
     ids = [await client.enqueue(f"question {i}", dedup=False) for i in range(30)]
-    assert await client.redis.zrange(client.settings.queue_name, 0, -1) == [i.encode() for i in ids]
+    assert await client.redis.zrange(client.keys.queue, 0, -1) == [i.encode() for i in ids]

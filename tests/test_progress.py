@@ -17,7 +17,7 @@ import pytest
 
 from agentq.contract import ProgressEvent, SourceOutcome
 from agentq.errors import JobNotFound, WaitTimeout
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from producer import client as client_module
 from producer.client import Client, parse_events
 from worker.progress import WRITE_DELAY_S, ProgressPublisher
@@ -123,9 +123,9 @@ async def test_progress_ends_for_failed_or_unknown_jobs_and_times_out(
 async def test_publisher_never_blocks_writes_in_batches_and_hands_over_its_tail(fake_redis: Any) -> None:
     """on_event only notes the event; what arrives within WRITE_DELAY_S is written as one entry, the first
     write setting the expiry; tail() hands over what is unwritten (cancelling the pending write) with
-    job_done and requeued events and the dedup marker, for the finish script."""
+    job_done and requeued events, for the finish script."""
     keys = Keys("agentq")
-    publisher = ProgressPublisher(fake_redis, keys, "job1", 60, "f" * 64)
+    publisher = ProgressPublisher(fake_redis, keys, "job1", 60)
     outcome = SourceOutcome(name="weather", timeout_s=1.0)
     for kind in ("fetch_start", "fetch_end"):
         publisher.on_event(kind, outcome)
@@ -142,8 +142,19 @@ async def test_publisher_never_blocks_writes_in_batches_and_hands_over_its_tail(
     assert len(await fake_redis.xrange(keys.progress("job1"))) == 1
     assert [ProgressEvent.model_validate_json(e).event for e in tail.pending] == ["inference_start", "done"]
     assert ProgressEvent.model_validate_json(tail.job_done).event == "job_done"
-    assert ProgressEvent.model_validate_json(tail.requeued).event == "requeued"
-    assert tail.marker == keys.inflight("f" * 64)
+    assert ProgressEvent.model_validate_json(tail.requeued).event == "requeued" and tail.logged
+
+
+async def test_a_job_over_before_its_first_write_logs_nothing(fake_redis: Any) -> None:
+    """Events noted but never written (the job ended within WRITE_DELAY_S) are dropped with the tail: nothing
+    is logged at all; watchers are told from the result."""
+    keys = Keys("agentq")
+    publisher = ProgressPublisher(fake_redis, keys, "quick", 60)
+    publisher.on_event("fetch_start", SourceOutcome(name="weather"))
+    tail = await publisher.tail()
+    await asyncio.sleep(WRITE_DELAY_S * 2)
+    assert (tail.logged, tail.pending, tail.job_done) == (False, [], "")
+    assert not await fake_redis.exists(keys.progress("quick"))
 
 
 def test_a_progress_entry_holds_one_event_or_a_list() -> None:

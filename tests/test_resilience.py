@@ -18,7 +18,7 @@ import redis.exceptions
 
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import SourceError, TransientSourceError
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq.settings import Settings
 from agentq.sources import Source, SourceContext
 from worker.fanout import SourceSkipped

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from agentq.contract import JobResult, QuestionRequest, SourceOutcome
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq_tools.processes import stop_workers
 from agentq_tools.sources import TICKS_KEY
 from producer.client import Client

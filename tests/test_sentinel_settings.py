@@ -8,7 +8,7 @@ from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSL
 
 from agentq.connection import redis_client, wait_for_replicas
 from agentq.errors import NotReplicated
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq.settings import Settings
 from producer.client import Client
 
@@ -71,7 +71,7 @@ async def test_wait_for_replicas_asks_nothing_by_default_and_reports_the_count(r
     async with Client(Settings(_env_file=None, redis_url=redis_url)) as client:  # type: ignore[call-arg]
         assert await wait_for_replicas(client.redis, client.settings, "fence") is None
         waiting = Settings(_env_file=None, redis_url=redis_url, redis_wait_replicas=1, redis_wait_timeout_s=0.05)  # type: ignore[call-arg]
-        assert await wait_for_replicas(client.redis, waiting, Keys("agentq").replication_fence) == 0
+        assert await wait_for_replicas(client.redis, waiting, Keys("agentq").fence) == 0
 
 
 @pytest.mark.e2e

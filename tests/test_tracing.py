@@ -14,12 +14,12 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentq import tracing, wire
-from agentq.keys import Keys
+from agentq import tracing
+from agentq.protocol import records
 from agentq.settings import Settings
 from agentq_tools.upstream import MockUpstream
 from producer.client import Client
-from worker.app import create_worker
+from worker.engine.app import create_worker
 
 
 @pytest.fixture
@@ -61,11 +61,12 @@ async def test_one_trace_per_job_from_enqueue_to_every_fetch_and_inference(
         s = settings.model_copy(update={"upstream_url": upstream.url})
         async with Client(s) as client:
             job_id = await client.enqueue("Will it rain in Paris?", sources=["weather_api", "news", "knowledge_base"])
-            raw = await client.redis.get(Keys.job(job_id))
-            assert "traceparent" in wire.decode_job(raw).kwargs["trace"]
-            worker = create_worker(s, burst=True, handle_signals=False)
+            raw = await client.redis.hget(client.keys.jobs, job_id)
+            assert "traceparent" in records.decode_job(raw).kwargs["trace"]
+            worker = create_worker(s, burst=True)
             try:
-                await worker.main()
+                await worker.start()
+                await worker.serve()
             finally:
                 await worker.close()
             result = await client.result(job_id, timeout=5)

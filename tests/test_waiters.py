@@ -51,7 +51,7 @@ async def test_an_unknown_job_is_refused_at_once_and_a_queued_one_waited_for(fak
     a done message holding the result ends the wait with no further read."""
     with pytest.raises(JobNotFound):
         await asyncio.wait_for(fake_client.result("nobody", timeout=30), 1.0)
-    await fake_client.redis.zadd(fake_client.settings.queue_name, {"queued": 1})
+    await fake_client.redis.zadd(fake_client.keys.queue, {"queued": 1})
     with pytest.raises(WaitTimeout):
         await fake_client.result("queued", timeout=0.1)
 

@@ -13,7 +13,6 @@ from subprocess import Popen
 import pytest
 
 from agentq.contract import JOB_FUNCTION
-from agentq.keys import Keys
 from producer.client import Client
 from tests.helpers import enqueue_raw
 
@@ -48,11 +47,11 @@ async def test_unreadable_job_payload_fails_cleanly(
     """Garbage bytes where a job should be: that job fails with a reason, the worker goes on."""
     start_worker_processes(1)
     job_id = "garbage-job"
-    await client.redis.set(Keys.job(job_id), b"\x80\x04not json at all")
-    await client.redis.zadd(client.settings.queue_name, {job_id: time.time() * 1000})
+    await client.redis.hset(client.keys.jobs, job_id, b"\x80\x04not json at all")
+    await client.redis.zadd(client.keys.queue, {job_id: time.time() * 1000})
     result = await client.result(job_id, timeout=30)
     assert result.status == "failed"
-    assert "job failed before it could answer" in result.errors[0] and "deserialize" in result.errors[0]
+    assert "job failed before it could answer" in result.errors[0] and "not a JSON job" in result.errors[0]
     assert (await client.result(await client.enqueue("next"), timeout=30)).status == "ok"
 
 
@@ -76,15 +75,18 @@ async def test_hostile_job_payloads_fail_cleanly_and_never_execute(
 
     good = json.dumps({"t": 1, "f": JOB_FUNCTION, "a": [{"question": "q"}], "k": {}, "et": int(time.time() * 1000)})
     hostile = {
-        "truncated": (good[: len(good) // 2].encode(), "deserialize"),
-        "pickled": (pickle.dumps({"t": 1, "f": JOB_FUNCTION, "a": [_Canary(canary)], "k": {}, "et": 0}), "deserialize"),
-        "wrong-shape": (b"[1, 2, 3]", "deserialize"),
-        "unknown-function": (good.replace(JOB_FUNCTION, "os.system").encode(), "function 'os.system' not found"),
+        "truncated": (good[: len(good) // 2].encode(), "not a JSON job"),
+        "pickled": (
+            pickle.dumps({"t": 1, "f": JOB_FUNCTION, "a": [_Canary(canary)], "k": {}, "et": 0}),
+            "not a JSON job",
+        ),
+        "wrong-shape": (b"[1, 2, 3]", "not a JSON job"),
+        "unknown-function": (good.replace(JOB_FUNCTION, "os.system").encode(), "'os.system' is not registered"),
     }
     start_worker_processes(1)
     for job_id, (payload, _) in hostile.items():
-        await client.redis.set(Keys.job(job_id), payload)
-        await client.redis.zadd(client.settings.queue_name, {job_id: time.time() * 1000})
+        await client.redis.hset(client.keys.jobs, job_id, payload)
+        await client.redis.zadd(client.keys.queue, {job_id: time.time() * 1000})
     for job_id, (_, reason) in hostile.items():
         result = await client.result(job_id, timeout=30)
         assert result.status == "failed" and reason in result.errors[0], (job_id, result.errors)

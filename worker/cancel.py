@@ -1,10 +1,10 @@
 """Cancelling a running job: the worker's side (the producer's is ``producer.jobs``).
 
 A producer cancels a job that is still queued by itself, atomically, and it never starts. For a
-job already running it sets the job's cancel marker (``<prefix>:cancel:<id>``) and publishes the
-id on ``<prefix>:cancel``. Every worker listens on that channel with one connection
-(:func:`listen_forever`); the one running the job (whichever host it is on) sets the job's event,
-and so:
+job already running it sets the job's cancel field (``<id>:c`` in the queue's ``jobs`` hash) and
+publishes the id on the queue's cancel channel (``lua/cancel.lua``). Every worker listens on that
+channel with one connection (:func:`listen_forever`); the one running the job (whichever host it
+is on) sets the job's event, and so:
 
 - every fetch still under way is cancelled at once (its source ends ``cancelled``);
 - an inference under way cannot be interrupted (nothing running in a pool can be): the job stops
@@ -12,10 +12,10 @@ and so:
 - the job returns at once a result whose status is ``cancelled``, holding what had finished.
 
 A worker that missed the message (its subscription was down, or the job was taken in between)
-still sees the marker: each job checks it when it starts, and the listener checks the markers of
-every running job each time it (re)subscribes. The fan-out itself is untouched: its fetch policy
-and its pool are wrapped (:meth:`CancelScope.policy`, :meth:`CancelScope.pool`) so they raise
-instead of waiting once the job is cancelled.
+still sees the field: the claim reads it with the job, and the listener reads those of every
+running job each time it (re)subscribes. The run whose result is stored removes it. The fan-out
+itself is untouched: its fetch policy and its pool are wrapped (:meth:`CancelScope.policy`,
+:meth:`CancelScope.pool`) so they raise instead of waiting once the job is cancelled.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import REDIS_DOWN
+from agentq.protocol.queue import Queue
 from worker.executor import InferencePool
 from worker.fanout import FetchPolicy, SourceSkipped
 
 if TYPE_CHECKING:
     from agentq.sources import Source, SourceContext
-    from worker.context import WorkerContext
+    from worker.engine.context import WorkerContext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,41 +145,28 @@ class CancelScope:
                 o.status, o.error = "cancelled", DISCARDED
 
 
-@contextlib.asynccontextmanager
-async def scope(ctx: WorkerContext) -> AsyncIterator[CancelScope]:
-    """Register the job for cancel messages, and check its marker (a message may have been missed)."""
+@contextlib.contextmanager
+def scope(ctx: WorkerContext) -> Iterator[CancelScope]:
+    """Register the job for cancel messages; a cancel asked for before the run began came with the claim."""
     job_id, registry = ctx["job_id"], ctx["cancels"]
     event = registry.register(job_id)
+    if ctx.get("cancelled"):
+        event.set()
     try:
-        try:
-            if await ctx["redis"].exists(ctx["keys"].cancel(job_id)):
-                event.set()
-        except REDIS_DOWN as exc:  # the channel still reaches us; the marker is only the fallback
-            log.warning("job %s: cannot check its cancel marker: %s", job_id, exc)
         yield CancelScope(event)
     finally:
         registry.unregister(job_id)
-        if event.is_set():
-            ctx["cancel_requested"] = True
-
-
-async def forget(ctx: WorkerContext) -> None:
-    """After a cancelled job's result is stored, its marker is no longer needed."""
-    if not ctx.get("cancel_requested"):
-        return
-    with contextlib.suppress(*REDIS_DOWN):
-        await ctx["redis"].delete(ctx["keys"].cancel(ctx["job_id"]))
 
 
 async def _recheck(ctx: WorkerContext) -> None:
-    """Cancel every running job whose marker is set (messages sent while we were not listening)."""
+    """Cancel every running job whose cancel field is set (messages sent while we were not listening)."""
     registry = ctx["cancels"]
     running = registry.running()
     if not running:
         return
-    marks = await ctx["redis"].mget([ctx["keys"].cancel(job_id) for job_id in running])
-    for job_id, mark in zip(running, marks, strict=True):
-        if mark is not None:
+    asked = await Queue(ctx["redis"], ctx["keys"]).cancel_requested(running)
+    for job_id, yes in zip(running, asked, strict=True):
+        if yes:
             registry.cancel(job_id)
 
 

@@ -50,7 +50,7 @@ def main(
     # Imported here, not at the top: 'worker --check' runs every few seconds in each container
     # (Docker's and Kubernetes' probes) and needs none of arq, the pool or the sources.
     from worker import logs
-    from worker.app import create_worker
+    from worker.engine.app import create_worker
 
     worker = create_worker(settings, burst=burst)
     logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))

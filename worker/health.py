@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from agentq.connection import open_redis
 from agentq.errors import REDIS_DOWN
-from agentq.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from agentq.settings import Settings
-    from worker.context import WorkerContext
+    from worker.engine.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ def check(s: Settings) -> tuple[bool, str]:
     # One bounded attempt: a probe that hangs (a name lookup for a stopped Redis container can take
     # longer than Docker's or Kubernetes' probe timeout) would be killed and report nothing useful.
     deadline_s = s.redis_connect_timeout_s + 1.0
-    alive = asyncio.run(asyncio.wait_for(_key_exists(s, Keys(s.key_prefix).worker(worker_id)), deadline_s))
+    alive = asyncio.run(asyncio.wait_for(_key_exists(s, s.keys.worker(worker_id)), deadline_s))
     return alive, f"worker {worker_id} is {'alive' if alive else 'not heartbeating'}"
 
 

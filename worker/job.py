@@ -1,4 +1,4 @@
-"""The arq job: validate the request, fan out, aggregate.
+"""The job: validate the request, fan out, aggregate.
 
 The job never raises. Whatever it is given (a bad request, a payload of the wrong shape, a
 source or a pool that breaks), it returns a :class:`JobResult` whose status says what happened,
@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentq import tracing
-from agentq.contract import JobResult, QuestionRequest, SourceOutcome, Timing, parse_request, request_fingerprint
+from agentq.contract import JobResult, QuestionRequest, SourceOutcome, Timing, parse_request
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
 from worker import cancel, metrics, progress, traced
-from worker.context import WorkerContext
+from worker.engine.context import WorkerContext
+from worker.engine.lifecycle import replace_pool_if_broken
 from worker.fanout import EventHook, FanOut, FanOutEvent
-from worker.lifecycle import replace_pool_if_broken
 from worker.resilience import ResilientFetch
 from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
 
@@ -77,7 +77,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     # A request's timeout overrides every source's own (capped like a request's), which overrides the setting.
     own = {n: min(t, s.max_source_timeout_s) for n in names if (t := sources[n].timeout_s) is not None}
     timeouts = {n: request.source_timeout_s or own.get(n) or s.source_timeout_s for n in names}
-    async with cancel.scope(ctx) as cancelled:  # worker.cancel: the job stops at once if cancelled
+    with cancel.scope(ctx) as cancelled:  # worker.cancel: the job stops at once if cancelled
         if cancelled.cancelled:
             return _cancelled_before_start(ctx, request)
         fan_out = FanOut(
@@ -140,9 +140,9 @@ def _on_event(ctx: WorkerContext, request: QuestionRequest, analysis: str) -> Ev
 
 
 def _publisher(ctx: WorkerContext, request: QuestionRequest) -> progress.ProgressPublisher:
-    """This start's progress publisher, kept in ``ctx`` for the end of the job (``worker.lifecycle``)."""
+    """This run's progress publisher, kept in ``ctx`` for the end of the run (``worker.engine.runner``)."""
     ctx["progress"] = progress.ProgressPublisher(
-        ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s, request_fingerprint(request)
+        ctx["redis"], ctx["keys"], ctx["job_id"], ctx["settings"].progress_ttl_s
     )
     return ctx["progress"]
 

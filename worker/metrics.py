@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from agentq.contract import JobResult
-    from worker.context import WorkerContext
+    from worker.engine.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ async def refresh_queue_depth_forever(ctx: WorkerContext) -> None:
     s = ctx["settings"]
     while True:
         try:
-            QUEUE_DEPTH.set(await ctx["redis"].zcard(s.queue_name))
+            QUEUE_DEPTH.set(await ctx["redis"].zcard(ctx["keys"].queue))
         except REDIS_DOWN as exc:  # one line, no traceback: Redis is down, not us
             log.warning("queue depth read failed: %s", exc)
         except Exception:

@@ -1,7 +1,7 @@
 """Live progress: each source's fan-out events, appended to the job's progress log in Redis.
 
-The log is a capped Redis stream, ``<prefix>:progress:<job id>``, expiring ``progress_ttl_s`` after
-its last write. Each entry's ``e`` field holds the events written together, as a JSON list of
+The log is a capped Redis stream, ``<prefix>:{<queue>}:progress:<job id>``, expiring
+``progress_ttl_s`` after its last write. Each entry's ``e`` field holds the events written together, as a JSON list of
 :class:`ProgressEvent` (``producer.client.parse_events`` also reads a single event). A stream rather
 than pub/sub because one ``XREAD BLOCK`` from id 0 replays what happened and then waits for what
 comes next: a watcher who arrives late (or reconnects) misses nothing, and there is no window
@@ -10,10 +10,12 @@ between reading the history and subscribing in which an event could fall through
 The fan-out calls :meth:`ProgressPublisher.on_event` synchronously; it only notes the event. Every
 ``WRITE_DELAY_S`` the worker's one :class:`ProgressWriter` writes what all its jobs noted since, in
 one round trip (a pipeline, one entry per job), from a task of its own, so a slow or unreachable
-Redis delays progress, never the answer, and a job that is over sooner writes nothing here at all:
-when the job ends, :meth:`ProgressPublisher.tail` hands whatever is unwritten to the finish script
-(``worker.finish``), which writes it with the last event (``job_done``, or ``requeued`` when the run
-ended without a result) in the same step that stores the result. Lost progress is logged, not fatal.
+Redis delays progress, never the answer. When the job ends, :meth:`ProgressPublisher.tail` hands
+whatever is unwritten to the finish script (``lua/finish.lua``), which writes it with the last
+event (``job_done``, or ``requeued`` when the run ended without a result) in the same step that
+stores the result. A job that is over before its first write logs nothing at all: its watchers
+are woken by the result itself (``producer.client.Client.progress`` tells them what happened from
+it). Events are turned into JSON only when they are written. Lost progress is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ import asyncio
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
-from agentq.keys import Keys
-from worker.finish import STREAM_MAXLEN, Tail
+from agentq.protocol.keys import Keys
 from worker.timing import overall_status
 
 if TYPE_CHECKING:
-    from arq.connections import ArqRedis
+    from redis.asyncio import Redis
 
     from worker.fanout import FanOutEvent
 
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Events that arrive this soon after a first unwritten one are written with it, in one round trip.
 WRITE_DELAY_S = 0.05
+#: Entries kept per progress log: a job writes a handful (the finish script caps it alike).
+STREAM_MAXLEN = 1000
 #: How long ``tail`` waits for a write under way to end before it gives up on it.
 FLUSH_TIMEOUT_S = 2.0
 
@@ -57,16 +61,27 @@ _NOT_DETAIL = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Tail:
+    """The end of a job's progress log: what is still unwritten, the two possible last events."""
+
+    pending: list[str]
+    """Events (JSON objects) not written yet, in order."""
+    job_done: str
+    requeued: str
+    logged: bool
+    """The job wrote its log before: the tail goes there too. If not, nothing is written at all."""
+
+
 class ProgressPublisher:
     """One job start's progress: turns fan-out events into log entries without blocking."""
 
-    def __init__(self, redis: ArqRedis, keys: Keys, job_id: str, ttl_s: int, fingerprint: str | None) -> None:
-        self.redis, self.job_id, self.ttl_s, self.fingerprint = redis, job_id, ttl_s, fingerprint
+    def __init__(self, redis: Redis, keys: Keys, job_id: str, ttl_s: int) -> None:
+        self.redis, self.job_id, self.ttl_s = redis, job_id, ttl_s
         self.key = keys.progress(job_id)
-        self.inflight_key = keys.inflight(fingerprint) if fingerprint else None
         self.t0 = time.monotonic()
         self.outcomes: dict[str, SourceOutcome] = {}
-        self._pending: list[str] = []  # events as JSON, not written yet
+        self._pending: list[ProgressEvent] = []  # not written yet
         self._writer = ProgressWriter.of(redis)
         self._in_flight: asyncio.Future[None] | None = None  # a write of this job's events talking to Redis
         self._expiry_set = False
@@ -108,7 +123,7 @@ class ProgressPublisher:
     def on_event(self, kind: FanOutEvent, outcome: SourceOutcome) -> None:
         """The fan-out's hook: note the event for the next write; never blocks, never raises on Redis trouble."""
         self.outcomes[outcome.name] = outcome
-        self._pending.append(self.event(kind, outcome).model_dump_json(exclude_none=True))
+        self._pending.append(self.event(kind, outcome))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -117,7 +132,7 @@ class ProgressPublisher:
 
     def _take(self) -> tuple[list[str], int | None]:
         """The writer takes this job's unwritten events (and whether to set the log's expiry)."""
-        batch, self._pending = self._pending, []
+        batch, self._pending = [_json(e) for e in self._pending], []
         ttl = None if self._expiry_set else self.ttl_s
         # Every write after the first leaves the expiry be: the job's last write sets it again.
         self._expiry_set = True
@@ -137,12 +152,14 @@ class ProgressPublisher:
                     await asyncio.shield(self._in_flight)
             except TimeoutError:
                 log.warning("job %s: progress not written within %gs; dropped", self.job_id, FLUSH_TIMEOUT_S)
+        if not self._expiry_set:  # nothing logged: nothing to end
+            return Tail(pending=[], job_done="", requeued="", logged=False)
         last = self.event("job_done")
         return Tail(
-            pending=self._pending,
-            job_done=last.model_dump_json(exclude_none=True),
-            requeued=last.model_copy(update={"event": "requeued"}).model_dump_json(exclude_none=True),
-            marker=self.inflight_key,
+            pending=[_json(e) for e in self._pending],
+            job_done=_json(last),
+            requeued=_json(last.model_copy(update={"event": "requeued"})),
+            logged=True,
         )
 
 
@@ -163,7 +180,7 @@ class ProgressWriter:
         self._writing: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def of(cls, redis: ArqRedis) -> ProgressWriter:
+    def of(cls, redis: Redis) -> ProgressWriter:
         """The writer of ``redis``'s connection pool."""
         writer = cls._by_pool.get(redis.connection_pool)
         if writer is None:
@@ -204,21 +221,21 @@ class ProgressWriter:
 
 
 def bare_tail(job_id: str) -> Tail:
-    """The tail of a run that never reached the fan-out (no publisher): only the last event."""
-
-    def last(kind: ProgressKind) -> str:
-        return ProgressEvent(job_id=job_id, event=kind, t=0.0, detail={}).model_dump_json(exclude_none=True)
-
-    return Tail(pending=[], job_done=last("job_done"), requeued=last("requeued"), marker=None)
+    """The tail of a run that never reached the fan-out (no publisher): nothing was logged."""
+    return Tail(pending=[], job_done="", requeued="", logged=False)
 
 
-async def append(redis: ArqRedis, key: str, events: list[str], ttl_s: int | None) -> None:
+def _json(event: ProgressEvent) -> str:
+    return event.model_dump_json(exclude_none=True)
+
+
+async def append(redis: Redis, key: str, events: list[str], ttl_s: int | None) -> None:
     """Append events (JSON objects) to a progress log as one entry and, with ``ttl_s``, set its
     expiry; log, never raise, on failure."""
     await append_many(redis, [(key, events, ttl_s)])
 
 
-async def append_many(redis: ArqRedis, logs: list[tuple[str, list[str], int | None]]) -> None:
+async def append_many(redis: Redis, logs: list[tuple[str, list[str], int | None]]) -> None:
     """:func:`append` for several progress logs, in one round trip."""
     logs = [(key, events, ttl) for key, events, ttl in logs if events]
     if not logs:

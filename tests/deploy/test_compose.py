@@ -182,9 +182,9 @@ async def test_redis_killed_and_started_keeps_every_queued_job(stack: Stack, cli
     containers = await three_workers(stack)
     before = {c["Id"]: (c["State"]["Pid"], c["RestartCount"]) for c in containers}
     job_ids = [await client.enqueue(f"durable question {i}", sources=SHORT, dedup=False) for i in range(100)]
-    queued = int(await client.redis.zcard(client.settings.queue_name))
+    queued = int(await client.redis.zcard(client.keys.queue))
     await asyncio.sleep(1.2)  # appendfsync everysec: what was acknowledged a second ago is on disk
-    queued_at_kill = int(await client.redis.zcard(client.settings.queue_name))
+    queued_at_kill = int(await client.redis.zcard(client.keys.queue))
     await stack.compose("kill", "redis")
     killed = time.monotonic()
     await asyncio.sleep(2.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from agentq_tools.embedded import find_redis_server
 from agentq_tools.netlab import NetLab, sweep
 from agentq_tools.processes import worker_command

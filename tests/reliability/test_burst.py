@@ -15,7 +15,6 @@ import psutil
 import pytest
 
 from agentq.contract import JobResult
-from agentq.keys import Keys
 from producer.client import Client
 from tests.reliability.conftest import Workers
 
@@ -68,7 +67,7 @@ async def test_burst_of_jobs_all_complete_once(client: Client, workers: Workers)
     give_up = time.monotonic() + 240
     while len(results) < JOBS and time.monotonic() < give_up:
         missing = [j for j in job_ids if j not in results]
-        for job_id, raw in zip(missing, await client.redis.mget([Keys.result(j) for j in missing]), strict=True):
+        for job_id, raw in zip(missing, await client.redis.mget([client.keys.result(j) for j in missing]), strict=True):
             if raw is not None:
                 results[job_id] = client._parse(job_id, raw)
         await asyncio.sleep(0.2)

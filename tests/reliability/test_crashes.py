@@ -34,16 +34,33 @@ PRODUCER = str(Path(sys.executable).with_name("producer"))
 async def test_poison_job_fails_for_good_after_max_tries(
     client: Client, workers: Workers, worker_env: dict[str, str]
 ) -> None:
-    """A job that kills its worker every time: 2 tries, 2 dead workers, then a `failed` result saying why."""
+    """A job that kills its worker every time, with a supervisor that brings each dead worker back: its first
+    death (in company, so not yet its fault) and then max_tries deaths while it runs alone, then a `failed`
+    result saying why; every worker it killed is back, and they serve on."""
     enabled = json.dumps(["weather", "news", "knowledge_base", "poison"])
-    procs = workers.start(3, AGENTQ_MAX_TRIES="2", AGENTQ_LEASE_S="1", AGENTQ_ENABLED_SOURCES=enabled)
+    settings = {"AGENTQ_MAX_TRIES": "2", "AGENTQ_LEASE_S": "1", "AGENTQ_ENABLED_SOURCES": enabled}
+    workers.start(2, **settings)
     job_id = await enqueue_raw(client, {"question": "crash", "sources": ["poison"]})
-    result = await client.result(job_id, timeout=60)
+    deaths: list[int | None] = []
 
-    dead = [p for p in procs if p.poll() is not None]
-    assert [p.returncode for p in dead] == [POISON_EXIT, POISON_EXIT]  # one worker per try, no more
+    async def supervise() -> None:  # as compose's restart policy or a Kubernetes Deployment would
+        while True:
+            for proc in [p for p in workers.started if p.poll() is not None and p.pid not in replaced]:
+                replaced.add(proc.pid)
+                deaths.append(proc.returncode)
+                await asyncio.to_thread(workers.start, 1, **settings)
+            await asyncio.sleep(0.05)
+
+    replaced: set[int] = set()
+    supervisor = asyncio.create_task(supervise())
+    try:
+        result = await client.result(job_id, timeout=120)
+    finally:
+        supervisor.cancel()
+    print(f"\nfigure: poison job (max_tries 2): {len(deaths)} workers killed, each brought back; {result.errors[0]}")
+    assert deaths == [POISON_EXIT] * 3
     assert result.status == "failed"
-    assert "gave up after 2 tries" in result.errors[0] and "died" in result.errors[0]
+    assert "gave up after 2 tries" in result.errors[0] and "died" in result.errors[0] and "alone" in result.errors[0]
 
     shown = await asyncio.to_thread(
         subprocess.run,
@@ -55,9 +72,10 @@ async def test_poison_job_fails_for_good_after_max_tries(
     )
     assert shown.returncode == 1, shown.stderr
     assert "gave up after 2 tries" in json.loads(shown.stdout)["errors"][0]
-    # The survivor goes on serving.
+    # The workers brought back go on serving.
     good = await client.enqueue("still alive?", sources=["weather", "news"])
     assert (await client.result(good, timeout=30)).status == "ok"
+    assert sum(p.poll() is None for p in workers.started) == 2
 
 
 @pytest.mark.e2e

@@ -89,7 +89,7 @@ async def test_sigterm_without_grace_requeues_and_another_worker_finishes(client
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
     assert await client.fetch_result(job_id) is None
-    requeued = await client.redis.zscore(client.settings.queue_name, job_id)
+    requeued = await client.redis.zscore(client.keys.queue, job_id)
     assert requeued is not None and requeued <= time.time() * 1000  # re-queued, due at once
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)
 

@@ -12,7 +12,6 @@ from typing import cast
 
 import redis
 
-from agentq.keys import Keys
 from agentq.settings import get_settings
 
 
@@ -66,7 +65,7 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> N
 def wait_for_heartbeats(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
     """Block until every process in ``procs`` has written its heartbeat (its pool is warm)."""
     pids = {p.pid for p in procs}
-    pattern = Keys(get_settings().key_prefix).workers_pattern
+    pattern = get_settings().keys.workers_pattern
     client = redis.Redis.from_url(url)
     give_up = time.monotonic() + timeout
     try:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
-from agentq.keys import Keys
 from agentq.settings import Settings
 from agentq_tools.embedded import EmbeddedRedis
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
@@ -51,7 +50,7 @@ async def soak(seconds: float, rate: float, worker_count: int) -> int:
                 drain_until = time.monotonic() + 120
                 raws: list[bytes | None] = []
                 while time.monotonic() < drain_until:
-                    raws = await client.redis.mget([Keys.result(j) for j in job_ids])
+                    raws = await client.redis.mget([client.keys.result(j) for j in job_ids])
                     if all(raws):
                         break
                     await asyncio.sleep(0.5)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from agentq.keys import Keys
+    from agentq.protocol.keys import Keys
 
 #: The timeout is this many times the 95th percentile of recent latencies.
 FACTOR = 1.5

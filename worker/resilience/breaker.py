@@ -11,11 +11,11 @@ skipped until the cool-down ends; a late success of a call begun before it opene
 probe; its success closes the circuit, its failure re-opens it for another cool-down; a probe that
 never reports is replaced once its lease runs out).
 
-Hand-written as a short Lua script because no maintained breaker library keeps its state in Redis
-for asyncio clients with atomic transitions (pybreaker's Redis storage is synchronous and updates
-its fields one command at a time). A script runs atomically, so two workers can never both become
-the probe, and it reads Redis's own clock, so workers on hosts whose clocks differ agree on when a
-cool-down ends.
+Hand-written as a short Lua script (``agentq/protocol/lua/breaker.lua``) because no maintained
+breaker library keeps its state in Redis for asyncio clients with atomic transitions (pybreaker's
+Redis storage is synchronous and updates its fields one command at a time). A script runs
+atomically, so two workers can never both become the probe, and it reads Redis's own clock, so
+workers on hosts whose clocks differ agree on when a cool-down ends.
 """
 
 from __future__ import annotations
@@ -24,48 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from agentq.contract import CircuitState
+from agentq.protocol import scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from agentq.keys import Keys
-
-# KEYS[1] the breaker hash; ARGV: op (allow|success|failure), threshold, cool-down s, probe lease s.
-# Returns {state, consecutive failures, seconds until a call may go through (as a string)}.
-_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local op, threshold, cooldown, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local ttl = math.ceil(cooldown) + 3600
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
-if op == 'allow' then
-  if state == 'closed' then return {'closed', failures, '0'} end
-  local field = 'opened_until'
-  if state == 'half_open' then field = 'probe_until' end
-  local until_ = tonumber(redis.call('HGET', KEYS[1], field) or '0')
-  if now < until_ then return {'open', failures, tostring(until_ - now)} end
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', tostring(now + lease))
-  redis.call('EXPIRE', KEYS[1], ttl)
-  return {'half_open', failures, '0'}
-elseif op == 'success' then
-  if state == 'open' then
-    -- a call begun before the circuit opened: it must not close it early (only the probe may)
-    local until_ = tonumber(redis.call('HGET', KEYS[1], 'opened_until') or '0')
-    return {'open', failures, tostring(math.max(until_ - now, 0))}
-  end
-  if state ~= 'closed' or failures > 0 then redis.call('DEL', KEYS[1]) end
-  return {'closed', 0, '0'}
-end
-failures = failures + 1
-redis.call('HSET', KEYS[1], 'failures', failures)
-if state == 'half_open' or (state == 'closed' and failures >= threshold) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_until', tostring(now + cooldown))
-  state = 'open'
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-return {state, failures, '0'}
-"""
+    from agentq.protocol.keys import Keys
 
 
 @dataclass(frozen=True)
@@ -82,7 +46,7 @@ class CircuitBreaker:
 
     def __init__(self, redis: Redis, keys: Keys, threshold: int, cooldown_s: float) -> None:
         self.keys, self.threshold, self.cooldown_s = keys, threshold, cooldown_s
-        self._script = redis.register_script(_SCRIPT)
+        self._script = scripts.register(redis, "breaker")
 
     async def _run(self, source: str, op: str, lease_s: float = 0.0) -> Verdict:
         raw = await self._script(keys=[self.keys.breaker(source)], args=[op, self.threshold, self.cooldown_s, lease_s])

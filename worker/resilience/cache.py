@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from agentq.keys import Keys
+    from agentq.protocol.keys import Keys
 
 
 def normalise(question: str) -> str:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import REDIS_DOWN
-from agentq.keys import Keys
+from agentq.protocol.keys import Keys
 from worker.fanout import SourceSkipped
 from worker.resilience.adaptive import LatencyWindow
 from worker.resilience.breaker import CircuitBreaker, Verdict
@@ -112,7 +112,7 @@ class ResilientFetch:
 
     def __init__(self, settings: Settings, redis: Redis, keys: Keys | None = None) -> None:
         s = self.settings = settings
-        keys = keys or Keys(s.key_prefix)
+        keys = keys or s.keys
         self.health = RedisHealth.of(redis)
         self.cache = SourceCache(redis, keys, s.cache_ttl_s) if s.cache_ttl_s > 0 else None
         self.breaker = (

@@ -26,7 +26,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from agentq.keys import Keys
+    from agentq.protocol.keys import Keys
 
 
 class RateLimited(Exception):

@@ -201,7 +201,7 @@ async def _ours_noop(redis_url: str, n: int) -> dict[str, Any]:
 
         started = time.time()
         await asyncio.gather(*(enqueue(r) for r in requests))
-        polls = await _drained(client, settings.queue_name)
+        polls = await _drained(client, settings.keys.queue)
         return {"jobs": n, "wall_s": time.time() - started, "polls": polls}
 
 
@@ -223,7 +223,7 @@ async def _ours_reference(redis_url: str, repeats: int) -> list[float]:
         for request in [client.validate(q, sources=list(REFERENCE_SOURCES)) for q in questions]:
             started = time.time()
             await client.submit_request(request)
-            await _drained(client, settings.queue_name)
+            await _drained(client, settings.keys.queue)
             latencies.append(time.time() - started)
     return latencies
 

@@ -17,7 +17,6 @@ from typing import cast
 
 import redis
 
-from agentq.keys import Keys
 from agentq.settings import get_settings
 
 #: The benchmark's own commands, never counted.
@@ -46,7 +45,7 @@ def commands(url: str) -> Counter[str]:
 
 def worker_round_trips(url: str) -> int:
     """The round trips every live worker has made so far (0 for a worker without /metrics)."""
-    pattern = Keys(get_settings().key_prefix).workers_pattern
+    pattern = get_settings().keys.workers_pattern
     total = 0
     with redis.Redis.from_url(url) as client:
         for key in client.scan_iter(match=pattern):

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agentq.contract import JobResult, QuestionRequest
-from agentq.keys import Keys
 from producer.client import Client
 
 
@@ -84,7 +83,7 @@ async def _recheck(client: Client, pending: set[str], done_at: dict[str, float])
         return
     async with client.redis.pipeline(transaction=False) as pipe:
         for j in ids:
-            pipe.exists(Keys.result(j))
+            pipe.exists(client.keys.result(j))
         flags = await pipe.execute()
     now = time.time()
     for job_id, flag in zip(ids, flags, strict=True):

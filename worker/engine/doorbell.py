@@ -5,7 +5,7 @@ per idle worker, before any job arrives. Now enqueueing rings a bell (``Keys.bel
 with one member, so a thousand rings are still one) and an idle worker waits on it with
 ``BZPOPMIN`` on a connection of its own. One ring wakes one worker (Redis serves blocked clients
 first come, first served), so there is no thundering herd; the worker that finds more due jobs
-than it can take rings again for the next one (``worker.claim``).
+than it can take rings again for the next one (``lua/claim.lua``).
 
 The wait has a timeout: the fallback poll (``poll_delay_s``) for work that rang no bell (a job
 written by plain arq, a ring lost with a Redis restart), or sooner when the queue says a job comes
@@ -34,10 +34,12 @@ MIN_WAIT_S = 0.001
 class Doorbell:
     """A dedicated connection for waiting on one queue's bell."""
 
-    def __init__(self, settings: Settings, key: str) -> None:
+    def __init__(self, settings: Settings, key: str, redis: Redis | None = None) -> None:
+        """``redis``: a client to wait with, closed by its owner (default: a connection of its own)."""
         self.key = key
         self.longest_s = max(MIN_WAIT_S, settings.redis_socket_timeout_s - SOCKET_MARGIN_S)
-        self._redis: Redis | None = None
+        self._redis: Redis | None = redis
+        self._own = redis is None
         self._settings = settings
         self.rings = 0  # rings heard (wake-ups before the timeout), for the tests and the logs
 
@@ -53,6 +55,6 @@ class Doorbell:
 
     async def aclose(self) -> None:
         """Close the connection (a wait in progress has been cancelled by then)."""
-        if self._redis is not None:
+        if self._redis is not None and self._own:
             await self._redis.aclose()
             self._redis = None

@@ -1,12 +1,10 @@
-"""The worker's life cycle, as arq's hooks: start-up and shut-down, and around every job.
+"""The worker's parts: started before the first claim, shut down after the last job.
 
 Start-up imports and checks the plugins (``worker.plugins``: a failure stops the worker with exit
 2), opens the HTTP client, starts the inference pool, runs every enabled analysis once in it,
 starts the heartbeat and the metrics; shut-down stops them in reverse and waits for the pool's
 processes or interpreters.
-Around each job: the in-flight count and the log context at its start, the counts at its end (the
-done notification, the progress log's last entry and the dedup marker go with the result:
-``worker.finish``). The pool tells admission (``worker.admission``) each time a worker of it is free.
+The pool tells admission (``worker.engine.admission``) each time a worker of it is free.
 """
 
 from __future__ import annotations
@@ -18,9 +16,8 @@ from datetime import UTC, datetime
 
 from agentq import tracing
 from worker import cancel, health, metrics, plugins
-from worker.context import WorkerContext
+from worker.engine.context import WorkerContext
 from worker.executor import create_pool
-from worker.logs import current_job_id
 from worker.resilience import ResilientFetch
 from worker.sources.http import create_client
 
@@ -28,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 async def startup(ctx: WorkerContext) -> None:
-    """arq ``on_startup``: load and check the plugins, open the HTTP client, start and check the pool.
+    """Before the first claim: load and check the plugins, open the HTTP client, start and check the pool.
 
     Raises :class:`~agentq.errors.StartupError` (the worker exits 2) for a plugin that does not load
     or whose analysis cannot run in this pool, and for a bad choice of sources or analyses: those
@@ -66,7 +63,7 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def shutdown(ctx: WorkerContext) -> None:
-    """arq ``on_shutdown``: stop heartbeating, close the HTTP client, stop the pool and wait for its workers."""
+    """After the last job: stop heartbeating, close the HTTP client, stop the pool and wait for its workers."""
     if "heartbeat" in ctx:
         await health.stop(ctx, ctx["heartbeat"])
     if "cancel_listener" in ctx:
@@ -82,20 +79,6 @@ async def shutdown(ctx: WorkerContext) -> None:
     await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
 
 
-async def job_started(ctx: WorkerContext) -> None:
-    """arq ``on_job_start``: count the job as in flight; tag this job's log lines with its id."""
-    current_job_id.set(ctx["job_id"])
-    ctx["stats"]["jobs_in_flight"] += 1
-
-
-async def job_ended(ctx: WorkerContext) -> None:
-    """arq ``after_job_end``: the result is stored, the waiters woken and the progress log ended by now
-    (one script: ``worker.finish``); count the job."""
-    ctx["stats"]["jobs_in_flight"] -= 1
-    ctx["stats"]["jobs_done"] += 1
-    await cancel.forget(ctx)  # a cancelled job's marker (one call, only for a job that was cancelled)
-
-
 async def replace_pool_if_broken(ctx: WorkerContext) -> None:
     """A pool whose process died is unusable for good: start a fresh one for the next job."""
     pool = ctx.get("pool")
@@ -109,7 +92,7 @@ async def replace_pool_if_broken(ctx: WorkerContext) -> None:
     if pool.executor is not broken:  # a concurrent job replaced it meanwhile
         await asyncio.to_thread(fresh.shutdown)
         return
-    # arq hands each job a copy of the worker's ctx: replace the pool's insides, not ctx["pool"],
+    # Each job is handed a copy of the worker's ctx: replace the pool's insides, not ctx["pool"],
     # so the next jobs (and shutdown) see the new pool.
     pool.executor, pool.info, pool.broken = fresh.executor, fresh.info, False
     await asyncio.to_thread(broken.shutdown, wait=False, cancel_futures=True)

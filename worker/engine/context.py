@@ -1,4 +1,4 @@
-"""What arq hands every job (``ctx``), typed: the worker's shared state, set up at start-up."""
+"""What every job is handed (``ctx``), typed: the worker's shared state, set up at start-up, plus the job's own."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     import httpx
-    from arq.connections import ArqRedis
+    from redis.asyncio import Redis
 
     from agentq.analyses import Analysis
-    from agentq.keys import Keys
+    from agentq.protocol.keys import Keys
     from agentq.settings import Settings
     from agentq.sources import Source
-    from worker.admission import Admission
     from worker.cancel import CancelRegistry
+    from worker.engine.admission import Admission
     from worker.executor import InferencePool
     from worker.progress import ProgressPublisher
     from worker.resilience import ResilientFetch
@@ -36,16 +36,20 @@ class WorkerStats(TypedDict):
 
 
 class WorkerContext(TypedDict, total=False):
-    """arq's ``ctx``: one per worker, copied per job with the job's own keys added."""
+    """One per worker, copied per job with the job's own keys added (``worker.engine.runner``)."""
 
-    redis: ArqRedis
-    """The worker's connection pool (set by arq)."""
+    redis: Redis
+    """The worker's connection pool."""
     job_id: str
-    """This job's id (set by arq per job)."""
+    """This job's id (per job)."""
     job_try: int
-    """1 on the first start, incremented on every re-run (set by arq per job)."""
+    """1 on the first run, then one more for each run that counted as a try (per job)."""
     enqueue_time: datetime
-    """When the producer enqueued the job, UTC (set by arq per job)."""
+    """When the producer enqueued the job, UTC (per job)."""
+    score: int
+    """The job's queue score when it was claimed (per job)."""
+    cancelled: bool
+    """A caller asked to cancel the job before this run began (per job; read with the claim)."""
     settings: Settings
     """The settings this worker was started with."""
     sources: Mapping[str, Source]
@@ -59,7 +63,7 @@ class WorkerContext(TypedDict, total=False):
     http: httpx.AsyncClient
     """The one pooled HTTP client every HTTP source of every job shares; closed at shutdown."""
     keys: Keys
-    """Our Redis key names."""
+    """Every Redis key name of this worker's queue and prefix."""
     stats: WorkerStats
     """Counters the heartbeat reports."""
     heartbeat: asyncio.Task[None]
@@ -76,8 +80,6 @@ class WorkerContext(TypedDict, total=False):
     """The jobs this worker runs, each with the event that cancels it (``worker.cancel``)."""
     cancel_listener: asyncio.Task[None]
     """The task that follows the cancel channel."""
-    cancel_requested: bool
-    """Set (per job) once the job was cancelled, so its marker is removed when it ends."""
     policy: ResilientFetch
     """The fetch policy every job of this worker uses (source policies: ``worker.resilience``)."""
     admission: Admission | None

@@ -1,15 +1,10 @@
-"""Heartbeated job leases, and how long a worker rides through a Redis outage.
+"""Job leases, renewed while the job runs, and how long a worker rides through a Redis outage.
 
-arq marks a running job with ``arq:in-progress:<id>`` and sets it to expire after the longest job
-timeout + 10 s: a job whose worker was SIGKILLed waits that long before anyone runs it again, and
-a job that runs longer than that is started a second time. A *lease* fixes both: the key lives
-``lease_s`` (a few seconds) and the worker renews it every third of that for every job it is
-still running, so a dead worker's jobs come back within one lease while a live worker's long jobs
-are never taken from it. The job's queue score moves with its lease (the *lease score*, see
-``worker.claim``): a running job is never due, and a dead worker's job comes due when its lease ends.
-
-arq itself offers none of this, hence the hand-written pieces here; ``worker.arqfork`` wires them
-into arq's worker.
+A claimed job's queue score is the end of its lease (``lua/claim.lua``): a running job is never
+due, and a dead worker's job comes due when its lease lapses, within ``lease_s`` (a few seconds),
+instead of after arq's longest job timeout + 10 s. The worker holding the lease pushes it back
+every third of ``lease_s`` for every job it still runs (``lua/renew.lua``), so a live worker's
+long job is never taken from it.
 """
 
 from __future__ import annotations
@@ -18,52 +13,42 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from agentq import wire
 from agentq.errors import REDIS_DOWN
 
 if TYPE_CHECKING:
-    from arq.connections import ArqRedis
+    from agentq.protocol.queue import Queue
 
 log = logging.getLogger(__name__)
 
-# KEYS: [1] the queue. ARGV: [1] lease ms, [2] now ms, then the job ids.
-# A key that is gone (the job just finished, or went back to the queue) is left gone, and so is the
-# score: a job put back in the queue keeps the score its requeue gave it.
-_RENEW = f"""
-local lease = tonumber(ARGV[1])
-for i = 3, #ARGV do
-  if redis.call('PEXPIRE', '{wire.IN_PROGRESS_PREFIX}' .. ARGV[i], lease) == 1 then
-    redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[2]) + lease, ARGV[i])
-  end
-end
-return 1
-"""
-
 
 async def renew_leases_forever(
-    redis: ArqRedis, queue: str, running: Callable[[], Iterable[str]], lease_s: float
+    queue: Queue, worker_id: str, running: Callable[[], Iterable[str]], lease_s: float
 ) -> None:
-    """Every ``lease_s / 3``, push back the lease (in-progress key and queue score) of every running job.
+    """Every ``lease_s / 3``, push back the lease (its queue score) of every job this worker runs.
 
     A renewal that fails (Redis unreachable, or any other error) is logged and tried again at the
-    next tick: the lease has two more ticks before it runs out. Only cancellation stops the loop.
+    next tick: the lease has two more ticks before it runs out. A lease found held by another
+    worker (it lapsed, and that worker took the job) is logged: the job runs on here too, and the
+    first result stored wins. Only cancellation stops the loop.
     """
     lease_ms = max(1, round(lease_s * 1000))
-    renew = redis.register_script(_RENEW)
     while True:
         await asyncio.sleep(lease_s / 3)
         job_ids = list(running())
         if not job_ids:
             continue
         try:
-            args: list[Any] = [lease_ms, round(time.time() * 1000), *job_ids]
-            await renew(keys=[queue], args=args)
+            lost = await queue.renew(worker_id, job_ids, lease_ms=lease_ms)
         except REDIS_DOWN as exc:
             log.warning("could not renew the leases of %d jobs: %s", len(job_ids), exc)
+            continue
         except Exception:  # e.g. READONLY after a failover: never let the renewer die quietly
             log.exception("could not renew the leases of %d jobs; trying again next tick", len(job_ids))
+            continue
+        for job_id in lost:
+            log.warning("job %s: its lease lapsed and another worker took it; the first result stored wins", job_id)
 
 
 class OutageBudget:

@@ -1,22 +1,15 @@
-"""arq's Redis format, written and read without importing arq.
+"""The job and result records, as arq 0.28 writes them: one codec for every reader.
 
-Importing anything from arq imports ``arq.worker`` (its ``__init__`` does), so the producer
-speaks arq's format itself and loads no worker runtime. This module is the whole of that format,
-as arq 0.28.0 (the pinned version) writes and reads it:
+The producer writes job records and the worker result records; admission, listings, cancel and
+the client read them, all through this module. The format is arq's, with JSON for pickle:
 
-=====================  ===================================================================
-``<queue>``            a sorted set of job ids, scored by the epoch ms at which each may start
-``arq:job:<id>``       the job: ``{"t": try or null, "f": function, "a": args, "k": kwargs,
-                       "et": enqueue epoch ms}``, expiring ``JOB_EXPIRY_MS`` after its score
-``arq:in-progress:<id>``  exists while a worker runs the job (here: a renewed lease)
-``arq:retry:<id>``     how many times the job has started
-``arq:result:<id>``    the outcome: ``{"t", "f", "a", "k", "et", "s": success, "r": result,
-                       "st": start ms, "ft": finish ms, "q": queue, "id": job id}``
-=====================  ===================================================================
+- a job: ``{"t": try or null, "f": function, "a": args, "k": kwargs, "et": enqueue epoch ms}``;
+- a result: ``{"t": try, "f", "a", "k", "et", "s": success, "r": result, "st": start ms,
+  "ft": finish ms, "q": queue, "id": job id}``.
 
-Records are JSON (``agentq.contract.dumps``), never pickle, on both sides. ``tests/arqfork/``
-checks this module against arq's own ``serialize_job``, ``deserialize_result`` and
-``Job.status`` and pins the source of every arq function it mirrors.
+Records are JSON (``agentq.contract.dumps``), never pickle, on both sides: whoever can write to
+Redis cannot make a worker run code. ``tests/protocol/test_records.py`` checks this codec against
+arq's own ``serialize_job`` and ``deserialize_result``, whose sources it pins.
 """
 
 from __future__ import annotations
@@ -26,20 +19,23 @@ from typing import Any, Literal
 
 from agentq.contract import dumps, loads
 
-JOB_PREFIX = "arq:job:"
-IN_PROGRESS_PREFIX = "arq:in-progress:"
-RESULT_PREFIX = "arq:result:"
-RETRY_PREFIX = "arq:retry:"
-#: arq's sorted set of job ids asked to abort.
-ABORT_SET = "arq:abort"
-#: How long a job's record outlives its score (arq's ``expires_extra_ms``): a job still queued
-#: after this is failed by the worker that finally takes it, without running.
-JOB_EXPIRY_MS = 86_400_000
-
 JobState = Literal["queued", "deferred", "in_progress", "complete", "not_found"]
 
+#: The arq release whose format and function registry this project follows (pyproject.toml pins it).
+ARQ_VERSION = "0.28.0"
+#: sha256 of ``inspect.getsource`` of everything of arq this project mirrors (the records, here) or
+#: uses (the function registry, ``worker.engine``), for arq 0.28.0. ``tests/protocol/test_records.py``
+#: compares them with the installed arq: an upgrade that changes one fails there, by name.
+ARQ_PINNED: dict[str, str] = {
+    "arq.jobs.serialize_job": "1fc854cc50e16e5c87d1844690acf67aed89338ee28f456f61ecf504c96d99cd",
+    "arq.jobs.serialize_result": "709b9d4709d5aa083f098619ca24c5b7b6159841a9902ec38ac8dc0ea411b942",
+    "arq.jobs.deserialize_result": "500bdf28141b60f8fbd141d1b53772bc8e5fa59610d9319314c2b9c55499b13d",
+    "arq.worker.func": "f44ddaf9b8a2bdbb75ce751afc51bc7f603e014adfc5f763f13e760d24f3e08f",
+    "arq.worker.Function": "98fad4a733bbb7d9aa55073392236842bfaaf999a8a3aa17353732ce7c227bcb",
+}
 
-class WireError(ValueError):
+
+class RecordError(ValueError):
     """A record in Redis is not in arq's format (or not JSON)."""
 
 
@@ -92,12 +88,12 @@ class JobRecord:
 
 
 def decode_job(raw: bytes | str) -> JobRecord:
-    """Read a job record; raise :class:`WireError` if it is not one."""
+    """Read a job record; raise :class:`RecordError` if it is not one."""
     try:
         d = loads(raw)
         return JobRecord(function=d["f"], args=tuple(d["a"]), kwargs=dict(d["k"]), enqueue_ms=int(d["et"]))
     except (ValueError, TypeError, KeyError) as exc:
-        raise WireError(f"not an arq job record: {exc}") from exc
+        raise RecordError(f"not an arq job record: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class ResultRecord:
 
 
 def decode_result(raw: bytes | str) -> ResultRecord:
-    """Read a result record; raise :class:`WireError` if it is not one."""
+    """Read a result record; raise :class:`RecordError` if it is not one."""
     try:
         d = loads(raw)
         return ResultRecord(
@@ -133,15 +129,15 @@ def decode_result(raw: bytes | str) -> ResultRecord:
             kwargs=dict(d.get("k") or {}),
         )
     except (ValueError, TypeError, KeyError) as exc:
-        raise WireError(f"not an arq result record: {exc}") from exc
+        raise RecordError(f"not an arq result record: {exc}") from exc
 
 
 def job_state(has_result: bool, in_progress: bool, score: float | None, now_ms: float) -> JobState:
-    """A job's state from its three marks, in arq's order of precedence (``Job.status``)."""
+    """A job's state from its three marks: a result, a lease holder, a queue score (in that order)."""
     if has_result:
         return "complete"
     if in_progress:
         return "in_progress"
-    if score:
+    if score is not None:
         return "deferred" if score > now_ms else "queued"
     return "not_found"

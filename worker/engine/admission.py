@@ -17,7 +17,7 @@ compares the time it really took from the worker's last simulation of it with th
 simulation gave it, and a running mean of that ratio (the *slowdown*) stretches every estimate; a
 job still running past its simulated end counts at once. The job is admitted if it finishes within
 ``deadline × (1 - admission_margin)`` and no running job is pushed past its own; else it goes back
-to the queue (``worker.claim.release``), where another worker or this one later takes it and where
+to the queue (``lua/release.lua``), where another worker or this one later takes it and where
 the queue's length shows the backlog to autoscalers. A worker running nothing admits any job (else a
 job too big for any worker would wait for ever), and with no measurement yet for a source it admits
 only when idle: the first job teaches it the costs.
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agentq.contract import loads
+from agentq.protocol.records import JobRecord, RecordError
 from agentq.sources import default_sources
 
 if TYPE_CHECKING:
@@ -203,12 +203,13 @@ class Admission:
             self.slowdown = _mean(self.slowdown, min(max(ratio, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1]))
 
     # ------------------------------------------------------------------ the decision
-    def shape_of(self, record: bytes | None, sources: Mapping[str, Source]) -> Shape | None:
-        """The shape of a job from its arq record; None if it cannot be read (it will fail fast)."""
+    def shape_of(self, record: JobRecord | RecordError | None, sources: Mapping[str, Source]) -> Shape | None:
+        """The shape of a job from its record; None if it cannot be read (it will fail fast)."""
+        if not isinstance(record, JobRecord) or not record.args or not isinstance(record.args[0], dict):
+            return None
+        request: dict[str, Any] = record.args[0]
+        s = self.settings
         try:
-            job: dict[str, Any] = loads(record or b"")
-            request = job["a"][0]
-            s = self.settings
             names = request.get("sources") or default_sources(s, sources)
             analysis = request.get("analysis") or s.default_analysis
             deadline = float(request.get("deadline_s") or s.deadline_s)

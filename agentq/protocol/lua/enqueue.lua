@@ -1,0 +1,38 @@
+-- Put a job on the queue, or join the unfinished job that answers the same request.
+--
+-- KEYS: [1] queue, [2] jobs, [3] index, [4] bell
+-- ARGV: [1] job id, [2] job record, [3] queue score, [4] now ms, [5] marker field or '' (no dedup),
+--       [6] index score, [7] index size, [8] '1' to trim the index to its size now, [9] priority,
+--       [10] the id of the job this one re-runs or ''
+-- Returns {job id, 1 if an unfinished job was joined else 0}.
+--
+-- With a marker, the job it names is unfinished while it is in the queue (queued, deferred or
+-- running: a job leaves the queue in the step that stores its result). The caller then joins it,
+-- and a higher priority moves it up if it is due and waiting (ZADD LT: never down; a running
+-- job's lease score and a deferred job's time lie in the future and stay). Else a new job is
+-- written, the marker names it, it joins the recent-jobs index, and the bell rings.
+local queue, jobs, index, bell = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, marker, now = ARGV[1], ARGV[5], tonumber(ARGV[4])
+if marker ~= '' then
+  local current = redis.call('HGET', jobs, marker)
+  if current then
+    local score = redis.call('ZSCORE', queue, current)
+    if score then
+      if tonumber(score) <= now + 1 then  -- due and waiting (1 ms: rounding)
+        redis.call('ZADD', queue, 'XX', 'LT', ARGV[3], current)
+      end
+      return {current, 1}
+    end
+  end
+end
+local fields = {id, ARGV[2], id .. ':p', ARGV[9]}
+if marker ~= '' then
+  for _, v in ipairs({marker, id, id .. ':m', marker}) do fields[#fields + 1] = v end
+end
+if ARGV[10] ~= '' then fields[#fields + 1] = id .. ':r'; fields[#fields + 1] = ARGV[10] end
+redis.call('HSET', jobs, unpack(fields))
+redis.call('ZADD', queue, ARGV[3], id)
+redis.call('ZADD', index, ARGV[6], id)
+if ARGV[8] == '1' then redis.call('ZREMRANGEBYRANK', index, 0, -1 - tonumber(ARGV[7])) end
+redis.call('ZADD', bell, now, 'ring')
+return {id, 0}

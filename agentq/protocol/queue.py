@@ -1,0 +1,296 @@
+"""One queue's protocol on one Redis client: every script, with typed arguments and answers.
+
+The producer enqueues and cancels, the worker claims, renews, releases and finishes; each is one
+script (``lua/``), one round trip, atomic. What each script does and why is written at the top of
+its file; this module only turns Python values into ``KEYS`` and ``ARGV`` and replies into
+dataclasses. Reads that need no script (a job's state, listings) are here too, so that nothing
+outside this package knows how a job is laid out in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from redis.exceptions import NoScriptError
+
+from agentq.protocol import scripts
+from agentq.protocol.keys import INDEXED_STATUSES, Field, Keys
+from agentq.protocol.records import JobState, job_state
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+CancelState = Literal["cancelled", "cancelling", "finished", "not_found"]
+#: How many queue entries beyond those it wants a claim looks at (leases of its own it renews on
+#: the way are not counted).
+LOOK_BEYOND = 16
+#: The enqueue trims the recent-jobs index once in this many enqueues (per client).
+TRIM_EVERY = 16
+
+
+def now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What an enqueue did: the job id, and whether it joined an identical job already in flight."""
+
+    job_id: str
+    deduplicated: bool
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """One job a claim took."""
+
+    job_id: str
+    score: int
+    """Its queue score before the claim: where a requeue puts it back."""
+    record: bytes | None
+    """Its job record; None if it had gone (the worker fails the job)."""
+    job_try: int
+    """Which run this is: 1 for the first, then one more per start (what the result reports)."""
+    tries: int
+    """Runs that count against ``max_tries``, this one included (a run that died in company does not)."""
+    cancelled: bool
+    """A caller asked to cancel it (while a worker that has since died ran it)."""
+    alone: bool
+    """A run in isolation: the job's last run died in company, so this worker runs nothing else meanwhile."""
+    marker: str | None = None
+    """The dedup marker field of the job's request, if it has one (the run whose result is stored deletes it)."""
+    priority: str = "normal"
+    retry_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim found at the head of the queue."""
+
+    jobs: list[ClaimedJob]
+    more: bool
+    """Due jobs were left because the worker had no more room (the bell was rung for them)."""
+    next_due_ms: float | None
+    """The score of the first job not due yet (a deferred job, or a running one's lease end)."""
+    renewed: int
+    """Due jobs whose lapsed lease this worker still held: it runs them still, their leases were renewed."""
+    read_all: bool
+    """Every entry read was due: there may be more due jobs beyond them."""
+    held_back: bool
+    """A job that must run alone is next in line and this worker is busy: it takes nothing until it is idle."""
+
+
+@dataclass
+class Ending:
+    """What the finish script needs to end one run of a job."""
+
+    job_id: str
+    mode: Literal["finish", "requeue"]
+    result: bytes = b""
+    """The result record (``finish``)."""
+    result_px: int | None = None
+    """How long the result is kept, ms (None: for ever)."""
+    requeue_score: float = 0.0
+    give_back: bool = True
+    """On ``requeue``, the try does not count (a stop is not the job's doing)."""
+    pending: Sequence[str] = ()
+    """Progress events not written yet (JSON objects)."""
+    job_done: str = ""
+    requeued: str = ""
+    logged: bool = False
+    """The job wrote its progress log before: the tail goes there too (else nothing is logged)."""
+    marker: str | None = None
+    """The dedup marker field of the job's request."""
+    final: str = ""
+    """The listing figures (JSON) to file if this run's result is stored."""
+    status: str = ""
+    finished_ms: int = 0
+
+
+class Queue:
+    """The scripts of one queue, registered on ``redis`` (each is loaded once, then called by digest)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+        self._scripts: dict[scripts.ScriptName, AsyncScript] = {}
+        self._enqueued = 0
+
+    def script(self, name: scripts.ScriptName) -> AsyncScript:
+        found = self._scripts.get(name)
+        if found is None:
+            found = self._scripts[name] = scripts.register(self.redis, name)
+        return found
+
+    # ------------------------------------------------------------------ the producer's side
+    async def enqueue(
+        self,
+        job_id: str,
+        record: bytes,
+        *,
+        score: float,
+        marker: str | None,
+        index_score: float,
+        index_size: int,
+        priority: str = "normal",
+        retry_of: str | None = None,
+        now: int | None = None,
+    ) -> Enqueued:
+        """Write job ``job_id`` (or join the unfinished one ``marker`` names) and ring the bell."""
+        k = self.keys
+        self._enqueued += 1
+        trim = "1" if self._enqueued % TRIM_EVERY == 0 else "0"
+        args: list[Any] = [job_id, record, repr(score), now or now_ms(), marker or "", repr(index_score)]
+        args += [index_size, trim, priority, retry_of or ""]
+        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell], args=args)
+        return Enqueued(_text(reply[0]), bool(reply[1]))
+
+    async def cancel(
+        self,
+        job_id: str,
+        *,
+        result: bytes,
+        result_px: int,
+        final: str,
+        index_size: int,
+    ) -> CancelState:
+        """Cancel ``job_id`` (``lua/cancel.lua``); ``not_found`` for an unknown id."""
+        k = self.keys
+        reply = await self.script("cancel")(
+            keys=[k.queue, k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")],
+            args=[job_id, result, result_px, k.cancel_channel, k.done_channel(job_id), final, now_ms(), index_size],
+        )
+        state = _text(reply)
+        return state if state in ("cancelled", "cancelling", "finished") else "not_found"  # type: ignore[return-value]
+
+    async def record(self, job_id: str) -> bytes | None:
+        """The job record of an unfinished job (None once it has finished, or if there is none)."""
+        raw: bytes | None = await self.redis.hget(self.keys.jobs, job_id)  # type: ignore[misc]
+        return raw
+
+    async def state(self, job_id: str) -> JobState:
+        """Where the job is now, from one consistent read of its result, its lease and its place in line."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as tr:
+            tr.exists(k.result(job_id))
+            tr.hexists(k.jobs, f"{job_id}:{Field.HOLDER}")
+            tr.zscore(k.queue, job_id)
+            has_result, held, score = await tr.execute()
+        return job_state(bool(has_result), bool(held), score, time.time() * 1000)
+
+    async def counts(self) -> tuple[int, int, int]:
+        """Jobs in the queue (queued, deferred and running), those deferred or running (score in the future)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(k.queue)
+            pipe.zcount(k.queue, f"({time.time() * 1000}", "+inf")
+            total, later = await pipe.execute()
+        return int(total), int(later), int(total) - int(later)
+
+    # ------------------------------------------------------------------ the worker's side
+    async def claim(self, worker_id: str, *, want: int, lease_ms: int, idle: bool) -> Claim:
+        """Claim up to ``want`` due jobs from the head of the queue (``lua/claim.lua``)."""
+        k = self.keys
+        args: list[Any] = [now_ms(), want, lease_ms, want + LOOK_BEYOND, worker_id, "1" if idle else "0"]
+        reply = await self.script("claim")(keys=[k.queue, k.jobs, k.bell], args=args)
+        more, next_due, renewed, read_all, held_back = reply[:5]
+        jobs = [
+            ClaimedJob(
+                job_id=_text(reply[i]),
+                score=int(float(reply[i + 1])),
+                record=bytes(reply[i + 2]) or None,
+                job_try=int(reply[i + 3]),
+                tries=int(reply[i + 4]),
+                cancelled=bool(reply[i + 5]),
+                alone=_text(reply[i + 6]) == "1",
+                marker=_text(reply[i + 7]) or None,
+                priority=_text(reply[i + 8]) or "normal",
+                retry_of=_text(reply[i + 9]) or None,
+            )
+            for i in range(5, len(reply), 10)
+        ]
+        due = float(next_due) if next_due else None
+        return Claim(jobs, bool(more), due, int(renewed), bool(read_all), bool(held_back))
+
+    async def release(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> None:
+        """Give back claimed jobs that will not start here, and ring the bell for another worker."""
+        if not jobs:
+            return
+        k = self.keys
+        args: list[Any] = [now_ms(), worker_id]
+        for job in jobs:
+            args += [job.job_id, job.score]
+        await self.script("release")(keys=[k.queue, k.jobs, k.bell], args=args)
+
+    async def renew(self, worker_id: str, job_ids: Sequence[str], *, lease_ms: int) -> list[str]:
+        """Push back the leases of ``job_ids``; the ids whose lease this worker no longer holds."""
+        k = self.keys
+        lost = await self.script("renew")(keys=[k.queue, k.jobs], args=[lease_ms, now_ms(), worker_id, *job_ids])
+        return [_text(v) for v in lost]
+
+    def _finish_call(
+        self, worker_id: str, e: Ending, *, progress_ttl_s: int, index_size: int
+    ) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        index = k.by_status(e.status) if e.final and e.status in INDEXED_STATUSES else ""
+        progress = k.progress(e.job_id) if e.logged else ""
+        keys = [k.queue, k.jobs, k.result(e.job_id), progress, k.bell, k.final(e.job_id), index]
+        args: list[Any] = [
+            e.job_id,
+            e.mode,
+            e.result,
+            "" if e.result_px is None else e.result_px,
+            worker_id,
+            repr(float(e.requeue_score)),
+            "1" if e.give_back else "0",
+            ",".join(e.pending),
+            e.job_done,
+            e.requeued,
+            progress_ttl_s,
+            k.done_channel(e.job_id),
+            now_ms(),
+            e.marker or "",
+            e.final,
+            e.finished_ms,
+            index_size,
+        ]
+        return keys, args
+
+    async def finish(
+        self, worker_id: str, endings: Sequence[Ending], *, progress_ttl_s: int, index_size: int
+    ) -> list[bool | BaseException]:
+        """End runs (``lua/finish.lua``) in one round trip; per run, True if its result is the one stored
+        (or the error its script met)."""
+        calls = [self._finish_call(worker_id, e, progress_ttl_s=progress_ttl_s, index_size=index_size) for e in endings]
+        script = self.script("finish")
+        if len(calls) == 1:  # redis-py's script call loads the script itself if Redis lost it
+            keys, args = calls[0]
+            return [bool(await script(keys=keys, args=args))]
+        replies = await self._pipelined(script.sha, calls)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:  # a restarted Redis forgot the script (nothing ran for those): load it, send them again
+            await self.redis.script_load(scripts.source("finish"))
+            for i, reply in zip(lost, await self._pipelined(script.sha, [calls[i] for i in lost]), strict=True):
+                replies[i] = reply
+        return [r if isinstance(r, BaseException) else bool(r) for r in replies]
+
+    async def _pipelined(self, sha: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> list[bool]:
+        """Which of these jobs a caller asked to cancel (for a worker that missed the message)."""
+        if not job_ids:
+            return []
+        marks = await self.redis.hmget(self.keys.jobs, [f"{j}:{Field.CANCEL}" for j in job_ids])  # type: ignore[misc]
+        return [bool(m) for m in marks]

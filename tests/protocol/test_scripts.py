@@ -1,0 +1,317 @@
+"""The protocol's scripts, each on fakeredis and on a real redis-server: enqueue, claim, release, renew,
+finish and cancel, and what each leaves in Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from agentq.protocol import queue as queue_module
+from agentq.protocol.keys import Field, field, marker_field
+from agentq.protocol.queue import Ending, Queue, now_ms
+from agentq.protocol.records import encode_job
+from tests.protocol.conftest import KEYS
+
+LEASE_MS = 5_000
+RECORD = encode_job("answer_question", ({"question": "q"},), {}, 1)
+
+
+async def put(queue: Queue, job_id: str, *, score: float | None = None, marker: str | None = None, **kw: Any) -> Any:
+    """Enqueue ``job_id``, due a second ago unless a score is given."""
+    now = now_ms()
+    score = now - 1000 if score is None else score
+    return await queue.enqueue(job_id, RECORD, score=score, marker=marker, index_score=now, index_size=1000, **kw)
+
+
+async def state(r: Any, job_id: str) -> dict[str, str]:
+    """The job's state fields that are set (``t``, ``w`` ...), decoded."""
+    values = await r.hmget(KEYS.jobs, [field(job_id, f) for f in Field])
+    return {f.value: v.decode() for f, v in zip(Field, values, strict=True) if v is not None and v != b""}
+
+
+async def score(r: Any, job_id: str) -> float | None:
+    found: float | None = await r.zscore(KEYS.queue, job_id)
+    return found
+
+
+# ------------------------------------------------------------------------------------------ enqueue
+async def test_an_enqueue_writes_the_record_its_place_its_index_entry_and_rings(queue: Queue, r: Any) -> None:
+    """The record, the queue score, the priority, the recent-jobs index and a ring, in one step."""
+    enqueued = await put(queue, "a", score=123.5, priority="high", retry_of="old")
+    assert (enqueued.job_id, enqueued.deduplicated) == ("a", False)
+    assert await r.hget(KEYS.jobs, "a") == RECORD and await score(r, "a") == 123.5
+    assert await state(r, "a") == {"p": "high", "r": "old"}
+    assert await r.zscore(KEYS.index, "a") is not None and await r.zrange(KEYS.bell, 0, -1) == [b"ring"]
+
+
+async def test_an_identical_request_joins_the_unfinished_job_and_moves_it_up_never_down(queue: Queue, r: Any) -> None:
+    """Same marker: the first job's id comes back; a lower score moves it up, a higher one does not; once it
+    has left the queue, the next identical request makes a new job."""
+    m = marker_field("fingerprint")
+    now = now_ms()
+    assert (await put(queue, "a", score=now - 10, marker=m)).job_id == "a"
+    assert await state(r, "a") == {"m": m, "p": "normal"}
+    joined = await put(queue, "b", score=now - 500, marker=m)
+    assert (joined.job_id, joined.deduplicated, await score(r, "a")) == ("a", True, now - 500)
+    await put(queue, "c", score=now + 900, marker=m)
+    assert await score(r, "a") == now - 500 and await r.hget(KEYS.jobs, "b") is None
+    await r.zrem(KEYS.queue, "a")  # as the finish does
+    assert (await put(queue, "d", marker=m)).job_id == "d" and await r.hget(KEYS.jobs, m) == b"d"
+
+
+async def test_a_deferred_or_running_job_is_joined_where_it_is(queue: Queue, r: Any) -> None:
+    """A joined job whose score lies ahead (deferred, or a running job's lease end) keeps it."""
+    m = marker_field("x")
+    later = now_ms() + 60_000
+    await put(queue, "a", score=later, marker=m)
+    assert (await put(queue, "b", score=0, marker=m)).job_id == "a" and await score(r, "a") == later
+
+
+async def test_the_index_is_trimmed_to_its_size_once_in_a_while(
+    queue: Queue, r: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its size the recent-jobs index loses its oldest entries, at the enqueues that trim it."""
+    monkeypatch.setattr(queue_module, "TRIM_EVERY", 2)
+    for i in range(5):
+        await queue.enqueue(f"j{i}", RECORD, score=0, marker=None, index_score=i, index_size=3)
+    assert await r.zrange(KEYS.index, 0, -1) == [b"j1", b"j2", b"j3", b"j4"]  # trimmed at the 4th, not the 5th
+    await queue.enqueue("j5", RECORD, score=0, marker=None, index_score=5, index_size=3)
+    assert await r.zrange(KEYS.index, 0, -1) == [b"j3", b"j4", b"j5"]
+
+
+# ------------------------------------------------------------------------------------------ claim
+async def test_a_claim_takes_due_jobs_lowest_score_first_each_under_a_lease(queue: Queue, r: Any) -> None:
+    """Due jobs in score order, each with its record and try 1, its score now its lease's end; the first
+    job not due yet says when to look again."""
+    now = now_ms()
+    await put(queue, "late", score=now - 100)
+    await put(queue, "early", score=now - 500, priority="low")
+    await put(queue, "future", score=now + 60_000)
+    claim = await queue.claim("w1", want=5, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.job_try, j.record, j.alone, j.cancelled) for j in claim.jobs] == [
+        ("early", 1, RECORD, False, False),
+        ("late", 1, RECORD, False, False),
+    ]
+    assert claim.jobs[0].score == now - 500 and claim.jobs[0].priority == "low"
+    assert claim.next_due_ms == now + 60_000 and not claim.more and not claim.held_back
+    assert await state(r, "early") == {"n": "1", "t": "1", "w": "w1", "a": "0", "p": "low"}
+    assert (await score(r, "early") or 0) >= now + LEASE_MS
+
+
+async def test_a_claim_takes_no_more_than_wanted_and_rings_for_the_rest(queue: Queue, r: Any) -> None:
+    """A worker with room for one takes one; the bell rings again for the next idle worker."""
+    for job_id in "abc":
+        await put(queue, job_id)
+    await r.delete(KEYS.bell)
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert len(claim.jobs) == 1 and claim.more and await r.zrange(KEYS.bell, 0, -1) == [b"ring"]
+
+
+async def test_a_lapsed_lease_this_worker_holds_is_renewed_with_no_new_run_and_no_try(queue: Queue, r: Any) -> None:
+    """The worker still runs the job (its loop stalled past the lease): the claim renews it, counts no try,
+    and does not hand it over again."""
+    await put(queue, "a")
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    await r.zadd(KEYS.queue, {"a": now_ms() - 1})  # the lease ran out
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=False)
+    assert claim.jobs == [] and claim.renewed == 1
+    assert (await state(r, "a"))["n"] == "1" and (await score(r, "a") or 0) > now_ms()
+
+
+async def test_a_run_that_died_in_company_gives_its_try_back_and_runs_alone_on_an_idle_worker(
+    queue: Queue, r: Any
+) -> None:
+    """Two jobs run on w1, which dies: each is a suspect, its try given back. A busy worker takes nothing
+    (held back, bell rung); an idle one takes the first alone and nothing more."""
+    await put(queue, "a", score=1)
+    await put(queue, "b", score=2)
+    await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
+    await r.zadd(KEYS.queue, {"a": 1, "b": 2})  # w1 died: its leases lapsed
+    busy = await queue.claim("w2", want=4, lease_ms=LEASE_MS, idle=False)
+    assert busy.jobs == [] and busy.held_back
+    assert await state(r, "a") == {"n": "1", "t": "0", "s": "1", "p": "normal"}
+    alone = await queue.claim("w2", want=4, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.job_try, j.tries, j.alone) for j in alone.jobs] == [("a", 2, 1, True)]
+    assert await state(r, "a") == {"n": "2", "t": "1", "w": "w2", "a": "1", "p": "normal"}
+
+
+async def test_a_run_that_died_alone_keeps_its_try_and_runs_alone_again(queue: Queue, r: Any) -> None:
+    """A job whose worker died while it ran alone is the likely cause: the try counts, and it runs alone next."""
+    await put(queue, "a", score=1)
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    await r.zadd(KEYS.queue, {"a": 1})
+    await queue.claim("w2", want=1, lease_ms=LEASE_MS, idle=True)  # died in company of nothing: still suspect
+    await r.hset(KEYS.jobs, field("a", Field.ALONE), "1")
+    await r.zadd(KEYS.queue, {"a": 1})
+    again = await queue.claim("w3", want=1, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.job_try, j.tries, j.alone) for j in again.jobs] == [("a", 3, 2, True)]
+
+
+async def test_a_claim_hands_over_a_cancel_asked_for_and_a_record_that_has_gone(queue: Queue, r: Any) -> None:
+    """The cancel field comes with the job (for a worker that missed the message); a queue entry whose
+    record has gone is handed over without one (the worker fails it)."""
+    await put(queue, "a", score=1)
+    await r.hset(KEYS.jobs, field("a", Field.CANCEL), "1")
+    await r.zadd(KEYS.queue, {"ghost": 2})
+    claim = await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.cancelled, j.record) for j in claim.jobs] == [("a", True, RECORD), ("ghost", False, None)]
+
+
+# ------------------------------------------------------------------------------------------ release, renew
+async def test_release_gives_back_the_lease_the_score_and_the_try(queue: Queue, r: Any) -> None:
+    """A released job is due again where it was, with no holder and its try count as before the claim."""
+    await put(queue, "a", score=42)
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    await queue.release("w1", claim.jobs)
+    assert await score(r, "a") == 42 and await state(r, "a") == {"n": "0", "t": "0", "p": "normal"}
+
+
+async def test_renew_pushes_back_its_own_leases_and_names_those_it_lost(queue: Queue, r: Any) -> None:
+    """Leases this worker holds move to now + lease; a job another worker took over is left alone and named."""
+    await put(queue, "a", score=1)
+    await put(queue, "b", score=2)
+    await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
+    await r.hset(KEYS.jobs, field("b", Field.HOLDER), "w2")
+    b_score = await score(r, "b")
+    before = now_ms()
+    assert await queue.renew("w1", ["a", "b", "gone"], lease_ms=60_000) == ["b", "gone"]
+    assert (await score(r, "a") or 0) >= before + 60_000 and await score(r, "b") == b_score
+
+
+# ------------------------------------------------------------------------------------------ finish
+def ending(job_id: str, **kw: Any) -> Ending:
+    values: dict[str, Any] = {"mode": "finish", "result": b'{"r":1}', "result_px": 60_000}
+    return Ending(job_id, **{**values, **kw})
+
+
+async def test_the_first_result_stored_wins_and_its_run_clears_the_job(queue: Queue, r: Any) -> None:
+    """The first finish stores its result, removes the job (record, state, marker) and files its figures;
+    a second run's result is not stored and changes nothing."""
+    m = marker_field("f")
+    await put(queue, "a", marker=m)
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    first = ending("a", marker=claim.jobs[0].marker, final='{"status":"ok"}', status="ok", finished_ms=7)
+    second = ending("a", result=b'{"r":2}', final='{"status":"failed"}', status="failed")
+    assert await queue.finish("w1", [first], progress_ttl_s=60, index_size=10) == [True]
+    assert await queue.finish("w9", [second], progress_ttl_s=60, index_size=10) == [False]
+    assert await r.get(KEYS.result("a")) == b'{"r":1}' and await score(r, "a") is None
+    assert await r.hgetall(KEYS.jobs) == {} and await r.get(KEYS.final("a")) == b'{"status":"ok"}'
+    assert 0 < await r.pttl(KEYS.final("a")) <= 60_000  # kept as long as the result
+    assert await r.zcard(KEYS.by_status("failed")) == 0
+
+
+async def test_an_unwell_ending_is_indexed_by_its_status(queue: Queue, r: Any) -> None:
+    """failed, partial and cancelled jobs enter their status's index, capped; ok jobs do not."""
+    for i, status in enumerate(["failed", "failed", "ok", "partial"]):
+        await put(queue, f"j{i}")
+        e = ending(f"j{i}", final="{}", status=status, finished_ms=i)
+        await queue.finish("w1", [e], progress_ttl_s=60, index_size=1)
+    assert await r.zrange(KEYS.by_status("failed"), 0, -1) == [b"j1"]
+    assert await r.zrange(KEYS.by_status("partial"), 0, -1) == [b"j3"]
+    assert not await r.exists(KEYS.by_status("ok"))
+
+
+async def test_a_requeue_puts_back_only_a_job_this_worker_holds_and_gives_the_try_back(queue: Queue, r: Any) -> None:
+    """A stopped run's job gets its place back and its try; a run whose lease another worker took changes nothing."""
+    await put(queue, "a", score=42)
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    held = await score(r, "a")
+    back = Ending("a", "requeue", requeue_score=42)
+    assert await queue.finish("w2", [back], progress_ttl_s=60, index_size=10) == [False]
+    assert await score(r, "a") == held
+    await r.delete(KEYS.bell)
+    await queue.finish("w1", [back], progress_ttl_s=60, index_size=10)
+    assert await score(r, "a") == 42 and await state(r, "a") == {"n": "1", "t": "0", "p": "normal"}
+    assert await r.zrange(KEYS.bell, 0, -1) == [b"ring"]
+
+
+async def test_the_progress_tail_is_written_only_for_a_job_that_logged_before(queue: Queue, r: Any) -> None:
+    """A job that logged progress gets its unwritten events and job_done in one entry; one that logged
+    nothing leaves no log."""
+    for job_id, logged in (("quiet", False), ("chatty", True)):
+        await put(queue, job_id)
+        e = ending(job_id, logged=logged, pending=['{"e":1}'], job_done='{"e":"job_done"}', requeued="{}")
+        await queue.finish("w1", [e], progress_ttl_s=60, index_size=10)
+    assert not await r.exists(KEYS.progress("quiet"))
+    ((_, fields),) = await r.xrange(KEYS.progress("chatty"))
+    assert json.loads(fields[b"e"]) == [{"e": 1}, {"e": "job_done"}] and 0 < await r.ttl(KEYS.progress("chatty")) <= 60
+
+
+async def test_finishes_sent_together_share_one_round_trip(queue: Queue, r: Any) -> None:
+    """Several endings go in one pipeline; each gets its own answer."""
+    for job_id in "ab":
+        await put(queue, job_id)
+    await r.set(KEYS.result("b"), b"earlier")
+    assert await queue.finish("w1", [ending("a"), ending("b")], progress_ttl_s=60, index_size=10) == [True, False]
+
+
+async def test_the_stored_result_is_published_on_the_jobs_done_channel(queue: Queue, r: Any) -> None:
+    """The done channel gets the stored result record itself; a discarded run's finish sends ``1``."""
+    pubsub = r.pubsub()
+    await pubsub.subscribe(KEYS.done_channel("a"))
+    await put(queue, "a")
+    await queue.finish("w1", [ending("a")], progress_ttl_s=60, index_size=10)
+    await queue.finish("w1", [ending("a")], progress_ttl_s=60, index_size=10)
+    messages = []
+    deadline = time.monotonic() + 5
+    while len(messages) < 2 and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            messages.append(message["data"])
+    await pubsub.aclose()
+    assert messages == [b'{"r":1}', b"1"]
+
+
+# ------------------------------------------------------------------------------------------ cancel
+async def test_cancel_of_a_queued_job_stores_a_cancelled_result_and_it_never_starts(queue: Queue, r: Any) -> None:
+    """Queued: out of the queue, record, state and marker gone, the cancelled result stored and filed."""
+    m = marker_field("f")
+    await put(queue, "a", marker=m)
+    state_ = await queue.cancel(
+        "a", result=b"cancelled!", result_px=60_000, final='{"status":"cancelled"}', index_size=5
+    )
+    assert state_ == "cancelled" and await score(r, "a") is None and await r.hgetall(KEYS.jobs) == {}
+    assert await r.get(KEYS.result("a")) == b"cancelled!" and await r.get(KEYS.final("a")) == b'{"status":"cancelled"}'
+    assert await r.zrange(KEYS.by_status("cancelled"), 0, -1) == [b"a"]
+    assert (await queue.claim("w1", want=5, lease_ms=LEASE_MS, idle=True)).jobs == []
+
+
+async def test_cancel_of_a_running_job_sets_its_field_and_tells_the_workers(queue: Queue, r: Any) -> None:
+    """Held by a worker: its cancel field is set and its id published on the cancel channel."""
+    pubsub = r.pubsub()
+    await pubsub.subscribe(KEYS.cancel_channel)
+    await put(queue, "a")
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert await queue.cancel("a", result=b"x", result_px=1000, final="{}", index_size=5) == "cancelling"
+    assert await queue.cancel_requested(["a", "other"]) == [True, False]
+    message = None
+    deadline = time.monotonic() + 5
+    while message is None and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+    await pubsub.aclose()
+    assert message is not None and message["data"] == b"a"
+
+
+async def test_cancel_of_a_finished_or_unknown_job_changes_nothing(queue: Queue, r: Any) -> None:
+    """A stored result means too late; an id with no trace is not found."""
+    await r.set(KEYS.result("done"), b"r")
+    assert await queue.cancel("done", result=b"x", result_px=1000, final="{}", index_size=5) == "finished"
+    assert await queue.cancel("nope", result=b"x", result_px=1000, final="{}", index_size=5) == "not_found"
+    assert await r.get(KEYS.result("done")) == b"r" and not await r.exists(KEYS.result("nope"))
+
+
+# ------------------------------------------------------------------------------------------ reads
+async def test_a_jobs_state_follows_its_marks(queue: Queue, r: Any) -> None:
+    """queued, deferred, in_progress (a worker holds it), complete (a result), not_found."""
+    await put(queue, "q")
+    await put(queue, "d", score=now_ms() + 60_000)
+    await put(queue, "p")
+    await queue.claim("w1", want=5, lease_ms=LEASE_MS, idle=True)  # takes q and p
+    await r.hdel(KEYS.jobs, field("q", Field.HOLDER))
+    await r.zadd(KEYS.queue, {"q": 1})
+    await r.set(KEYS.result("c"), b"r")
+    states = [await queue.state(j) for j in ("q", "d", "p", "c", "x")]
+    assert states == ["queued", "deferred", "in_progress", "complete", "not_found"]
