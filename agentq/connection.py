@@ -151,12 +151,12 @@ class _Sentinel(Sentinel):
         errors = []
         for sentinel in list(self.sentinels):  # a snapshot: overlapping calls reorder the list
             try:
-                masters = await sentinel.sentinel_masters()
+                masters = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
             except (RedisConnectionError, RedisTimeoutError) as e:
                 errors.append(f"{sentinel} - {e!r}")
                 continue
             state = masters.get(service_name)
-            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+            if state and self.check_master_state(state, service_name):
                 now = next(i for i, s in enumerate(self.sentinels) if s is sentinel)
                 self.sentinels[0], self.sentinels[now] = self.sentinels[now], self.sentinels[0]
                 return state["ip"], state["port"]
