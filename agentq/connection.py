@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -134,6 +134,35 @@ def cancellable(connection_class: type[AbstractConnection]) -> type[AbstractConn
     return _CANCELLABLE[connection_class]
 
 
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel manager, whose discovery keeps every sentinel when calls overlap.
+
+    redis-py (5.3) moves the sentinel that answered to the front of its list with
+    ``sentinels[0], sentinels[i] = sentinel, sentinels[0]``, ``i`` being the sentinel's place when
+    the call *began*. Every new connection to the primary runs a discovery, so after a failover
+    dozens overlap; if another call has moved the sentinel meanwhile, that line writes a second
+    copy of it over some other sentinel, which is lost: never asked again, and its open
+    connections are never closed (Python reports them as ``ResourceWarning`` when it collects
+    them). ``tests/test_sentinel_settings.py`` reproduces it with redis-py's own method. Here the
+    sentinel is looked up where it is at the moment of the move.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for sentinel in list(self.sentinels):  # a snapshot: overlapping calls reorder the list
+            try:
+                masters = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                errors.append(f"{sentinel} - {e!r}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                now = next(i for i, s in enumerate(self.sentinels) if s is sentinel)
+                self.sentinels[0], self.sentinels[now] = self.sentinels[now], self.sentinels[0]
+                return state["ip"], state["port"]
+        raise MasterNotFoundError(f"No master found for {service_name!r}{' : ' + ', '.join(errors) if errors else ''}")
+
+
 class _SentinelPool(SentinelConnectionPool):
     """redis-py's pool of connections to Sentinel's current primary, which also closes the
     connections to the sentinels themselves when it is closed (redis-py leaves them open)."""
@@ -156,7 +185,7 @@ def sentinel_pool(s: Settings) -> SentinelConnectionPool:
         options["ssl"] = sentinel_options["ssl"] = True
     if s.redis_sentinel_password:
         sentinel_options["password"] = s.redis_sentinel_password
-    sentinels = Sentinel(s.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinels = _Sentinel(s.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     return _SentinelPool(s.redis_sentinel_master, sentinels, is_master=True, **options)  # type: ignore[no-untyped-call]
 
 

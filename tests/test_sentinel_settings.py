@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
-from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
+import agentq.connection
 from agentq.connection import redis_client, wait_for_replicas
 from agentq.errors import NotReplicated
 from agentq.protocol.keys import Keys
@@ -63,6 +66,39 @@ async def test_the_sentinel_pool_keeps_the_urls_credentials_timeouts_and_retries
     plain = redis_client(sentinel_settings(redis_url="redis://localhost/0"))
     assert issubclass(plain.connection_pool.connection_class, SentinelManagedConnection)
     await plain.aclose()
+
+
+class FakeSentinel:
+    """A sentinel that knows the primary (after a moment, as over a network) or does not know it at all."""
+
+    def __init__(self, name: str, knows: bool) -> None:
+        self.name, self.knows = name, knows
+
+    async def sentinel_masters(self) -> dict[str, dict[str, object]]:
+        if not self.knows:
+            return {}
+        await asyncio.sleep(0.01)
+        state = {"ip": "10.0.0.9", "port": 6379, "is_master": True, "is_odown": False, "is_sdown": False}
+        return {"jobs": {**state, "num-other-sentinels": 2}}
+
+
+def manager(cls: type[Sentinel]) -> Sentinel:
+    """A Sentinel manager of ``cls`` whose first sentinel does not know the primary and the others do."""
+    found = cls([("127.0.0.1", 1)])  # type: ignore[no-untyped-call]
+    found.sentinels = [FakeSentinel("s0", False), FakeSentinel("s1", True), FakeSentinel("s2", True)]  # type: ignore[list-item]
+    return found
+
+
+async def test_overlapping_discoveries_lose_a_sentinel_in_redis_py_and_not_here() -> None:
+    """The reproduction of redis-py's Sentinel bug behind the failover test's unclosed connections: two
+    discoveries at once, both answered by the second sentinel, leave redis-py's manager with that sentinel
+    twice and the first one gone (its connections never closed); ours keeps all three."""
+    theirs, ours = manager(Sentinel), manager(agentq.connection._Sentinel)
+    for m in (theirs, ours):
+        assert await asyncio.gather(m.discover_master("jobs"), m.discover_master("jobs")) == [("10.0.0.9", 6379)] * 2
+    assert [s.name for s in theirs.sentinels] == ["s1", "s1", "s2"]  # type: ignore[attr-defined]
+    assert sorted(s.name for s in ours.sentinels) == ["s0", "s1", "s2"]  # type: ignore[attr-defined]
+    assert ours.sentinels[0].name == "s1"  # type: ignore[attr-defined]  # the one that answered goes first
 
 
 @pytest.mark.e2e

@@ -128,6 +128,8 @@ async def test_sigkilled_worker_container_job_finishes_elsewhere_and_restarts(st
     """SIGKILL a worker container's main process mid-job: its jobs finish elsewhere within a lease; it heals."""
     containers = await three_workers(stack)
     victim = containers[0]
+    victim_pid = victim["State"]["Pid"]  # the worker itself: the image runs it as the container's process
+    (killed_worker,) = [w["id"] for w in await client.workers() if w["host"] == victim["Config"]["Hostname"]]
     log = stack.follow_logs(victim)
     job_ids = [await client.enqueue(f"long question {i}", sources=LONG, dedup=False) for i in range(9)]
 
@@ -135,19 +137,26 @@ async def test_sigkilled_worker_container_job_finishes_elsewhere_and_restarts(st
         text = log.read_text(errors="replace")
         return [j for j in job_ids if re.search(STARTED.format(j), text)]
 
+    # Stop the victim (SIGSTOP) as soon as it has started a job: stopped, it can finish nothing more,
+    # so the jobs it has started and that have no result then are exactly what the kill takes down.
+    # Should it have finished them all already, it goes on (SIGCONT) and is given one more job.
+    victims_jobs: list[str] = []
     give_up = time.monotonic() + 60
-    while not started_there():
-        assert time.monotonic() < give_up, "the victim never took a job"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # well inside the job: a fetch or an inference is running
-    victims_jobs = [j for j in started_there() if await client.fetch_result(j) is None]
-    (killed_worker,) = [w["id"] for w in await client.workers() if w["host"] == victim["Config"]["Hostname"]]
-    os.kill(victim["State"]["Pid"], signal.SIGKILL)  # from the host: Docker sees its main process die
+    while not victims_jobs:
+        assert time.monotonic() < give_up, "the victim never held an unfinished job"
+        if not started_there():
+            await asyncio.sleep(0.05)
+            continue
+        os.kill(victim_pid, signal.SIGSTOP)
+        victims_jobs = [j for j in started_there() if await client.fetch_result(j) is None]
+        if not victims_jobs:
+            os.kill(victim_pid, signal.SIGCONT)
+            job_ids.append(await client.enqueue(f"long question {len(job_ids)}", sources=LONG, dedup=False))
+    os.kill(victim_pid, signal.SIGKILL)  # from the host: Docker sees its main process die
     killed_at = datetime.now(UTC)
     killed = time.monotonic()
 
     done = await results(client, job_ids, timeout=120)
-    assert victims_jobs, "every job the victim had taken was already finished"
     retried = [done[j] for j in victims_jobs]
     assert all(r.status in ("ok", "partial") and r.job_try == 2 for r in retried), [
         (r.status, r.job_try) for r in retried

@@ -165,11 +165,6 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
     }
 
 
-# During a failover under this load, redis-py's Sentinel manager can lose track of a connection it
-# opened to a sentinel (its pool keeps in-use connections in a WeakSet) and it is collected unclosed:
-# a ResourceWarning at the end of some runs, seen since the client keeps one pub/sub connection
-# for its waits. Not a loss of jobs or results; left to redis-py, and noted in docs/running-across-hosts.md.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, worker_env: dict[str, str]) -> None:
     """Kill the primary under load: asynchronous replication can lose acknowledged jobs; WAIT 1 with one
     replica loses none but stops writes until a replica is back; with two it keeps serving."""
