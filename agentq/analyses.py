@@ -11,7 +11,7 @@ in its main interpreter. See docs/plugins.md.
 
 Analyses are registered like sources, through the ``agentq.analyses`` entry-point group (or the
 ``ANALYSES`` list of a module in ``AGENTQ_PLUGIN_MODULES``). The built-in one, ``bag_of_words``, is
-registered that way too (``worker.analyses``).
+registered that way too (``worker.pool.analyses``).
 """
 
 from __future__ import annotations

@@ -237,7 +237,7 @@ class SourceOutcome(BaseModel):
     inference_end_s: float | None = Field(None, description="when the inference ended")
     inference_s: float | None = Field(None, description="the inference's wall time in the pool")
     inference_cpu_s: float | None = Field(None, description="the CPU time the inference used")
-    # What the source policies (worker.resilience) did; see docs/sources.md.
+    # What the source policies (worker.job.resilience) did; see docs/sources.md.
     timeout_mode: Literal["fixed", "adaptive"] = Field(
         "fixed", description="fixed: the request's or the default timeout; adaptive: from recent latencies"
     )

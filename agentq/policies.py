@@ -1,6 +1,6 @@
 """Which source policies apply to one source: a part of the plugin interface, and of the settings.
 
-The policies themselves (``worker.resilience``) are the worker's; this is only the switchboard a
+The policies themselves (``worker.job.resilience``) are the worker's; this is only the switchboard a
 source carries. Every policy is on by default; a source turns off what does not fit it (an answer
 that must never be cached, an upstream that must not be retried), and the worker then makes no
 Redis call for that policy.

@@ -52,7 +52,7 @@ def check_plugin_name(name: str) -> str:
 
 
 class HttpSourceSettings(BaseModel):
-    """One source of ``AGENTQ_HTTP_SOURCES``: a JSON API read without code (``worker.sources.http_json``)."""
+    """One source of ``AGENTQ_HTTP_SOURCES``: a JSON API read without code (``worker.job.sources.http_json``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -295,7 +295,7 @@ class Settings(BaseSettings):
         " are trimmed as new ones are written",
     )
 
-    # --- source policies (worker.resilience) ---------------------------------------------------
+    # --- source policies (worker.job.resilience) ---------------------------------------------------
     cache_ttl_s: int = Field(
         60, ge=0, description="seconds a source's fetched text stays in the shared Redis cache; 0 = no cache"
     )

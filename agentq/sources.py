@@ -16,7 +16,7 @@ and once it is installed, every worker in that environment can serve ``my_api``.
 reads only the names (from the installed packages' metadata, importing none of them), so it can
 check a request's sources without loading what fetches them. Two other kinds of source exist
 beside these: those of ``AGENTQ_PLUGIN_MODULES`` (``agentq.plugins``) and those defined by
-``AGENTQ_HTTP_SOURCES`` (``worker.sources.http_json``); :func:`source_names` counts the latter too.
+``AGENTQ_HTTP_SOURCES`` (``worker.job.sources.http_json``); :func:`source_names` counts the latter too.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def enabled_sources(settings: Settings, installed: Mapping[str, Source] | None =
 
     Empty setting: every available source that is not opt-in. Otherwise exactly the named ones;
     a name that is not available raises ``ValueError``. ``installed`` is every source there is
-    (the worker's: ``worker.plugins``); by default the installed entry points.
+    (the worker's: ``worker.ops.plugins``); by default the installed entry points.
     """
     installed = installed_sources() if installed is None else installed
     if not settings.enabled_sources:

@@ -1,6 +1,6 @@
 """A job's listing figures: what it was and how it ended, as listings and the dashboard show it.
 
-The worker files them with the result (``worker.listing``), the producer when it cancels a job
+The worker files them with the result (``worker.job.listing``), the producer when it cancels a job
 that never started (``producer.jobs``); ``producer.jobs`` reads them. They are built from the
 result as JSON (a dumped :class:`~agentq.contract.JobResult`), never from a re-parsed model.
 """

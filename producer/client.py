@@ -19,7 +19,7 @@ on a per-job channel once the result is stored, with the stored result itself as
 and the client subscribes that channel on its one pub/sub connection (``producer.waiters``); it
 looks at Redis itself when it starts waiting and once a second, in case a message was missed.
 :meth:`Client.ask` subscribes before it enqueues, so it need not look first. ``progress`` follows
-the job's progress log (``worker.progress``) from its first event to ``job_done``; a job over
+the job's progress log (``worker.job.progress``) from its first event to ``job_done``; a job over
 before it logged anything is told from its result.
 
 **Enqueueing** is one Lua script (``lua/enqueue.lua``): the job record, its queue entry, the

@@ -2,7 +2,7 @@
 
 **Cancel.** One script decides atomically (``lua/cancel.lua``), so a job is never both started
 and cancelled: a job with a result is ``finished``; a job a worker holds gets its cancel field set
-and its id published to the workers (``worker.cancel``): ``cancelling``; a queued job leaves the
+and its id published to the workers (``worker.job.cancel``): ``cancelling``; a queued job leaves the
 queue with a ``cancelled`` result stored and its waiters woken: ``cancelled``.
 
 **Listings.** Every job enters the queue's recent-jobs index when it is enqueued (capped at

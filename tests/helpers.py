@@ -72,7 +72,7 @@ async def progress_reached(
     """Follow ``job_id``'s progress log until ``count`` events of kind ``event`` are in it; return
     every event so far. Fails the test if the job finishes first or ``timeout`` seconds pass.
 
-    The log is what the worker publishes as it goes (``worker.progress``), so this waits for the
+    The log is what the worker publishes as it goes (``worker.job.progress``), so this waits for the
     moment itself (all fetches started, inference submitted), not for a guess at how long it takes.
     """
     seen: list[ProgressEvent] = []

@@ -18,7 +18,7 @@ from agentq.settings import Settings
 from agentq.sources import REFERENCE_SOURCES
 from producer.client import Client
 from worker.engine.admission import Admission, Estimate, Shape
-from worker.executor import InferencePool, PoolTask
+from worker.pool.executor import InferencePool, PoolTask
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 REFERENCE = Shape(REFERENCE_SOURCES, "bag_of_words", 2.0)
@@ -170,7 +170,7 @@ def test_the_shape_of_a_job_comes_from_its_record_with_the_workers_defaults() ->
 async def test_the_pool_knows_when_its_tasks_started_and_ended() -> None:
     """Tasks start in submission order, a pool worker at a time; each end starts the oldest waiting one
     and calls on_task_done."""
-    from worker.executor import create_pool
+    from worker.pool.executor import create_pool
 
     pool: InferencePool = create_pool("thread", 1)
     ended: list[int] = []

@@ -22,7 +22,7 @@ from agentq.settings import Settings
 from producer import jobs
 from producer.client import Client
 from tests.helpers import eventually, progress_reached
-from worker.cancel import DISCARDED, CancelRegistry, JobCancelled, _race, _recheck
+from worker.job.cancel import DISCARDED, CancelRegistry, JobCancelled, _race, _recheck
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))

@@ -32,7 +32,7 @@ from agentq.sources import default_sources, enabled_sources
 from agentq_tools.embedded import find_redis_server, free_port
 from agentq_tools.processes import stop_process, stop_workers, wait_for_heartbeats
 from agentq_tools.upstream import MockUpstream
-from worker import metrics
+from worker.ops import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from worker import inference, pooled
-from worker.executor import choose, create_pool, interpreter_pool_available
+from worker.pool import bag_of_words as inference
+from worker.pool import pooled
+from worker.pool.executor import choose, create_pool, interpreter_pool_available
 
 ON_314 = sys.version_info >= (3, 14)
 

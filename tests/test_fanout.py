@@ -16,10 +16,10 @@ import pytest
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.settings import Settings
 from agentq.sources import Source, SourceContext, default_sources, enabled_sources
-from worker.analyses import bag_of_words
-from worker.executor import InferencePool, create_pool
-from worker.fanout import FanOut
-from worker.timing import overall_status
+from worker.job.fanout import FanOut
+from worker.job.timing import overall_status
+from worker.pool.analyses import bag_of_words
+from worker.pool.executor import InferencePool, create_pool
 
 SCALE = 0.05
 #: Latencies (before scaling) for the concurrency tests: news 0.3 s, weather 0.5 s, knowledge base 1.5 s.

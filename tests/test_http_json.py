@@ -17,7 +17,7 @@ from agentq.sources import SourceContext, source_names
 from agentq_tools.upstream import MockUpstream, answer
 from producer.client import Client
 from producer.display import summary
-from worker.sources.http_json import http_json_sources
+from worker.job.sources.http_json import http_json_sources
 
 QUESTION = "Is the rail strike in Paris over?"
 FIELDS = ["articles[].title", "articles[].summary"]

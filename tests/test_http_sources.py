@@ -22,7 +22,7 @@ from agentq.contract import JobResult, SourceOutcome
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from agentq_tools.upstream import MockUpstream, answer
 from producer.client import Client
-from worker.sources.http import ENDPOINTS
+from worker.job.sources.http import ENDPOINTS
 
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]

@@ -97,7 +97,15 @@ def test_the_client_loads_no_worker_runtime() -> None:
     code = "import json, sys, producer.client, producer.cli; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     loaded = set(json.loads(done.stdout))
-    forbidden = {"arq", "arq.worker", "httpx", "prometheus_client", "worker", "worker.executor", "worker.fanout"}
+    forbidden = {
+        "arq",
+        "arq.worker",
+        "httpx",
+        "prometheus_client",
+        "worker",
+        "worker.pool.executor",
+        "worker.job.fanout",
+    }
     assert "producer.client" in loaded and "agentq.contract" in loaded
     assert not loaded & forbidden, f"the client loaded {sorted(loaded & forbidden)}"
     assert not [m for m in loaded if m.split(".")[0] in {"arq", "worker", "agentq_tools"}]

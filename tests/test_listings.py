@@ -20,7 +20,7 @@ from agentq.protocol.keys import Field, field
 from agentq.protocol.queue import ClaimedJob, Ending
 from agentq.settings import Settings
 from producer.client import Client
-from worker import listing
+from worker.job import listing
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))

@@ -23,7 +23,7 @@ from agentq.contract import JobResult, SourceOutcome
 from agentq.protocol.keys import Keys
 from producer.client import Client
 from tests.helpers import enqueue_raw
-from worker import logs, metrics
+from worker.ops import logs, metrics
 
 
 def sample(name: str, **labels: str) -> float:

@@ -13,7 +13,7 @@ import redis.exceptions
 
 from agentq.protocol.keys import Keys
 from agentq.settings import Settings
-from worker import health, metrics
+from worker.ops import health, metrics
 
 
 class DownRedis:
@@ -81,7 +81,7 @@ async def test_an_outage_is_one_line_per_beat_without_a_traceback(
     down = DownRedis(error)
     await run_briefly(health.heartbeat_forever, context(down), down, 3)
     await run_briefly(metrics.refresh_queue_depth_forever, context(down), down, 3)
-    records = [r for r in caplog.records if r.name in {"worker.health", "worker.metrics"}]
+    records = [r for r in caplog.records if r.name in {"worker.ops.health", "worker.ops.metrics"}]
     assert len(records) >= 5 and all(r.levelno == logging.WARNING and r.exc_info is None for r in records)
     assert all(str(error) in r.getMessage() for r in records)
 
@@ -94,7 +94,7 @@ async def test_an_unexpected_error_keeps_its_traceback(
     caplog.set_level(logging.WARNING)
     broken = DownRedis(redis.exceptions.ResponseError("WRONGTYPE Operation against a key"))
     await run_briefly(health.heartbeat_forever, context(broken), broken, 2)
-    records = [r for r in caplog.records if r.name == "worker.health"]
+    records = [r for r in caplog.records if r.name == "worker.ops.health"]
     assert records and all(r.levelno == logging.ERROR and r.exc_info is not None for r in records)
 
 

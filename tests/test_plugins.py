@@ -20,11 +20,11 @@ from agentq.plugins import PLUGIN_API_VERSION, Source, SourceContext, check_api_
 from agentq.settings import Settings
 from producer.client import Client
 from tests import plugin_functions, plugin_samples
-from worker import plugins
-from worker.analyses import bag_of_words
-from worker.executor import InferencePool, create_pool
-from worker.fanout import FanOut
-from worker.resilience import ResilientFetch
+from worker.job.fanout import FanOut
+from worker.job.resilience import ResilientFetch
+from worker.ops import plugins
+from worker.pool.analyses import bag_of_words
+from worker.pool.executor import InferencePool, create_pool
 
 ON_314 = sys.version_info >= (3, 14)
 LIMITS: dict[str, Any] = {"max_question_chars": 100, "max_source_timeout_s": 30.0, "max_deadline_s": 30.0}

@@ -20,7 +20,7 @@ from agentq.errors import JobNotFound, WaitTimeout
 from agentq.protocol.keys import Keys
 from producer import client as client_module
 from producer.client import Client, parse_events
-from worker.progress import WRITE_DELAY_S, ProgressPublisher
+from worker.job.progress import WRITE_DELAY_S, ProgressPublisher
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 SOURCES = ["weather", "news", "knowledge_base"]

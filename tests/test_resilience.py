@@ -1,4 +1,4 @@
-"""Unit tests of the source policies' logic (``worker.resilience``) on fakeredis (Lua via lupa).
+"""Unit tests of the source policies' logic (``worker.job.resilience``) on fakeredis (Lua via lupa).
 
 The same code runs against the real redis-server and real workers in ``test_resilience_e2e.py``.
 """
@@ -21,13 +21,13 @@ from agentq.errors import SourceError, TransientSourceError
 from agentq.protocol.keys import Keys
 from agentq.settings import Settings
 from agentq.sources import Source, SourceContext
-from worker.fanout import SourceSkipped
-from worker.resilience import ResilientFetch, policy
-from worker.resilience.adaptive import LatencyWindow, p95
-from worker.resilience.breaker import CircuitBreaker
-from worker.resilience.cache import SourceCache, normalise, question_digest
-from worker.resilience.ratelimit import RateLimited, RateLimits, parse_limit
-from worker.resilience.retry import is_transient, with_retries
+from worker.job.fanout import SourceSkipped
+from worker.job.resilience import ResilientFetch, policy
+from worker.job.resilience.adaptive import LatencyWindow, p95
+from worker.job.resilience.breaker import CircuitBreaker
+from worker.job.resilience.cache import SourceCache, normalise, question_digest
+from worker.job.resilience.ratelimit import RateLimited, RateLimits, parse_limit
+from worker.job.resilience.retry import is_transient, with_retries
 
 KEYS = Keys("agentq")
 #: Breaker cool-downs and probe leases in these tests: the steps between two sleeps (a few Redis

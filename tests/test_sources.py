@@ -18,7 +18,7 @@ from agentq.errors import SourceError, TransientSourceError
 from agentq.settings import Settings
 from agentq.sources import SourceContext, default_sources, enabled_sources, installed_sources, source_names
 from agentq_tools.upstream import answer
-from worker.sources.http import ENDPOINTS, create_client
+from worker.job.sources.http import ENDPOINTS, create_client
 
 SIMULATED = ("weather", "news", "knowledge_base")
 HTTP = tuple(e.source for e in ENDPOINTS)

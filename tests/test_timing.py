@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentq.contract import SourceOutcome
-from worker.timing import critical_path, fetch_wall, overall_status, sequential_estimate
+from worker.job.timing import critical_path, fetch_wall, overall_status, sequential_estimate
 
 REFERENCE = [(2.0, 2.0), (1.5, 2.0), (3.0, 2.0)]  # (fetch, inference) of weather, news, knowledge base
 

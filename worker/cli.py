@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from agentq.errors import REDIS_DOWN, StartupError
 from agentq.settings import Settings, describe_settings_error, get_settings
-from worker import health
+from worker.ops import health
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -49,8 +49,8 @@ def main(
         return
     # Imported here, not at the top: 'worker --check' runs every few seconds in each container
     # (Docker's and Kubernetes' probes) and needs none of arq, the pool or the sources.
-    from worker import logs
     from worker.engine.app import create_worker
+    from worker.ops import logs
 
     worker = create_worker(settings, burst=burst)
     logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO, worker.ctx.get("worker_id"))

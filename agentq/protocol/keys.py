@@ -98,7 +98,7 @@ class Keys:
         return f"{self.tag}:result:{job_id}"
 
     def progress(self, job_id: str) -> str:
-        """A job's progress log: a capped stream of ``ProgressEvent`` JSON (``worker.progress``)."""
+        """A job's progress log: a capped stream of ``ProgressEvent`` JSON (``worker.job.progress``)."""
         return f"{self.tag}:progress:{job_id}"
 
     def final(self, job_id: str) -> str:
@@ -123,7 +123,7 @@ class Keys:
         return f"{self.prefix}:worker:*"
 
     def cache(self, source: str, question_digest: str) -> str:
-        """A source's fetched text for one normalised question (``worker.resilience.cache``)."""
+        """A source's fetched text for one normalised question (``worker.job.resilience.cache``)."""
         return f"{self.prefix}:cache:{source}:{question_digest}"
 
     def breaker(self, source: str) -> str:

@@ -22,10 +22,10 @@ from agentq_tools.sources import POISON_EXIT
 from producer.client import Client
 from tests.helpers import enqueue_raw, progress_reached
 from tests.reliability.conftest import Workers, wait_for
-from worker import inference
-from worker.analyses import BagOfWordsOutput
-from worker.executor import InferencePool, create_pool
-from worker.fanout import FanOut
+from worker.job.fanout import FanOut
+from worker.pool import bag_of_words as inference
+from worker.pool.analyses import BagOfWordsOutput
+from worker.pool.executor import InferencePool, create_pool
 
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 

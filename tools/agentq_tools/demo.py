@@ -28,7 +28,7 @@ from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbe
 from producer.client import Client
 from producer.display import summary
 from producer.watch import wait_with_progress
-from worker.executor import choose
+from worker.pool.executor import choose
 
 REFERENCE_QUESTION = "Should I take an umbrella to the conference in Paris tomorrow, and what is the news about it?"
 #: The reference workload's three sources, over real HTTP: the mock upstream's paths and latencies (s).

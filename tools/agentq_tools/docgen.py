@@ -25,9 +25,9 @@ from pydantic_core import to_jsonable_python
 
 from agentq.contract import ExecutorInfo, InferenceOutput, JobResult, RanIn, SourceOutcome, Timing
 from agentq.settings import Settings
-from worker import inference
-from worker.sources.simulated import compose
-from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
+from worker.job.sources.simulated import compose
+from worker.job.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
+from worker.pool import bag_of_words as inference
 
 #: The checkout this module belongs to (agentq-tools is installed editable from it).
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +199,7 @@ EXAMPLE_INTRO = """\
 ## Example
 
 A partial result, built by the generator with the worker's own code: the texts are the simulated
-sources' (shortened to three sentences) and each analysis is a real run of `worker.inference.analyse`;
+sources' (shortened to three sentences) and each analysis is a real run of `worker.pool.bag_of_words.analyse`;
 the times are those of a run at `AGENTQ_TIME_SCALE=0.1` (latencies 0.2, 0.15 and 0.3 s) asked with
 `--source-timeout 0.25`, so `knowledge_base` timed out on each of its three attempts."""
 

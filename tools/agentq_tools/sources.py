@@ -24,7 +24,7 @@ import redis.asyncio
 from agentq.errors import TransientSourceError
 from agentq.policies import SourcePolicies
 from agentq.sources import REFERENCE_SOURCES, Source, SourceContext
-from worker.sources.simulated import REFERENCE_LATENCY_S, simulated
+from worker.job.sources.simulated import REFERENCE_LATENCY_S, simulated
 
 MAX_SOURCES = 20
 #: The Redis list ``ticker`` appends to.

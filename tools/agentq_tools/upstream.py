@@ -1,7 +1,7 @@
 """A mock upstream for the HTTP sources: real HTTP, JSON answers, configurable latency and failures.
 
 ``agentq-upstream --port 8080 --latency weather=2 --error-rate news=0.1`` serves
-``GET /<endpoint>?q=<question>`` for every endpoint of ``worker.sources.http`` (weather, news,
+``GET /<endpoint>?q=<question>`` for every endpoint of ``worker.job.sources.http`` (weather, news,
 knowledge_base, stocks, geo), plus ``/health`` and ``/stats`` (request, error and connection
 counts, per endpoint and per client). Answers are deterministic functions of the question, so
 inference has real text to work on and the same question always gets the same answer. It binds
@@ -37,8 +37,8 @@ from starlette.routing import Route
 
 from agentq_tools.embedded import free_port
 from agentq_tools.processes import stop_process
-from worker.sources.http import ENDPOINTS
-from worker.sources.simulated import phrase, question_words, seeded
+from worker.job.sources.http import ENDPOINTS
+from worker.job.sources.simulated import phrase, question_words, seeded
 
 PATHS = tuple(e.path for e in ENDPOINTS)
 #: The reference workload's latencies (and two more for the extra endpoints), seconds.

@@ -4,7 +4,7 @@ A fixed ``max_jobs`` is wrong both ways: four reference jobs on a pool of two al
 deadline together, while one at a time leaves the cores idle during every fetch. Instead, before a
 claimed job starts, the worker simulates its own near future:
 
-- its pool (``worker.executor``): the tasks running (since when), those waiting, first in first out;
+- its pool (``worker.pool.executor``): the tasks running (since when), those waiting, first in first out;
 - its running jobs: each source whose inference is still to come, due when its fetch should end;
 - the candidate: each of its sources, fetched from now, then inferred.
 
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from agentq.contract import SourceOutcome
     from agentq.settings import Settings
     from agentq.sources import Source
-    from worker.executor import InferencePool
-    from worker.fanout import FanOutEvent
+    from worker.job.fanout import FanOutEvent
+    from worker.pool.executor import InferencePool
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from arq.worker import func
 
 from agentq.contract import JOB_FUNCTION
-from worker import job
 from worker.engine import lifecycle
 from worker.engine.context import WorkerContext, new_worker_id
 from worker.engine.loop import Worker
+from worker.job import answer as job
 
 if TYPE_CHECKING:
     from agentq.settings import Settings

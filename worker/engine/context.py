@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from agentq.protocol.keys import Keys
     from agentq.settings import Settings
     from agentq.sources import Source
-    from worker.cancel import CancelRegistry
     from worker.engine.admission import Admission
-    from worker.executor import InferencePool
-    from worker.progress import ProgressPublisher
-    from worker.resilience import ResilientFetch
+    from worker.job.cancel import CancelRegistry
+    from worker.job.progress import ProgressPublisher
+    from worker.job.resilience import ResilientFetch
+    from worker.pool.executor import InferencePool
 
 
 class WorkerStats(TypedDict):
@@ -69,7 +69,7 @@ class WorkerContext(TypedDict, total=False):
     heartbeat: asyncio.Task[None]
     """The task that keeps this worker's heartbeat key alive."""
     queue_depth_task: asyncio.Task[None]
-    """The task that refreshes the queue-depth gauge (``worker.metrics``)."""
+    """The task that refreshes the queue-depth gauge (``worker.ops.metrics``)."""
     metrics_server: WSGIServer
     """The /metrics endpoint, when ``metrics_port`` is set."""
     metrics_port: int
@@ -77,11 +77,11 @@ class WorkerContext(TypedDict, total=False):
     progress: ProgressPublisher
     """This job start's progress publisher (per job; set when the fan-out starts)."""
     cancels: CancelRegistry
-    """The jobs this worker runs, each with the event that cancels it (``worker.cancel``)."""
+    """The jobs this worker runs, each with the event that cancels it (``worker.job.cancel``)."""
     cancel_listener: asyncio.Task[None]
     """The task that follows the cancel channel."""
     policy: ResilientFetch
-    """The fetch policy every job of this worker uses (source policies: ``worker.resilience``)."""
+    """The fetch policy every job of this worker uses (source policies: ``worker.job.resilience``)."""
     admission: Admission | None
     """This worker's admission of jobs by deadline (``worker.admission``); None when ``admission`` is off."""
 

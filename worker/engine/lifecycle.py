@@ -1,6 +1,6 @@
 """The worker's parts: started before the first claim, shut down after the last job.
 
-Start-up imports and checks the plugins (``worker.plugins``: a failure stops the worker with exit
+Start-up imports and checks the plugins (``worker.ops.plugins``: a failure stops the worker with exit
 2), opens the HTTP client, starts the inference pool, runs every enabled analysis once in it,
 starts the heartbeat and the metrics; shut-down stops them in reverse and waits for the pool's
 processes or interpreters.
@@ -15,11 +15,12 @@ import logging
 from datetime import UTC, datetime
 
 from agentq import tracing
-from worker import cancel, health, metrics, plugins
 from worker.engine.context import WorkerContext
-from worker.executor import create_pool
-from worker.resilience import ResilientFetch
-from worker.sources.http import create_client
+from worker.job import cancel
+from worker.job.resilience import ResilientFetch
+from worker.job.sources.http import create_client
+from worker.ops import health, metrics, plugins
+from worker.pool.executor import create_pool
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentq.protocol.queue import Ending, now_ms
 from agentq.protocol.records import JobRecord, RecordError, encode_result
-from worker import listing, progress
-from worker.logs import current_job_id
+from worker.job import listing, progress
+from worker.ops.logs import current_job_id
 
 if TYPE_CHECKING:
     from arq.worker import Function

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from worker.executor import choose, interpreter_pool_available, usable_cpus
+from worker.pool.executor import choose, interpreter_pool_available, usable_cpus
 
 
 @dataclass(frozen=True)

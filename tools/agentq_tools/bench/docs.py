@@ -68,8 +68,8 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "",
         "1. **workload**: sequential and the reference design (TaskGroup for all fetches, then every inference "
         "at once in the pool) are written in `tools/agentq_tools/bench/workload.py` with the same sources, the same "
-        "`worker.inference.analyse` and a pool from the same `worker.executor.create_pool`; *ours* is the real "
-        "system (Redis, a `worker` process, `worker/fanout.py`). The floor is the critical path of ours' own "
+        "`worker.pool.bag_of_words.analyse` and a pool from the same `worker.pool.executor.create_pool`; *ours* is the "
+        "real system (Redis, a `worker` process, `worker/job/fanout.py`). The floor is the critical path of ours' own "
         "measured stages on the pool's cores; the ideal speed-up is sequential's wall time over the critical path "
         "of sequential's own stages (each inference timed alone).",
         "2. **executors**: 2 x cores inference tasks; efficiency = serial / (pool wall x cores) = utilisation / "

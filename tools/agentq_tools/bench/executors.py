@@ -1,7 +1,7 @@
 """Benchmark 2: the inference alone in each executor, and the calibration of its cost.
 
-Every pool is built by ``worker.executor.create_pool``, exactly as a worker builds it, and runs
-``worker.inference.analyse`` (the built-in analysis) through ``worker.pooled.run_analysis``, as a
+Every pool is built by ``worker.pool.executor.create_pool``, exactly as a worker builds it, and runs
+``worker.pool.bag_of_words.analyse`` (the built-in analysis) through ``worker.pool.pooled.run_analysis``, as a
 job sends it. ``serial`` runs the same tasks one after another in this thread: the baseline of
 parallel efficiency.
 """
@@ -16,9 +16,10 @@ from typing import Any
 from agentq.settings import ExecutorKind
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.report import Figure
-from worker import inference, pooled
-from worker.executor import create_pool, interpreter_pool_available
-from worker.sources.simulated import compose
+from worker.job.sources.simulated import compose
+from worker.pool import bag_of_words as inference
+from worker.pool import pooled
+from worker.pool.executor import create_pool, interpreter_pool_available
 
 QUESTION = "Should I take an umbrella to the conference in Paris tomorrow?"
 TEXT = compose(QUESTION, "weather")

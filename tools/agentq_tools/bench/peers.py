@@ -47,7 +47,7 @@ from agentq_tools.bench.report import Figure
 from agentq_tools.demo import REFERENCE_QUESTION
 from agentq_tools.embedded import EmbeddedRedis
 from producer.client import Client
-from worker.sources.simulated import compose
+from worker.job.sources.simulated import compose
 
 #: The peers' versions, pinned so runs compare (arq: the one the worker is built on).
 PEERS = ("arq==0.28.0", "saq==0.26.4", "streaq==7.2.0")

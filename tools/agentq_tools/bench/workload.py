@@ -1,8 +1,8 @@
 """Benchmark 1: one reference query four ways: sequential, the reference design, ours, the floor.
 
 Sequential and the reference design ("fetch all, then infer all") are written here, not in the
-worker: they use the same source registry, the same ``worker.inference.analyse`` and a pool
-from the same ``worker.executor.create_pool``. Ours is the real thing: the question goes through
+worker: they use the same source registry, the same ``worker.pool.bag_of_words.analyse`` and a pool
+from the same ``worker.pool.executor.create_pool``. Ours is the real thing: the question goes through
 Redis to a real worker process, whose result carries its own timeline and critical-path floor.
 The three designs run interleaved, ``workload_repeats`` times; medians are reported.
 """
@@ -25,9 +25,10 @@ from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.report import Figure
 from agentq_tools.demo import REFERENCE_QUESTION
 from producer.client import Client
-from worker import inference, pooled
-from worker.executor import InferencePool, create_pool
-from worker.timing import critical_path
+from worker.job.timing import critical_path
+from worker.pool import bag_of_words as inference
+from worker.pool import pooled
+from worker.pool.executor import InferencePool, create_pool
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``bench.peers`` installs arq, SAQ and streaq from PyPI into ``.venv/peers-<python>`` and runs these
 modules there, with ``tools/`` and the repository root on ``PYTHONPATH``; nothing of agentq is
 installed there, and nothing here imports more than the peer's library, the standard library and
-``worker.inference`` (the same analysis the worker runs, standard library only).
+``worker.pool.bag_of_words`` (the same analysis the worker runs, standard library only).
 
 - ``common``       the settings (from the environment), the reference design, the inference pool
 - ``arq_app``      arq: ``WorkerSettings`` (poll delay from the environment) and a driver

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from worker.inference import analyse
+from worker.pool.bag_of_words import analyse
 
-#: The reference latencies, seconds at time_scale 1 (``worker.sources.simulated``).
+#: The reference latencies, seconds at time_scale 1 (``worker.job.sources.simulated``).
 LATENCY_S = {"weather": 2.0, "news": 1.5, "knowledge_base": 3.0}
 #: A worker sets ``<READY_KEY><pid>`` once it can take jobs (its pool warm).
 READY_KEY = "bench:ready:"

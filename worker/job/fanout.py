@@ -24,8 +24,8 @@ from agentq.analyses import COMMON_FIELDS, Analysis
 from agentq.contract import InferenceOutput, QuestionRequest, SourceOutcome, describe_validation_error
 from agentq.errors import SourceError
 from agentq.sources import Source, SourceContext
-from worker import pooled
-from worker.executor import InferencePool
+from worker.pool import pooled
+from worker.pool.executor import InferencePool
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class FetchPolicy(Protocol):
 
 
 class DirectFetch:
-    """The plain policy: one call under the outcome's timeout (``worker.resilience`` has the full one)."""
+    """The plain policy: one call under the outcome's timeout (``worker.job.resilience`` has the full one)."""
 
     async def fetch(
         self, source: Source, request: QuestionRequest, ctx: SourceContext, outcome: SourceOutcome, deadline: float

@@ -10,7 +10,7 @@ once, at start-up), its timeout, its policies and whether it is opt-in::
                           "header_files": {"Authorization": "/run/secrets/news_token"}}}'
 
 The request goes through the worker's pooled client with the same capped streaming read and error
-mapping as the built-in HTTP sources (``worker.sources.http``). The values read become the source's
+mapping as the built-in HTTP sources (``worker.job.sources.http``). The values read become the source's
 payload, a list rendered as one line per value (``agentq.sources.render``). An answer that is not
 JSON, or in which no field finds anything, is a permanent ``SourceError``.
 """
@@ -28,7 +28,7 @@ import jmespath
 from agentq.errors import PluginError, SourceError
 from agentq.settings import HttpSourceSettings, Settings
 from agentq.sources import Source, SourceContext
-from worker.sources.http import get, shown
+from worker.job.sources.http import get, shown
 
 
 def secret_headers(name: str, config: HttpSourceSettings) -> dict[str, str]:

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, ClassVar
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.protocol.keys import Keys
-from worker.timing import overall_status
+from worker.job.timing import overall_status
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from worker.fanout import FanOutEvent
+    from worker.job.fanout import FanOutEvent
 
 log = logging.getLogger(__name__)
 

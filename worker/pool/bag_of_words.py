@@ -1,6 +1,6 @@
 """The built-in analysis, ``bag_of_words``: pure Python, a fixed amount of CPU work per text.
 
-This module is what the worker's pool imports to run it (``worker.analyses`` registers it as a
+This module is what the worker's pool imports to run it (``worker.pool.analyses`` registers it as a
 plugin, with its output model). It must stay importable on its own and use the standard library
 only, so that it runs unchanged in a subinterpreter (3.14's ``InterpreterPoolExecutor``), in a
 child process or in a thread. Do not import pydantic, arq or anything else from the project here.
@@ -70,7 +70,7 @@ def _embed(token_lists: list[list[str]], budget: int) -> tuple[list[list[float]]
     return vectors, spent
 
 
-#: The work per text when the parameters name none (``worker.analyses`` derives it from the settings).
+#: The work per text when the parameters name none (``worker.pool.analyses`` derives it from the settings).
 DEFAULT_UNITS = 1500
 
 
@@ -79,7 +79,7 @@ def analyse(question: str, text: str, params: Mapping[str, Any]) -> dict[str, An
 
     ``params["units"]`` is the work to do, in thousands of token hashes. Takes and returns only
     plain strings, numbers, lists and dicts, so that crossing into a subinterpreter or a process is
-    cheap; the output fits ``worker.analyses.BagOfWordsOutput``.
+    cheap; the output fits ``worker.pool.analyses.BagOfWordsOutput``.
     """
     units = int(params.get("units", DEFAULT_UNITS))
     sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()] or [text.strip() or "(empty)"]

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, TypeVar
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.protocol.queue import Queue
-from worker.executor import InferencePool
-from worker.fanout import FetchPolicy, SourceSkipped
+from worker.job.fanout import FetchPolicy, SourceSkipped
+from worker.pool.executor import InferencePool
 
 if TYPE_CHECKING:
     from agentq.sources import Source, SourceContext

@@ -28,10 +28,10 @@ from agentq.errors import PluginError, StartupError
 from agentq.plugins import check_api_version, module_plugins
 from agentq.settings import Settings
 from agentq.sources import Source, default_sources, enabled_sources, installed_sources
-from worker import pooled
-from worker.executor import InferencePool
-from worker.fanout import inference_output
-from worker.sources.http_json import http_json_sources
+from worker.job.fanout import inference_output
+from worker.job.sources.http_json import http_json_sources
+from worker.pool import pooled
+from worker.pool.executor import InferencePool
 
 #: The start-up check's input: small, so that the check costs little whatever the analysis.
 CHECK_QUESTION = "Will it rain in Paris tomorrow?"

@@ -1,6 +1,6 @@
 """The built-in analysis, registered as a plugin like any other (``agentq.analyses`` entry point).
 
-``bag_of_words`` is ``worker.inference.analyse`` (pure Python, what the pool imports) with its
+``bag_of_words`` is ``worker.pool.bag_of_words.analyse`` (pure Python, what the pool imports) with its
 output model (here, in the main interpreter only: pydantic does not load in a subinterpreter).
 Its work per text comes from the settings: ``AGENTQ_INFERENCE_UNITS`` times ``AGENTQ_TIME_SCALE``.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from agentq.plugins import Analysis, AnalysisOutput
 from agentq.settings import Settings
-from worker import inference
+from worker.pool import bag_of_words as inference
 
 
 class BagOfWordsOutput(AnalysisOutput):

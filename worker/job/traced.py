@@ -1,6 +1,6 @@
 """The job's spans under its trace (``agentq.tracing``): one per source fetch and one per inference.
 
-Like ``worker.cancel``, this wraps the fan-out's fetch policy and pool instead of changing the
+Like ``worker.job.cancel``, this wraps the fan-out's fetch policy and pool instead of changing the
 fan-out: the fetch span is current while the source fetches (so an HTTP source's request carries
 its ``traceparent``), and the inference span covers the wait for a free core and the inference,
 with the wait recorded as ``agentq.wait_s``. With tracing off the wrappers are not used at all.
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentq import tracing
 from agentq.contract import QuestionRequest, SourceOutcome
-from worker.executor import InferencePool
-from worker.fanout import FetchPolicy, SourceSkipped
+from worker.job.fanout import FetchPolicy, SourceSkipped
+from worker.pool.executor import InferencePool
 
 if TYPE_CHECKING:
     from agentq.sources import Source, SourceContext

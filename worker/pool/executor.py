@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from agentq.contract import ExecutorInfo, ExecutorName
 from agentq.settings import ExecutorKind
-from worker import pooled
+from worker.pool import pooled
 
 T = TypeVar("T")
 
@@ -145,6 +145,6 @@ def create_pool(kind: ExecutorKind, size: int | None = None) -> InferencePool:
         executor = cf.ThreadPoolExecutor(max_workers=size, thread_name_prefix="inference")
     # Start every worker now rather than during the first job, so its timing is honest. The
     # analyses' own modules are imported later (InferencePool.warm), once each has passed its
-    # start-up check (worker.plugins): one that cannot load here must fail that check, by name.
+    # start-up check (worker.ops.plugins): one that cannot load here must fail that check, by name.
     list(executor.map(pooled.warm_up, [()] * size))
     return InferencePool(executor, ExecutorInfo(kind=name, size=size, reason=reason))

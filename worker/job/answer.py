@@ -16,12 +16,13 @@ from agentq import tracing
 from agentq.contract import JobResult, QuestionRequest, SourceOutcome, Timing, parse_request
 from agentq.errors import InvalidRequest
 from agentq.sources import SourceContext, default_sources
-from worker import cancel, metrics, progress, traced
 from worker.engine.context import WorkerContext
 from worker.engine.lifecycle import replace_pool_if_broken
-from worker.fanout import EventHook, FanOut, FanOutEvent
-from worker.resilience import ResilientFetch
-from worker.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
+from worker.job import cancel, progress, traced
+from worker.job.fanout import EventHook, FanOut, FanOutEvent
+from worker.job.resilience import ResilientFetch
+from worker.job.timing import critical_path, fetch_wall, overall_status, ranked_answer, sequential_estimate, stages_of
+from worker.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict.
 
-    A ``trace`` keyword is the producer's trace context: the job's span joins that trace (``worker.traced``).
+    A ``trace`` keyword is the producer's trace context: the job's span joins that trace (``worker.job.traced``).
     """
     carrier = traced.carrier_of(kwargs.pop("trace", None))
     attributes = {"agentq.job_id": ctx["job_id"], "agentq.job_try": ctx.get("job_try", 1)}
@@ -77,7 +78,7 @@ async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs
     # A request's timeout overrides every source's own (capped like a request's), which overrides the setting.
     own = {n: min(t, s.max_source_timeout_s) for n in names if (t := sources[n].timeout_s) is not None}
     timeouts = {n: request.source_timeout_s or own.get(n) or s.source_timeout_s for n in names}
-    with cancel.scope(ctx) as cancelled:  # worker.cancel: the job stops at once if cancelled
+    with cancel.scope(ctx) as cancelled:  # worker.job.cancel: the job stops at once if cancelled
         if cancelled.cancelled:
             return _cancelled_before_start(ctx, request)
         fan_out = FanOut(

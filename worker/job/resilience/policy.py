@@ -14,7 +14,7 @@ one bounded call per source, not one per feature and attempt; it is logged once 
 
 Only failures that say something about the upstream's health reach the circuit breaker: timeouts,
 :class:`~agentq.errors.TransientSourceError` and connection errors, the same ones the retries retry
-(:func:`~worker.resilience.retry.is_transient`). A permanent error (a 4xx, a body we cannot read, the
+(:func:`~worker.job.resilience.retry.is_transient`). A permanent error (a 4xx, a body we cannot read, the
 simulated sources' injected failures) means the upstream answered, so it neither counts towards
 opening the circuit nor resets the count.
 
@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.protocol.keys import Keys
-from worker.fanout import SourceSkipped
-from worker.resilience.adaptive import LatencyWindow
-from worker.resilience.breaker import CircuitBreaker, Verdict
-from worker.resilience.cache import SourceCache
-from worker.resilience.ratelimit import RateLimited, RateLimits
-from worker.resilience.retry import is_transient, with_retries
+from worker.job.fanout import SourceSkipped
+from worker.job.resilience.adaptive import LatencyWindow
+from worker.job.resilience.breaker import CircuitBreaker, Verdict
+from worker.job.resilience.cache import SourceCache
+from worker.job.resilience.ratelimit import RateLimited, RateLimits
+from worker.job.resilience.retry import is_transient, with_retries
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -108,7 +108,7 @@ class _Policies:
 
 
 class ResilientFetch:
-    """The Redis-backed :class:`~worker.fanout.FetchPolicy`; cheap to build, holds no per-query state."""
+    """The Redis-backed :class:`~worker.job.fanout.FetchPolicy`; cheap to build, holds no per-query state."""
 
     def __init__(self, settings: Settings, redis: Redis, keys: Keys | None = None) -> None:
         s = self.settings = settings
