@@ -179,8 +179,9 @@ RESULT_INTRO = """\
 # The result
 
 What a worker stores for every job, and what `Client.result` returns and `producer result --json`
-prints: a [`JobResult`](../agentq/contract.py). It is stored as JSON (never pickle) inside arq's
-result record under `arq:result:<job id>` and kept `AGENTQ_RESULT_TTL_S` (1 hour by default).
+prints: a [`JobResult`](../agentq/contract.py). It is stored as JSON (never pickle) inside a result
+record in arq's format under `agentq:{<queue>}:result:<job id>` and kept `AGENTQ_RESULT_TTL_S` (1
+hour by default).
 
 - `status` is `ok` when every source answered, `partial` when some did, and `failed` when none did
   or the job could not run (an invalid request, a payload that is not JSON, too many tries, a job
