@@ -22,7 +22,7 @@ from agentq.settings import Settings
 from producer import jobs
 from producer.client import Client
 from tests.helpers import eventually, progress_reached
-from worker.job.cancel import DISCARDED, CancelRegistry, JobCancelled, _race, _recheck
+from worker.job.cancel import DISCARDED, Cancellation, CancelRegistry, JobCancelled, _race, _recheck
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
@@ -179,38 +179,39 @@ async def test_a_worker_that_missed_the_message_sees_the_cancel_field(
 
 # ------------------------------------------------------------------------------ the worker's side, in-process
 async def test_the_race_returns_the_work_or_cancels_it_at_once() -> None:
-    """Work that ends first is returned; an event set first cancels the work at once and raises; an event
-    already set never starts it; cancelling the caller cancels the work too."""
-    event = asyncio.Event()
-    assert await _race(asyncio.sleep(0, result="done"), event, lambda: JobCancelled("x")) == "done"
+    """Work that ends first is returned; a cancel set meanwhile cancels the work where it waits and raises; a
+    cancel already set never starts it; a cancel of the caller from outside goes through as a cancel, and the
+    work is cancelled with it."""
+    cancellation = Cancellation()
+    assert await _race(asyncio.sleep(0, result="done"), cancellation, lambda: JobCancelled("x")) == "done"
 
-    started = asyncio.Event()
+    started, unwound = asyncio.Event(), asyncio.Event()
 
     async def slow() -> str:
         started.set()
-        await asyncio.sleep(30)
+        try:
+            await asyncio.sleep(30)
+        finally:
+            unwound.set()
         return "late"
 
-    racing = asyncio.ensure_future(_race(slow(), event, lambda: JobCancelled("cancelled")))
+    racing = asyncio.ensure_future(_race(slow(), cancellation, lambda: JobCancelled("cancelled")))
     await started.wait()
-    event.set()
+    cancellation.set()
     with pytest.raises(JobCancelled):
         await asyncio.wait_for(racing, 1)
+    assert unwound.is_set()
     with pytest.raises(JobCancelled):
-        await _race(slow(), event, lambda: JobCancelled("before"))
+        await _race(slow(), cancellation, lambda: JobCancelled("before"))
 
-    inner: list[asyncio.Task[object]] = []
-
-    async def watched() -> None:
-        inner.append(asyncio.current_task())  # type: ignore[arg-type]
-        await asyncio.sleep(30)
-
-    outer = asyncio.ensure_future(_race(watched(), asyncio.Event(), lambda: JobCancelled("never")))
-    await asyncio.sleep(0.01)
+    started.clear()
+    unwound.clear()
+    outer = asyncio.ensure_future(_race(slow(), Cancellation(), lambda: JobCancelled("never")))
+    await started.wait()
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await outer
-    assert inner[0].cancelled()
+    assert unwound.is_set()
 
 
 async def test_a_missed_message_is_caught_up_from_the_cancel_fields(fake_redis: fakeredis.FakeAsyncRedis) -> None:

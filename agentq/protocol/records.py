@@ -44,6 +44,10 @@ def encode_job(function: str, args: tuple[Any, ...], kwargs: dict[str, Any], enq
     return dumps({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms})
 
 
+class RawJSON(bytes):
+    """A value already in JSON (a pydantic model's own serialisation), put into a record as it is."""
+
+
 def encode_result(
     job_id: str,
     function: str,
@@ -59,27 +63,32 @@ def encode_result(
     queue_name: str,
 ) -> bytes:
     """A result record, exactly as ``arq.jobs.serialize_result`` writes it with our JSON serializer
-    (the producer stores one itself when it cancels a job that never started)."""
-    return dumps(
-        {
-            "t": job_try,
-            "f": function,
-            "a": args,
-            "k": kwargs,
-            "et": enqueue_ms,
-            "s": success,
-            "r": result,
-            "st": start_ms,
-            "ft": finish_ms,
-            "q": queue_name,
-            "id": job_id,
-        }
-    )
+    (the producer stores one itself when it cancels a job that never started).
+
+    A :class:`RawJSON` result goes in as it is, last: no dict of it is built and encoded again.
+    """
+    record = {
+        "t": job_try,
+        "f": function,
+        "a": args,
+        "k": kwargs,
+        "et": enqueue_ms,
+        "s": success,
+        "r": result,
+        "st": start_ms,
+        "ft": finish_ms,
+        "q": queue_name,
+        "id": job_id,
+    }
+    if isinstance(result, RawJSON):
+        del record["r"]
+        return dumps(record)[:-1] + b',"r":' + bytes(result) + b"}"
+    return dumps(record)
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What a producer stored under ``arq:job:<id>``."""
+    """A job as its producer wrote it (under its id in the queue's jobs hash)."""
 
     function: str
     args: tuple[Any, ...]
@@ -98,7 +107,7 @@ def decode_job(raw: bytes | str) -> JobRecord:
 
 @dataclass(frozen=True)
 class ResultRecord:
-    """What a worker stored under ``arq:result:<id>``."""
+    """A job's outcome as its worker stored it."""
 
     job_try: int | None
     function: str

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from agentq.contract import JobResult
+from agentq.protocol.keys import Field, field
 from producer.client import Client
 from tests.deploy.stack import ROOT, Stack
 
@@ -49,10 +50,6 @@ async def results(client: Client, job_ids: list[str], timeout: float) -> dict[st
     for job_id in job_ids:
         found[job_id] = await client.result(job_id, timeout=max(0.1, give_up - time.monotonic()))
     return found
-
-
-#: arq's "job started" log line: "→ <id>:answer_question(...)"; JSON logs write the arrow as \u2192.
-STARTED = r"(?:→|\\u2192) {}:"
 
 
 def host_of(result: JobResult) -> str:
@@ -130,25 +127,25 @@ async def test_sigkilled_worker_container_job_finishes_elsewhere_and_restarts(st
     victim = containers[0]
     victim_pid = victim["State"]["Pid"]  # the worker itself: the image runs it as the container's process
     (killed_worker,) = [w["id"] for w in await client.workers() if w["host"] == victim["Config"]["Hostname"]]
-    log = stack.follow_logs(victim)
     job_ids = [await client.enqueue(f"long question {i}", sources=LONG, dedup=False) for i in range(9)]
 
-    def started_there() -> list[str]:
-        text = log.read_text(errors="replace")
-        return [j for j in job_ids if re.search(STARTED.format(j), text)]
+    async def held_there() -> list[str]:
+        """The jobs whose lease the victim holds: taken, not finished (the finish clears the holder)."""
+        holders = await client.redis.hmget(client.keys.jobs, [field(j, Field.HOLDER) for j in job_ids])
+        return [j for j, holder in zip(job_ids, holders, strict=True) if holder == killed_worker.encode()]
 
-    # Stop the victim (SIGSTOP) as soon as it has started a job: stopped, it can finish nothing more,
-    # so the jobs it has started and that have no result then are exactly what the kill takes down.
-    # Should it have finished them all already, it goes on (SIGCONT) and is given one more job.
+    # Stop the victim (SIGSTOP) as soon as it holds a job: stopped, it can finish nothing more, so the
+    # jobs it holds then are exactly what the kill takes down. Should it have finished them all in
+    # between, it goes on (SIGCONT) and is given one more job.
     victims_jobs: list[str] = []
     give_up = time.monotonic() + 60
     while not victims_jobs:
         assert time.monotonic() < give_up, "the victim never held an unfinished job"
-        if not started_there():
-            await asyncio.sleep(0.05)
+        if not await held_there():
+            await asyncio.sleep(0.02)
             continue
         os.kill(victim_pid, signal.SIGSTOP)
-        victims_jobs = [j for j in started_there() if await client.fetch_result(j) is None]
+        victims_jobs = await held_there()
         if not victims_jobs:
             os.kill(victim_pid, signal.SIGCONT)
             job_ids.append(await client.enqueue(f"long question {len(job_ids)}", sources=LONG, dedup=False))
@@ -243,10 +240,13 @@ async def test_scale_down_while_jobs_run_ends_every_job_with_one_result(stack: S
     containers = await three_workers(stack)
     logs = {c["Config"]["Hostname"]: stack.follow_logs(c) for c in containers}
     job_ids = [await client.enqueue(f"scale question {i}", sources=LONG, dedup=False) for i in range(24)]
-    give_up = time.monotonic() + 60
-    while sum(bool(re.search(STARTED.format(r"\w+"), p.read_text(errors="replace"))) for p in logs.values()) < 3:
+    give_up, holders = time.monotonic() + 60, set()
+    while len(holders) < 3:  # every worker has taken a job (its id has held a job's lease)
         assert time.monotonic() < give_up, "not every worker took a job"
-        await asyncio.sleep(0.1)
+        holders |= {
+            h for h in await client.redis.hmget(client.keys.jobs, [field(j, Field.HOLDER) for j in job_ids]) if h
+        }
+        await asyncio.sleep(0.02)
     start = time.monotonic()
     await stack.compose("up", "-d", "--scale", "worker=1", timeout=120)
     scaled_s = time.monotonic() - start

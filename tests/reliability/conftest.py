@@ -15,7 +15,10 @@ from typing import TypeVar
 
 import psutil
 import pytest
+import redis
 
+from agentq.protocol.keys import Field, Keys, field
+from agentq.settings import Settings
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 
 #: Latency of every simulated source, before scaling: at the test time scale (0.02) 50 is 1 s.
@@ -50,8 +53,16 @@ class Workers:
         return "\n".join(f"--- worker {p.pid}\n{self.log(p)[-3000:]}" for p in self.started)
 
     def running(self, job_id: str, timeout: float = 30.0) -> Popen[bytes]:
-        """The worker that has started ``job_id`` (arq logs ``→ <id>:answer_question``)."""
-        return wait_for(lambda: next((p for p in self.started if f"→ {job_id}:" in self.log(p)), None), timeout)
+        """The worker that holds ``job_id``'s lease: its id (``host:pid:random``) is in the job's state."""
+        keys = Keys(Settings.model_fields["key_prefix"].default, Settings.model_fields["queue_name"].default)
+        with redis.Redis.from_url(self.env["AGENTQ_REDIS_URL"]) as r:
+
+            def holder() -> Popen[bytes] | None:
+                worker_id = r.hget(keys.jobs, field(job_id, Field.HOLDER))
+                pid = int(worker_id.decode().split(":")[1]) if worker_id else None
+                return next((p for p in self.started if p.pid == pid), None)
+
+            return wait_for(holder, timeout)
 
     def runs_of(self, job_id: str) -> list[tuple[str, int]]:
         """``(time, try)`` of every finished run of ``job_id``, from the workers' own log lines."""

@@ -74,7 +74,9 @@ async def test_chaos_costs_no_job(workers: Workers, tmp_path: Path) -> None:
             took = time.monotonic() - started
 
         completed = Counter(
-            m[1] for p in workers.started for m in re.finditer(r"job (\w+) (?:ok|partial|failed|cancelled) in ", workers.log(p))
+            m[1]
+            for p in workers.started
+            for m in re.finditer(r"job (\w+) (?:ok|partial|failed|cancelled) in ", workers.log(p))
         )
         statuses = Counter(r.status for r in results.values())
         lost = JOBS - len(results)

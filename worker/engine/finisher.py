@@ -49,23 +49,18 @@ class Finisher:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[tuple[Ending, asyncio.Future[bool]]]) -> None:
-        s = self.settings
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(REDIS_DOWN),
-                stop=stop_after_delay(s.redis_outage_s),
-                wait=wait_exponential(multiplier=0.05, max=1.0),
-                reraise=True,
-            ):
-                with attempt:
-                    replies = await self.queue.finish(
-                        self.worker_id,
-                        [ending for ending, _ in batch],
-                        progress_ttl_s=s.progress_ttl_s,
-                        index_size=s.jobs_index_size,
-                    )
-                    if any(r is True for r in replies):
-                        await self._replicated(len(batch))
+            try:
+                replies = await self._finish(batch)
+            except REDIS_DOWN:  # retried only now: building a retrying loop costs more than a short job's finish
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(REDIS_DOWN),
+                    stop=stop_after_delay(self.settings.redis_outage_s),
+                    wait=wait_exponential(multiplier=0.05, max=1.0),
+                    reraise=True,
+                ):
+                    with attempt:
+                        replies = await self._finish(batch)
         except BaseException as exc:  # every run of the batch hears of it
             for _, reply in batch:
                 if not reply.done():
@@ -80,6 +75,16 @@ class Finisher:
                 reply.set_exception(outcome)
             else:
                 reply.set_result(outcome)
+
+    async def _finish(self, batch: list[tuple[Ending, asyncio.Future[bool]]]) -> list[bool | BaseException]:
+        s = self.settings
+        endings = [ending for ending, _ in batch]
+        replies = await self.queue.finish(
+            self.worker_id, endings, progress_ttl_s=s.progress_ttl_s, index_size=s.jobs_index_size
+        )
+        if s.redis_wait_replicas and any(r is True for r in replies):
+            await self._replicated(len(batch))
+        return replies
 
     async def _replicated(self, stored: int) -> None:
         """With ``redis_wait_replicas``, wait until that many replicas hold the results just written.

@@ -20,8 +20,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from agentq.protocol.queue import Ending, now_ms
-from agentq.protocol.records import JobRecord, RecordError, encode_result
+from agentq.protocol.records import JobRecord, RawJSON, RecordError, encode_result
 from worker.job import listing, progress
 from worker.ops.logs import current_job_id
 
@@ -84,7 +86,8 @@ class Runner:
         extra = f" try {job.job_try}" if job.job_try > 1 else ""
         if job.alone:
             extra += " alone (its last run died in company)"
-        log.info("→ %s:%s waited %.3fs%s", job.job_id, record.function, (start_ms - record.enqueue_ms) / 1000, extra)
+        # One line per job at INFO is the job's own, when it ends (worker.job.answer); its start is DEBUG.
+        log.debug("→ %s:%s waited %.3fs%s", job.job_id, record.function, (start_ms - record.enqueue_ms) / 1000, extra)
         try:
             try:
                 async with asyncio.timeout(timeout_s):
@@ -114,6 +117,9 @@ class Runner:
     ) -> None:
         finished_ms = now_ms()
         keep_ms = self.settings.result_ttl_s * 1000
+        status, final = listing.final(job, record, value, success, finished_ms)
+        if isinstance(value, BaseModel):  # stored as its own JSON, encoded once (a JobResult: our job)
+            value = RawJSON(value.model_dump_json().encode())
         result = encode_result(
             job.job_id,
             record.function,
@@ -127,7 +133,6 @@ class Runner:
             finish_ms=finished_ms,
             queue_name=self.settings.queue_name,
         )
-        status, final = listing.final(job, record, value, success, finished_ms)
         tail = await _tail(ctx)
         ending = Ending(
             job.job_id,
@@ -154,9 +159,7 @@ class Runner:
             self.done += 1
         else:
             self.failed += 1
-        if stored:
-            log.info("job %s %s: result stored", job.job_id, status)
-        else:
+        if not stored:
             self.discarded += 1
             log.warning(
                 "job %s already had a result (an earlier run finished first); this one is discarded", job.job_id

@@ -27,8 +27,8 @@ from worker.ops import metrics
 log = logging.getLogger(__name__)
 
 
-async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """The job: validate the request, fan out, aggregate. Returns the result as a JSON dict.
+async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> JobResult:
+    """The job: validate the request, fan out, aggregate. Returns the result (stored as its JSON).
 
     A ``trace`` keyword is the producer's trace context: the job's span joins that trace (``worker.job.traced``).
     """
@@ -37,11 +37,11 @@ async def answer_question(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict
     with tracing.span("job", carrier=carrier, attributes=attributes) as span:
         result = await _run(ctx, *args, **kwargs)
         if span is not None:
-            span.set_attribute("agentq.status", result["status"])
+            span.set_attribute("agentq.status", result.status)
         return result
 
 
-async def _run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def _run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> JobResult:
     started_at, t0 = datetime.now(UTC), time.monotonic()
     job_id = ctx["job_id"]
     try:
@@ -56,7 +56,7 @@ async def _run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     metrics.observe_job(result, seconds)
     log.info("job %s %s in %.3fs (try %s)", job_id, result.status, seconds, ctx.get("job_try"))
-    return result.model_dump(mode="json")
+    return result
 
 
 async def _answer(ctx: WorkerContext, started_at: datetime, *args: Any, **kwargs: Any) -> JobResult:

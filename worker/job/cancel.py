@@ -47,14 +47,33 @@ class JobCancelled(Exception):
     """The job was cancelled while this step was under way."""
 
 
-class CancelRegistry:
-    """The jobs this worker process runs, each with the event that cancels it."""
+class Cancellation:
+    """One job's cancel, set once: the tasks awaiting work under it (:func:`_race`) are cancelled at once."""
+
+    __slots__ = ("_set", "_waiting")
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._set = False
+        self._waiting: set[asyncio.Task[object]] = set()
 
-    def register(self, job_id: str) -> asyncio.Event:
-        return self._events.setdefault(job_id, asyncio.Event())
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            for task in list(self._waiting):
+                task.cancel()
+
+
+class CancelRegistry:
+    """The jobs this worker process runs, each with the cancellation that stops it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, Cancellation] = {}
+
+    def register(self, job_id: str) -> Cancellation:
+        return self._events.setdefault(job_id, Cancellation())
 
     def unregister(self, job_id: str) -> None:
         self._events.pop(job_id, None)
@@ -73,32 +92,34 @@ class CancelRegistry:
         return list(self._events)
 
 
-async def _race(work: Awaitable[T], event: asyncio.Event, cancelled: Callable[[], Exception]) -> T:
-    """``await work``, unless ``event`` is set first: then cancel it and raise ``cancelled()``."""
-    if event.is_set():
+async def _race(work: Awaitable[T], cancellation: Cancellation, cancelled: Callable[[], Exception]) -> T:
+    """``await work``, unless the job is cancelled first: then ``work`` is cancelled and ``cancelled()`` raised.
+
+    No task is started for it: the task awaiting ``work`` is cancelled itself, so ``work`` unwinds where it
+    is (a fetch closes its connection; a pool's future is abandoned) and the cancel is turned into
+    ``cancelled()`` here. A cancel from outside (the worker stopping) goes through untouched.
+    """
+    if cancellation.is_set():
         if asyncio.iscoroutine(work):
             work.close()
         raise cancelled()
-    task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(event.wait())
+    task = asyncio.current_task()
+    assert task is not None
+    cancellation._waiting.add(task)
     try:
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if cancellation.is_set() and task.uncancel() == 0:  # ours alone: no other cancel is pending
+            raise cancelled() from None
+        raise
     finally:
-        stop.cancel()
-        if not task.done():
-            task.cancel()
-            # Let a fetch unwind (its connection is closed); a pool's future returns at once.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if task.cancelled():
-        raise cancelled()
-    return task.result()
+        cancellation._waiting.discard(task)
 
 
 class _CancellableFetch:
     """A fetch policy that gives up, and ends its source ``cancelled``, the moment the job is cancelled."""
 
-    def __init__(self, inner: FetchPolicy, event: asyncio.Event) -> None:
+    def __init__(self, inner: FetchPolicy, event: Cancellation) -> None:
         self.inner, self.event = inner, event
 
     async def fetch(
@@ -114,7 +135,7 @@ class _CancellableFetch:
 class _CancellablePool(InferencePool):
     """The worker's pool, seen by one job: stops waiting for an inference once the job is cancelled."""
 
-    def __init__(self, inner: InferencePool, event: asyncio.Event) -> None:
+    def __init__(self, inner: InferencePool, event: Cancellation) -> None:
         super().__init__(inner.executor, inner.info)
         self.inner, self.event = inner, event
 
@@ -125,7 +146,7 @@ class _CancellablePool(InferencePool):
 class CancelScope:
     """One job's cancellation: whether it was asked for, and the wrappers that obey it."""
 
-    def __init__(self, event: asyncio.Event) -> None:
+    def __init__(self, event: Cancellation) -> None:
         self.event = event
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from agentq.contract import JobResult
 from agentq.summary import figures
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ def final(job: ClaimedJob, record: JobRecord, value: Any, success: bool, finishe
     """The job's final status and its listing figures (JSON), from what its run returned or raised."""
     request = record.args[0] if record.args and isinstance(record.args[0], dict) else {}
     failure = None
+    if isinstance(value, JobResult):
+        value = _figures_of(value)
     if not success:
         failure = str(value)
     elif not isinstance(value, dict):
@@ -34,3 +37,25 @@ def final(job: ClaimedJob, record: JobRecord, value: Any, success: bool, finishe
         finished_ms=finished_ms,
     )
     return status, json.dumps(out, separators=(",", ":"))
+
+
+def _figures_of(result: JobResult) -> dict[str, Any]:
+    """The parts of a result the figures read, as its JSON would hold them (without dumping all of it)."""
+    timing = result.timing
+    return {
+        "status": result.status,
+        "timing": {"total_s": timing.total_s, "queue_wait_s": timing.queue_wait_s} if timing else None,
+        "worker_id": result.worker_id,
+        "errors": result.errors,
+        "sources": [
+            {
+                "name": o.name,
+                "status": o.status,
+                "fetch_s": o.fetch_s,
+                "inference_start_s": o.inference_start_s,
+                "inference_submit_s": o.inference_submit_s,
+                "inference_s": o.inference_s,
+            }
+            for o in result.sources
+        ],
+    }

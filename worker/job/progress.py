@@ -25,7 +25,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
@@ -81,39 +81,40 @@ class ProgressPublisher:
         self.key = keys.progress(job_id)
         self.t0 = time.monotonic()
         self.outcomes: dict[str, SourceOutcome] = {}
-        self._pending: list[ProgressEvent] = []  # not written yet
+        # Not written yet: (kind, the source's fields as they were then, t), turned into events when written.
+        self._pending: list[tuple[ProgressKind, dict[str, Any] | None, float]] = []
         self._writer = ProgressWriter.of(redis)
         self._in_flight: asyncio.Future[None] | None = None  # a write of this job's events talking to Redis
         self._expiry_set = False
         self._ended = False
 
-    def event(self, kind: ProgressKind, outcome: SourceOutcome | None = None) -> ProgressEvent:
-        """A :class:`ProgressEvent` for this job now; a source's state from ``outcome``.
+    def event(self, kind: ProgressKind, fields: dict[str, Any] | None = None, t: float | None = None) -> ProgressEvent:
+        """A :class:`ProgressEvent` for this job; a source's state from ``fields`` (its outcome's fields).
 
-        Built without validation (``model_construct``): every value comes from a validated outcome,
-        and this runs several times per source of every job.
+        Built without validation (``model_construct``): every value comes from a validated outcome.
         """
-        if outcome is None:
+        t = self.elapsed() if t is None else t
+        if fields is None:
             statuses = list(self.outcomes.values())
             status = overall_status(statuses) if statuses else None
             # Every field given: a missing one would make pydantic inspect its default factory each time.
             return ProgressEvent.model_construct(
-                job_id=self.job_id, event=kind, t=self.elapsed(), source=None, status=status, error=None, detail={}
+                job_id=self.job_id, event=kind, t=t, source=None, status=status, error=None, detail={}
             )
         detail = {
             name: value
-            for name, value in outcome.__dict__.items()
+            for name, value in fields.items()
             if name not in _NOT_DETAIL and isinstance(value, str | int | float | bool)
         }
         return ProgressEvent.model_construct(
             job_id=self.job_id,
             event=kind,
-            t=self.elapsed(),
-            source=outcome.name,
+            t=t,
+            source=fields["name"],
             # An unfinished outcome's status reads "deadline" (what it becomes if time runs out):
             # send a status only once it means something, on "done" or a failed fetch.
-            status=outcome.status if kind == "done" or outcome.error else None,
-            error=outcome.error,
+            status=fields["status"] if kind == "done" or fields["error"] else None,
+            error=fields["error"],
             detail=detail,
         )
 
@@ -121,9 +122,13 @@ class ProgressPublisher:
         return round(time.monotonic() - self.t0, 4)
 
     def on_event(self, kind: FanOutEvent, outcome: SourceOutcome) -> None:
-        """The fan-out's hook: note the event for the next write; never blocks, never raises on Redis trouble."""
+        """The fan-out's hook: note the event for the next write; never blocks, never raises on Redis trouble.
+
+        Only a copy of the outcome's fields is taken now (the outcome changes as the source goes on); the
+        event itself is built if it is ever written: a job over before the first write builds none.
+        """
         self.outcomes[outcome.name] = outcome
-        self._pending.append(self.event(kind, outcome))
+        self._pending.append((kind, dict(outcome.__dict__), self.elapsed()))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -132,7 +137,7 @@ class ProgressPublisher:
 
     def _take(self) -> tuple[list[str], int | None]:
         """The writer takes this job's unwritten events (and whether to set the log's expiry)."""
-        batch, self._pending = [_json(e) for e in self._pending], []
+        batch, self._pending = [_json(self.event(*e)) for e in self._pending], []
         ttl = None if self._expiry_set else self.ttl_s
         # Every write after the first leaves the expiry be: the job's last write sets it again.
         self._expiry_set = True
@@ -156,7 +161,7 @@ class ProgressPublisher:
             return Tail(pending=[], job_done="", requeued="", logged=False)
         last = self.event("job_done")
         return Tail(
-            pending=[_json(e) for e in self._pending],
+            pending=[_json(self.event(*e)) for e in self._pending],
             job_done=_json(last),
             requeued=_json(last.model_copy(update={"event": "requeued"})),
             logged=True,

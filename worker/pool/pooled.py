@@ -15,14 +15,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+_WHERE: tuple[int, int] | None = None
+
 
 def where_am_i() -> tuple[int, int]:
-    """(pid, interpreter id): interpreter id 0 is the main interpreter."""
-    try:
-        from concurrent import interpreters  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # before 3.14: no subinterpreters
-        return os.getpid(), 0
-    return os.getpid(), int(interpreters.get_current().id)
+    """(pid, interpreter id): interpreter id 0 is the main interpreter. Found once per pool worker."""
+    global _WHERE
+    if _WHERE is None:
+        try:
+            from concurrent import interpreters  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:  # before 3.14: no subinterpreters
+            _WHERE = os.getpid(), 0
+        else:
+            _WHERE = os.getpid(), int(interpreters.get_current().id)
+    return _WHERE
 
 
 def run_analysis(

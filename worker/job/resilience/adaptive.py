@@ -1,7 +1,8 @@
 """Adaptive timeouts: a source's timeout follows its recent latencies, shared by every worker.
 
 Each worker pushes the duration of every fetch attempt onto a Redis list per source, capped at
-the newest ``window`` entries (LPUSH + LTRIM in one MULTI, so the cap holds under concurrency).
+the newest ``window`` entries (LPUSH then LTRIM, pipelined: under concurrency the list may hold a
+few entries more for a moment, and the next trim caps it again).
 Once ``min_samples`` are there, the timeout is p95 × 1.5, clamped to ``[floor, ceiling]``.
 
 An attempt that timed out is recorded as a sample equal to its timeout (its real latency was at
@@ -34,7 +35,8 @@ class LatencyWindow:
     async def record(self, source: str, seconds: float) -> None:
         """Add one attempt's duration (or its timeout, if it timed out)."""
         key = self.keys.latencies(source)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # No MULTI: pushes and trims of other workers may interleave, and the list still ends capped.
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lpush(key, f"{seconds:.6f}")
             pipe.ltrim(key, 0, self.window - 1)
             pipe.expire(key, self.ttl_s)
