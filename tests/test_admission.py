@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from subprocess import Popen
@@ -175,11 +176,18 @@ async def test_the_pool_knows_when_its_tasks_started_and_ended() -> None:
     pool: InferencePool = create_pool("thread", 1)
     ended: list[int] = []
     pool.on_task_done = lambda: ended.append(len(pool.tasks))
+    running, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        running.set()
+        release.wait(30)
+
     try:
-        first = asyncio.ensure_future(pool.run(time.sleep, 0.2, label=("a", "news")))
+        first = asyncio.ensure_future(pool.run(hold, label=("a", "news")))
         second = asyncio.ensure_future(pool.run(time.sleep, 0.01, label=("b", "news")))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(running.wait, 30)  # the first holds the pool's one worker
         assert [t.started is not None for t in pool.tasks] == [True, False]
+        release.set()
         await first
         await asyncio.sleep(0)
         assert len(pool.tasks) <= 1 and all(t.started is not None for t in pool.tasks)

@@ -128,7 +128,7 @@ async def test_a_running_jobs_fetches_stop_at_once_whichever_worker_runs_it(
     assert await client.cancel(job_id) == "cancelling"
     result = await client.result(job_id, timeout=10)
     took = time.monotonic() - asked
-    assert took < 1.5, f"the result came {took:.2f}s after the cancel"
+    assert took < 2.0, f"the result came {took:.2f}s after the cancel, as if it waited for the 4 s fetch"
     by_name = {o.name: o for o in result.sources}
     assert result.status == "cancelled"
     assert by_name["weather"].status == "ok" and by_name["weather"].inference is not None
@@ -147,13 +147,13 @@ async def test_a_running_jobs_fetches_stop_at_once_whichever_worker_runs_it(
 @pytest.mark.e2e
 async def test_an_inference_under_way_is_discarded(client: Client, start_worker_processes: StartWorkers) -> None:
     """Cancelled during a long inference, the job answers at once and the source's output is discarded."""
-    start_worker_processes(1, AGENTQ_INFERENCE_UNITS="75000")  # 1,500 units: about 2 s of CPU
+    start_worker_processes(1, AGENTQ_INFERENCE_UNITS="200000")  # 4,000 units: about 5 s of CPU
     job_id = await client.enqueue("Will it rain in Paris tomorrow?", sources=["weather"])
     await progress_reached(client, job_id, "inference_start")
     asked = time.monotonic()
     assert await client.cancel(job_id) == "cancelling"
     result = await client.result(job_id, timeout=10)
-    assert time.monotonic() - asked < 1.0
+    assert time.monotonic() - asked < 2.5  # not the ~5 s the inference takes
     [weather] = result.sources
     assert (result.status, weather.status, weather.error, weather.inference) == (
         "cancelled",

@@ -20,7 +20,8 @@ from agentq.errors import JobNotFound, WaitTimeout
 from agentq.protocol.keys import Keys
 from producer import client as client_module
 from producer.client import Client, parse_events
-from worker.job.progress import WRITE_DELAY_S, ProgressPublisher
+from tests.helpers import eventually
+from worker.job.progress import ProgressPublisher, ProgressWriter
 
 StartWorkers = Callable[..., list[Popen[bytes]]]
 SOURCES = ["weather", "news", "knowledge_base"]
@@ -130,15 +131,16 @@ async def test_publisher_never_blocks_writes_in_batches_and_hands_over_its_tail(
     for kind in ("fetch_start", "fetch_end"):
         publisher.on_event(kind, outcome)
     assert await fake_redis.exists(keys.progress("job1")) == 0  # nothing written synchronously
-    await asyncio.sleep(WRITE_DELAY_S * 4)
-    ((_, fields),) = await fake_redis.xrange(keys.progress("job1"))
+    writer = ProgressWriter.of(fake_redis)
+    assert writer._timer is not None  # one write is scheduled, WRITE_DELAY_S from the first event
+    ((_, fields),) = await eventually(lambda: fake_redis.xrange(keys.progress("job1")), timeout=10)
     assert [e.event for e in parse_events(fields)] == ["fetch_start", "fetch_end"]
     assert 0 < await fake_redis.ttl(keys.progress("job1")) <= 60
 
     for kind in ("inference_start", "done"):
         publisher.on_event(kind, outcome)
     tail = await publisher.tail()  # before the delay: the pending write is cancelled, its events handed over
-    await asyncio.sleep(WRITE_DELAY_S * 2)
+    assert "job1" not in writer._dirty  # nothing of this job is left for the writer
     assert len(await fake_redis.xrange(keys.progress("job1"))) == 1
     assert [ProgressEvent.model_validate_json(e).event for e in tail.pending] == ["inference_start", "done"]
     assert ProgressEvent.model_validate_json(tail.job_done).event == "job_done"
@@ -152,7 +154,7 @@ async def test_a_job_over_before_its_first_write_logs_nothing(fake_redis: Any) -
     publisher = ProgressPublisher(fake_redis, keys, "quick", 60)
     publisher.on_event("fetch_start", SourceOutcome(name="weather"))
     tail = await publisher.tail()
-    await asyncio.sleep(WRITE_DELAY_S * 2)
+    assert "quick" not in ProgressWriter.of(fake_redis)._dirty  # nothing left to write
     assert (tail.logged, tail.pending, tail.job_done) == (False, [], "")
     assert not await fake_redis.exists(keys.progress("quick"))
 

@@ -14,6 +14,7 @@ from agentq.errors import JobNotFound, WaitTimeout
 from agentq.settings import Settings
 from producer.client import Client
 from producer.waiters import UNSUBSCRIBE_BATCH, Waiters
+from tests.helpers import eventually
 
 
 async def test_every_wait_on_a_channel_gets_its_message_on_one_connection() -> None:
@@ -57,7 +58,13 @@ async def test_an_unknown_job_is_refused_at_once_and_a_queued_one_waited_for(fak
 
     record = b'{"t":1,"f":"answer_question","a":[{"question":"q"}],"k":{},"et":1,"s":true,"r":{"job_id":"queued","question":"q","status":"ok"},"st":1,"ft":2,"q":"agentq:queue","id":"queued"}'  # noqa: E501
     waiting = asyncio.create_task(fake_client.result("queued", timeout=10))
-    await asyncio.sleep(0.2)
+    channel = fake_client.keys.done_channel("queued")
+
+    async def subscribed() -> bool:
+        ((_, count),) = await fake_client.redis.pubsub_numsub(channel)
+        return bool(count)
+
+    await eventually(subscribed, timeout=10)  # the wait has subscribed its channel
     await fake_client.redis.publish(fake_client.keys.done_channel("queued"), record)
     result = await asyncio.wait_for(waiting, 2.0)
     assert result.status == "ok" and result.job_id == "queued"

@@ -47,7 +47,7 @@ class BenchConfig:
     wake_jobs: int = 200
     #: 8. bursts of reference jobs (workload_time_scale, a deadline of burst_deadline_s), sized in
     #: multiples of what the cores can serve within one deadline; burst_headline is the one the targets use.
-    burst_multiples: tuple[float, ...] = (1.0, 3.0, 6.0)
+    burst_multiples: tuple[float, ...] = (1.0, 3.0, 6.0, 10.0)
     burst_headline: float = 3.0
     burst_deadline_s: float = 2.0
     pool_size: int = field(default_factory=usable_cpus)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 from agentq.settings import get_settings
@@ -48,6 +49,9 @@ from agentq_tools.demo import REFERENCE_QUESTION
 from agentq_tools.embedded import EmbeddedRedis
 from producer.client import Client
 from worker.job.sources.simulated import compose
+
+#: Target: the worker's own CPU per zero-work job (issue 18).
+MAX_WORKER_CPU_MS_PER_JOB = 1.0
 
 #: The peers' versions, pinned so runs compare (arq: the one the worker is built on).
 PEERS = ("arq==0.28.0", "saq==0.26.4", "streaq==7.2.0")
@@ -304,7 +308,12 @@ def _side_by_side(
             order = systems[r % len(systems) :] + systems[: r % len(systems)]
             for system in order:
                 n = cfg.noop_jobs if mode == "noop" else cfg.workload_repeats
-                runs[system.key].append(_one_run(system, urls[system.key], peers.get(system.key), mode, n))
+                ours = system is OURS
+                cpu_before = _cpu_s(our_cluster.procs) if ours else 0.0
+                run = _one_run(system, urls[system.key], peers.get(system.key), mode, n)
+                if ours and mode == "noop":  # the workers' own CPU time (their pools included), per job
+                    run["worker_cpu_ms_per_job"] = 1000 * (_cpu_s(our_cluster.procs) - cpu_before) / n
+                runs[system.key].append(run)
     if mode == "reference":
         return {key: statistics.median(x for r in rs for x in r["latencies_s"]) for key, rs in runs.items()}
     result = {}
@@ -316,7 +325,19 @@ def _side_by_side(
             "jobs_per_s_runs": rates,
             "commands_per_job": statistics.median(r["commands_per_job"] for r in rs),
         }
+        if "worker_cpu_ms_per_job" in rs[0]:
+            result[key]["worker_cpu_ms_per_job"] = statistics.median(r["worker_cpu_ms_per_job"] for r in rs)
     return result
+
+
+def _cpu_s(procs: list[Any]) -> float:
+    """User and system CPU seconds of these worker processes so far (a 3.14 pool is their threads)."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(proc.pid).cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def _one_run(system: System, url: str, peers: PeerWorkers | None, mode: str, n: int) -> dict[str, Any]:
@@ -340,6 +361,19 @@ def _figures(s: dict[str, Any]) -> list[Figure]:
     labels = s["systems"]
     for workers, row in s["by_workers"].items():
         ours = row["ours"]["jobs_per_s"]
+        cpu = row["ours"].get("worker_cpu_ms_per_job")
+        if cpu is not None:
+            figs.append(
+                Figure(
+                    "peers",
+                    f"worker CPU per zero-work job, {workers} worker(s) (its own CPU time, pool included)",
+                    cpu,
+                    "ms",
+                    f"≤ {MAX_WORKER_CPU_MS_PER_JOB}",
+                    cpu <= MAX_WORKER_CPU_MS_PER_JOB,
+                    "the worker's user + system time over the no-op burst, divided by its jobs",
+                )
+            )
         for key, r in row.items():
             figs.append(
                 Figure(

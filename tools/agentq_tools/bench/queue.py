@@ -29,9 +29,11 @@ from agentq_tools.bench.report import Figure, spread
 from producer.client import Client
 
 NOOP_SOURCE = NOOP_ANALYSIS = "noop"
-#: Targets per zero-work job, worker and client together (issue 12).
-MAX_COMMANDS_PER_JOB = 25
-MAX_ROUND_TRIPS_PER_JOB = 15
+#: Targets per zero-work job, worker and client together (issue 18; they were 25 and 15).
+MAX_COMMANDS_PER_JOB = 20
+MAX_ROUND_TRIPS_PER_JOB = 6
+#: Target for a one-source job with the cache, breaker, adaptive timeout and rate limit on.
+MAX_COMMANDS_PER_POLICY_JOB = 30
 WARM_UP_JOBS = 5
 
 
@@ -88,12 +90,45 @@ async def _one_at_a_time(settings: Settings, redis_url: str, jobs: int) -> dict[
     }
 
 
+#: The source policies on for the one-source job: the cache, the breaker (on by default), adaptive
+#: timeouts (from the second sample) and a rate limit high enough never to make it wait.
+POLICY_SETTINGS = {
+    "time_scale": 0.01,
+    "cache_ttl_s": 60,
+    "adaptive_timeouts": True,
+    "adaptive_min_samples": 2,
+    "rate_limits": {"weather": 1000},
+}
+
+
+async def _policy_jobs(settings: Settings, redis_url: str, jobs: int) -> dict[str, Any]:
+    """One-source jobs (weather, each question new: a cache miss) one at a time; Redis commands per job."""
+    async with Client(settings) as client:
+        for i in range(WARM_UP_JOBS):  # adaptive timeouts have their samples after these
+            await client.ask(client.validate(f"warm-up {i}", sources=["weather"], analysis=NOOP_ANALYSIS), timeout=30)
+        requests = [client.validate(f"policy job {i}", sources=["weather"], analysis=NOOP_ANALYSIS) for i in range(jobs)]
+        await asyncio.to_thread(redisstats.reset, redis_url)
+        outcomes = [(await client.ask(r, timeout=30)).sources[0] for r in requests]
+        commands = await asyncio.to_thread(redisstats.commands, redis_url)
+    policies = sorted({(o.cache, o.circuit, o.timeout_mode) for o in outcomes})
+    return {
+        "jobs": jobs,
+        "commands": sum(commands.values()) / jobs,
+        "policies_seen": [list(p) for p in policies],
+        "by_command": {name: n / jobs for name, n in commands.most_common()},
+    }
+
+
 def run(cfg: BenchConfig, redis_url: str, log_dir: Path) -> tuple[dict[str, Any], list[Figure]]:
-    """Queue overhead and Redis cost per job, one worker, zero-work jobs one at a time."""
+    """Queue overhead and Redis cost per job, one worker, zero-work jobs one at a time; then the Redis cost
+    of a one-source job with its source policies on."""
     settings = get_settings(redis_url=redis_url)
     with Cluster(redis_url, log_dir, pool_size=cfg.pool_size, **zero_work_settings()) as cluster:
         cluster.add(1)
         queue = asyncio.run(_one_at_a_time(settings, redis_url, cfg.queue_jobs))
+    with Cluster(redis_url, log_dir, pool_size=cfg.pool_size, **POLICY_SETTINGS) as cluster:
+        cluster.add(1)
+        queue["policy_job"] = asyncio.run(_policy_jobs(settings, redis_url, cfg.queue_jobs))
     queue["poll_delay_s"] = settings.poll_delay_s
     return queue, _figures(queue)
 
@@ -150,4 +185,14 @@ def _figures(q: dict[str, Any]) -> list[Figure]:
             f"client {per_job['client_round_trips']:.2f}, worker {per_job['worker_round_trips']:.2f}",
         ),
         Figure("queue", "zero-work job's inference CPU (the no-op analysis)", q["job_inference_cpu_ms"]["p50"], "ms"),
+        Figure(
+            "queue",
+            "Redis commands per one-source job, cache, breaker, adaptive timeout and rate limit on",
+            q["policy_job"]["commands"],
+            "",
+            f"≤ {MAX_COMMANDS_PER_POLICY_JOB}",
+            q["policy_job"]["commands"] <= MAX_COMMANDS_PER_POLICY_JOB,
+            "by command: "
+            + ", ".join(f"{name} {n:.2f}" for name, n in list(q["policy_job"]["by_command"].items())[:8]),
+        ),
     ]
