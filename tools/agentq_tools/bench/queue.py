@@ -104,9 +104,13 @@ POLICY_SETTINGS = {
 async def _policy_jobs(settings: Settings, redis_url: str, jobs: int) -> dict[str, Any]:
     """One-source jobs (weather, each question new: a cache miss) one at a time; Redis commands per job."""
     async with Client(settings) as client:
+
+        def one_source(question: str) -> QuestionRequest:
+            return client.validate(question, sources=["weather"], analysis=NOOP_ANALYSIS)
+
         for i in range(WARM_UP_JOBS):  # adaptive timeouts have their samples after these
-            await client.ask(client.validate(f"warm-up {i}", sources=["weather"], analysis=NOOP_ANALYSIS), timeout=30)
-        requests = [client.validate(f"policy job {i}", sources=["weather"], analysis=NOOP_ANALYSIS) for i in range(jobs)]
+            await client.ask(one_source(f"warm-up {i}"), timeout=30)
+        requests = [one_source(f"policy job {i}") for i in range(jobs)]
         await asyncio.to_thread(redisstats.reset, redis_url)
         outcomes = [(await client.ask(r, timeout=30)).sources[0] for r in requests]
         commands = await asyncio.to_thread(redisstats.commands, redis_url)
