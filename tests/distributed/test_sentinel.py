@@ -135,8 +135,10 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
         with redis.Redis(port=new_primary) as r:
             pipe = r.pipeline(transaction=False)
             for job_id, _ in acked:
-                pipe.exists(f"arq:job:{job_id}", f"arq:result:{job_id}")
-            known = pipe.execute()
+                pipe.hexists(settings.keys.jobs, job_id)  # its record: queued or running
+                pipe.exists(settings.keys.result(job_id))  # answered
+            replies = pipe.execute()
+            known = [bool(record) or bool(result) for record, result in zip(replies[::2], replies[1::2], strict=True)]
         lost = [job_id for (job_id, t), n in zip(acked, known, strict=True) if not n]
         lost_at = sorted(round(t - killed, 3) for (job_id, t), n in zip(acked, known, strict=True) if not n)
         # At risk: acknowledged within one replication round trip before the kill.
