@@ -7,10 +7,12 @@ file in the working directory is read, and container secrets may be mounted in `
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -26,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from agentq.policies import SourcePolicies
 from agentq.protocol.keys import Keys
@@ -40,6 +42,29 @@ PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: Marks a setting that exists for tests, benchmarks and demos only (the simulated sources and
 #: fault injection); docs/settings.md lists these apart, and a production deployment leaves them be.
 DEV_ONLY: JsonDict = {"dev_only": True}
+
+#: A list setting: in the environment, a JSON list (``["a", "b"]``) or a comma list (``a,b``).
+#: ``NoDecode`` keeps pydantic-settings from insisting on JSON; ``Settings._list`` reads both.
+EnvList = Annotated[tuple[str, ...], NoDecode]
+
+#: Where one API key entry (``name:scope,scope:sha256-hex``) ends and the next begins in a comma
+#: list: a comma followed by a whole entry (the scopes may hold commas, the digest cannot).
+_API_KEY_START = re.compile(r",(?=[^,:]+:[a-z,]*:[0-9a-fA-F]{64}(?:,|$))")
+
+
+def split_list(value: object, *, api_keys: bool = False) -> object:
+    """A list setting read from the environment: a JSON list, or items separated by commas."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ValueError("starts with '[' but is not a JSON list; give a JSON list or a comma list") from None
+        return items
+    pieces = _API_KEY_START.split(text) if api_keys else text.split(",")
+    return tuple(piece.strip() for piece in pieces if piece.strip())
 
 
 def check_plugin_name(name: str) -> str:
@@ -123,10 +148,10 @@ class Settings(BaseSettings):
     redis_connect_retries: int = Field(
         5, ge=0, description="connection attempts at start before giving up (worker side)"
     )
-    redis_sentinels: tuple[str, ...] = Field(
+    redis_sentinels: EnvList = Field(
         (),
-        description='Redis Sentinel addresses, a JSON list of "host:port"; set = the primary is found through'
-        " Sentinel (the URL then gives only the password, database and TLS)",
+        description='Redis Sentinel addresses, "host:port" (JSON or comma list); set = the primary is found'
+        " through Sentinel (the URL then gives only the password, database and TLS)",
     )
     redis_sentinel_master: str = Field(
         "agentq", min_length=1, description="the primary's name in Sentinel (its 'sentinel monitor <name>')"
@@ -169,7 +194,7 @@ class Settings(BaseSettings):
         description="override a simulated source's latency (before scaling)",
         json_schema_extra=DEV_ONLY,
     )
-    source_fail: frozenset[str] = Field(
+    source_fail: Annotated[frozenset[str], NoDecode] = Field(
         default_factory=frozenset,
         description="simulated sources that raise an error (fault injection)",
         json_schema_extra=DEV_ONLY,
@@ -183,12 +208,12 @@ class Settings(BaseSettings):
     )
 
     # --- sources -------------------------------------------------------------------------------
-    enabled_sources: tuple[str, ...] = Field(
+    enabled_sources: EnvList = Field(
         (),
-        description="the sources this worker serves (JSON list); empty = every installed source except opt-in ones"
-        " (the test and benchmark sources)",
+        description="the sources this worker serves (JSON or comma list); empty = every installed source except"
+        " opt-in ones (the test and benchmark sources)",
     )
-    default_sources: tuple[str, ...] = Field(
+    default_sources: EnvList = Field(
         (), description="sources a request that names none fans out to; empty = every source that can run here"
     )
     http_sources: dict[str, HttpSourceSettings] = Field(
@@ -197,15 +222,17 @@ class Settings(BaseSettings):
         ' ["articles[].title"], "headers": {}, "header_files": {"Authorization": "/run/secrets/token"},'
         ' "timeout_s": 2, "policies": {"cache": false}, "opt_in": false}; see docs/plugins.md',
     )
-    plugin_modules: tuple[str, ...] = Field(
+    plugin_modules: EnvList = Field(
         (),
         description="modules every worker imports at start, each exposing SOURCES and/or ANALYSES lists (plugins"
         " without entry points; producers do not import them, so they accept names they cannot check)",
     )
 
     # --- analyses (the inference stage) ------------------------------------------------------------
-    enabled_analyses: tuple[str, ...] = Field(
-        (), description="the analyses this worker runs (JSON list); empty = every installed analysis except opt-in ones"
+    enabled_analyses: EnvList = Field(
+        (),
+        description="the analyses this worker runs (JSON or comma list); empty = every installed analysis except"
+        " opt-in ones",
     )
     default_analysis: str = Field("bag_of_words", description="the analysis a request that names none gets")
     analysis_params: dict[str, dict[str, JsonValue]] = Field(
@@ -327,10 +354,10 @@ class Settings(BaseSettings):
     # --- the HTTP API and dashboard (agentq-api) ------------------------------------------------
     api_host: str = Field("127.0.0.1", description="address the API binds (0.0.0.0 in containers)")
     api_port: int = Field(8000, ge=0, le=65535, description="port the API listens on")
-    api_keys: tuple[str, ...] = Field(
+    api_keys: EnvList = Field(
         (),
-        description="API keys, hashed: JSON list of 'name:scope,scope:sha256-hex' (scopes: read, submit, cancel);"
-        " 'agentq-api keygen' makes one. Also read from a secret file agentq_api_keys",
+        description="API keys, hashed: a JSON or comma list of 'name:scope,scope:sha256-hex' (scopes: read, submit,"
+        " cancel); 'agentq-api keygen' makes one. Also read from a secret file agentq_api_keys",
     )
     api_keys_file: str | None = Field(
         None, description="a file of more API keys, one 'name:scopes:sha256-hex' a line (# comments)"
@@ -339,8 +366,8 @@ class Settings(BaseSettings):
         "600/minute", description="requests one API key may make, e.g. '10/second' (per API process)"
     )
     api_max_body_bytes: PositiveInt = Field(65_536, description="largest request body the API reads")
-    api_cors_origins: tuple[str, ...] = Field(
-        (), description="origins allowed to call the API from a browser (JSON list); empty = CORS off"
+    api_cors_origins: EnvList = Field(
+        (), description="origins allowed to call the API from a browser (JSON or comma list); empty = CORS off"
     )
 
     # --- tracing (agentq.tracing) --------------------------------------------------------------
@@ -354,6 +381,25 @@ class Settings(BaseSettings):
 
     # --- input limits --------------------------------------------------------------------------
     max_question_chars: PositiveInt = Field(2000, description="longest question accepted")
+
+    @field_validator(
+        "redis_sentinels",
+        "enabled_sources",
+        "default_sources",
+        "plugin_modules",
+        "enabled_analyses",
+        "api_cors_origins",
+        "source_fail",
+        mode="before",
+    )
+    @classmethod
+    def _list(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_key_list(cls, value: object) -> object:
+        return split_list(value, api_keys=True)
 
     @field_validator("api_keys")
     @classmethod
@@ -483,8 +529,21 @@ def get_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def describe_settings_error(exc: ValidationError) -> str:
+def settings_or_exit() -> Settings:
+    """The settings, or exit 2 with one ``error:`` line naming every variable that is wrong (the CLIs' way in)."""
+    try:
+        return get_settings()
+    except (ValidationError, SettingsError) as exc:
+        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
     """One line naming every setting that is wrong and why, by its environment variable."""
+    if isinstance(exc, SettingsError):  # a JSON setting that is not JSON, found before validation
+        field = re.search(r'field "([^"]+)"', str(exc))
+        variable = f"AGENTQ_{field.group(1).upper()}" if field else "a setting"
+        return f"{variable}: not valid JSON"
     parts = []
     for err in exc.errors(include_url=False):
         name = str(err["loc"][0]) if err["loc"] else "settings"
