@@ -1,8 +1,10 @@
 # The commands the README, CI and contributors use. Everything runs from a virtual environment
 # that the first target to need it creates (one per interpreter, under .venv/).
 
-# Python 3.14 when there is one (it runs inference in an InterpreterPoolExecutor), else python3.
-PYTHON ?= $(shell command -v python3.14 2>/dev/null || { test -x /opt/python3.14/bin/python3.14 && echo /opt/python3.14/bin/python3.14; } || command -v python3)
+# The interpreter the first venv was made with (.venv/python), so that a Python installed later does
+# not move this checkout to a new venv; else Python 3.14 when there is one (it runs inference in an
+# InterpreterPoolExecutor), else python3. PYTHON=... on the command line chooses another.
+PYTHON ?= $(shell cat .venv/python 2>/dev/null || command -v python3.14 2>/dev/null || { test -x /opt/python3.14/bin/python3.14 && echo /opt/python3.14/bin/python3.14; } || command -v python3)
 VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_info[:2])')
 BIN := $(VENV)/bin
 N ?= 2
@@ -31,6 +33,7 @@ $(BIN)/.installed: pyproject.toml tools/pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,api,otel]' -e './tools[bench]'
 	@command -v redis-server >/dev/null || $(BIN)/python -m pip install -q -e './tools[embedded]'
+	@test -s .venv/python || echo '$(PYTHON)' > .venv/python
 	@touch $@
 
 install: $(BIN)/.installed

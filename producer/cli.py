@@ -7,6 +7,7 @@ anything reaches Redis); 3 unknown job id; 4 timed out waiting; 5 Redis unreacha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import sys
@@ -14,21 +15,26 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
-from agentq import tracing
+from agentq import console, tracing
+from agentq.console import version_option
 from agentq.contract import JobResult, Priority
 from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
-from agentq.settings import Settings, describe_settings_error, get_settings
+from agentq.settings import settings_or_exit
 from producer.client import Client, Enqueued
 from producer.display import summary
 from producer.watch import wait_with_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-out = Console()
-err = Console(stderr=True)
+out = console.console()
+err = console.console(stderr=True)
 T = TypeVar("T")
+
+
+@app.callback()
+def _options(version: bool = version_option("producer")) -> None:
+    """Put questions on the queue and read their answers."""
+
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_REDIS = 1, 2, 3, 4, 5
 _EXIT_FOR = {
@@ -43,19 +49,10 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0, help="Seconds to wait (default: forever).")
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with one line naming what is wrong."""
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
 def _run(body: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``body`` with a connected client, turning our errors into one line and an exit code."""
 
-    settings = load_settings()
+    settings = settings_or_exit()
 
     async def main() -> T:
         async with Client(settings) as client:
@@ -101,6 +98,22 @@ def _live() -> bool:
     return err.is_terminal and err.is_interactive
 
 
+async def _warn_if_no_worker(client: Client, grace_s: float = 2.0) -> None:
+    """Say on stderr when no worker is alive, so that a wait does not look like a hang.
+
+    Checked after ``grace_s``, time for a worker that is starting to send its first heartbeat. Only
+    advice: a Redis error here is left to the wait itself, which reports it.
+    """
+    await asyncio.sleep(grace_s)
+    with contextlib.suppress(Exception):
+        if not await client.workers():
+            err.print(
+                f"warning: no live worker serves queue {client.settings.queue_name!r}; the job waits until one"
+                " starts (see 'producer workers')",
+                highlight=False,
+            )
+
+
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to answer."),
@@ -141,11 +154,15 @@ def ask(
         if not as_json:
             joined = " (deduplicated: joined this identical question in flight)" if enqueued.deduplicated else ""
             err.print(f"job {enqueued.job_id} queued{joined}", highlight=False)
-        return enqueued, await wait_with_progress(client, enqueued.job_id, timeout, _live() and not as_json, err)
+        watch = asyncio.create_task(_warn_if_no_worker(client))
+        try:
+            return enqueued, await wait_with_progress(client, enqueued.job_id, timeout, _live() and not as_json, err)
+        finally:
+            watch.cancel()
 
     # Refuse bad input before connecting: nothing reaches Redis.
     try:
-        Client(load_settings()).validate(question, **options)
+        Client(settings_or_exit()).validate(question, **options)
     except InvalidRequest as exc:
         _error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -279,4 +296,4 @@ def workers(as_json: bool = JSON_OPTION) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    app()
+    console.run(app, "producer")

@@ -333,7 +333,7 @@ class Client:
             look = True
             left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
             if left <= 0:
-                raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
+                raise WaitTimeout(_not_done(job_id, timeout))
             message = await mailbox.get(left)
             if message is not None and message != b"1":  # the stored result itself
                 return self._parse(job_id, message)
@@ -388,7 +388,7 @@ class Client:
                         await self.status(job_id)  # raises JobNotFound
                 left = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - time.monotonic())
                 if left <= 0:
-                    raise WaitTimeout(f"job {job_id} did not finish within {timeout:g}s")
+                    raise WaitTimeout(_not_done(job_id, timeout))
                 block_ms = max(1, round(left * 1000))  # 0 would block forever
 
     async def _log_or_end(
@@ -563,3 +563,10 @@ def parse_events(fields: dict[bytes, bytes]) -> list[ProgressEvent]:
         except pydantic.ValidationError as exc:
             log.warning("skipping an unreadable progress event: %s", exc)
     return events
+
+
+def _not_done(job_id: str, timeout: float | None) -> str:
+    """Why a wait ended without a result: still running after ``timeout``, or asked not to wait at all."""
+    if not timeout:
+        return f"job {job_id} is not finished yet"
+    return f"job {job_id} did not finish within {timeout:g}s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ MAX_README_LINES = 150
 #: Pages whose relative links must resolve.
 LINKED = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "README.md"]
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_PYTHON = re.compile(r"^( *)```python\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 _LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -77,6 +79,13 @@ def test_every_relative_link_points_at_an_existing_file(page: Path) -> None:
     links = relative_links(page)
     dead = [link for link in links if not (page.parent / link.split("#", 1)[0]).exists()]
     assert not dead, f"{page.relative_to(ROOT)} links to missing files: {dead}"
+
+
+@pytest.mark.parametrize("page", LINKED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_python_example_is_a_valid_script(page: Path) -> None:
+    """Each ```python block compiles as a file of its own (no ``async with`` outside a function)."""
+    for _indent, code in _PYTHON.findall(page.read_text()):
+        compile(textwrap.dedent(code), f"{page.name} example", "exec")
 
 
 def test_the_readme_performance_section_is_the_published_run() -> None:

@@ -12,10 +12,11 @@ import signal
 import sys
 
 import typer
-from pydantic import ValidationError
 
+from agentq import console
+from agentq.console import version_option
 from agentq.errors import REDIS_DOWN, StartupError
-from agentq.settings import Settings, describe_settings_error, get_settings
+from agentq.settings import Settings, settings_or_exit
 from worker.ops import health
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -25,15 +26,6 @@ EXIT_BAD_SETTINGS = 2
 EXIT_REDIS_UNREACHABLE = 5
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with one line naming what is wrong."""
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        typer.echo(f"error: bad settings: {describe_settings_error(exc)}", err=True)
-        raise typer.Exit(EXIT_BAD_SETTINGS) from None
-
-
 @app.command()
 def main(
     burst: bool = typer.Option(False, "--burst", help="Exit once the queue is empty."),
@@ -41,9 +33,10 @@ def main(
     check: bool = typer.Option(
         False, "--check", help="Health check: exit 0 if this container's worker (AGENTQ_WORKER_ID_FILE) heartbeats."
     ),
+    version: bool = version_option("worker"),
 ) -> None:
     """Take jobs from the queue and answer them until stopped (SIGINT/SIGTERM)."""
-    settings = load_settings()
+    settings = settings_or_exit()
     if check:
         run_check(settings)
         return
@@ -95,4 +88,4 @@ def run_check(settings: Settings) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    app()
+    console.run(app, "worker")

@@ -9,24 +9,16 @@ import json
 import sys
 
 import typer
-from pydantic import ValidationError
 
-from agentq import apikeys
-from agentq.settings import Settings, describe_settings_error, get_settings
+from agentq import apikeys, console
+from agentq.console import version_option
+from agentq.settings import settings_or_exit
 
 app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True)
 
 
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
-        raise typer.Exit(2) from None
-
-
 @app.callback()
-def serve(ctx: typer.Context) -> None:
+def serve(ctx: typer.Context, version: bool = version_option("agentq-api")) -> None:
     """Serve the API and the dashboard on AGENTQ_API_HOST:AGENTQ_API_PORT until SIGINT/SIGTERM."""
     if ctx.invoked_subcommand is not None:
         return
@@ -35,7 +27,7 @@ def serve(ctx: typer.Context) -> None:
     from agentq import tracing
     from producer.api.app import create_app
 
-    s = _settings()
+    s = settings_or_exit()
     tracing.setup(s, "agentq-api")
     try:
         application = create_app(s)
@@ -64,4 +56,4 @@ def keygen(
 
 def run() -> None:
     """Console-script entry point."""
-    app()
+    console.run(app, "agentq-api")
