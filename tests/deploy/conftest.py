@@ -28,7 +28,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[Client]:
-    """A producer client on this host, talking to the compose Redis at its container address."""
+    """A producer client on this host, talking to the compose Redis at its container address.
+
+    Run on its own (``make repeat`` of one test), the stack is not up yet: bring it up as the
+    build test does, with three healthy workers.
+    """
+    if not await stack.containers("redis"):
+        await stack.compose("up", "-d", "--build", "--scale", "worker=3", timeout=900)
+        await stack.wait_health("worker", 3)
     async with Client(Settings(redis_url=await stack.redis_url())) as c:
         yield c
 
