@@ -86,6 +86,8 @@ class Claim:
     """Every entry read was due: there may be more due jobs beyond them."""
     held_back: bool
     """A job that must run alone is next in line and this worker is busy: it takes nothing until it is idle."""
+    spared: int = 0
+    """Other workers' lapsed leases pushed back one lease, not taken: this worker had just lost Redis itself."""
 
 
 @dataclass
@@ -195,12 +197,17 @@ class Queue:
         return int(total), int(later), int(total) - int(later)
 
     # ------------------------------------------------------------------ the worker's side
-    async def claim(self, worker_id: str, *, want: int, lease_ms: int, idle: bool) -> Claim:
-        """Claim up to ``want`` due jobs from the head of the queue (``lua/claim.lua``)."""
+    async def claim(self, worker_id: str, *, want: int, lease_ms: int, idle: bool, unsure: bool = False) -> Claim:
+        """Claim up to ``want`` due jobs from the head of the queue (``lua/claim.lua``).
+
+        ``unsure``: this worker lost Redis itself within the last lease, so another worker's lapsed
+        lease may be that outage rather than a death: it is spared (pushed back), not taken.
+        """
         k = self.keys
         args: list[Any] = [now_ms(), want, lease_ms, want + LOOK_BEYOND, worker_id, "1" if idle else "0"]
+        args.append("1" if unsure else "0")
         reply = await self.script("claim")(keys=[k.queue, k.jobs, k.bell], args=args)
-        more, next_due, renewed, read_all, held_back = reply[:5]
+        more, next_due, renewed, read_all, held_back, spared = reply[:6]
         jobs = [
             ClaimedJob(
                 job_id=_text(reply[i]),
@@ -214,10 +221,10 @@ class Queue:
                 priority=_text(reply[i + 8]) or "normal",
                 retry_of=_text(reply[i + 9]) or None,
             )
-            for i in range(5, len(reply), 10)
+            for i in range(6, len(reply), 10)
         ]
         due = float(next_due) if next_due else None
-        return Claim(jobs, bool(more), due, int(renewed), bool(read_all), bool(held_back))
+        return Claim(jobs, bool(more), due, int(renewed), bool(read_all), bool(held_back), int(spared))
 
     async def release(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> None:
         """Give back claimed jobs that will not start here, and ring the bell for another worker."""

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import redis
 
-from agentq.errors import RedisUnavailable
+from agentq.errors import RedisUnavailable, WaitTimeout
+from agentq.protocol.keys import STATE_FIELDS
 from agentq.settings import Settings
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from agentq_tools.sentinel import MASTER, SentinelCluster
@@ -57,7 +58,7 @@ def failover_under_load(base: Path, worker_env: dict[str, str], wait_replicas: i
             "AGENTQ_REDIS_WAIT_REPLICAS": str(wait_replicas),
             "AGENTQ_LEASE_S": "3",
         }
-        procs = start_workers(2, env, base)
+        procs = start_workers(2, env, base, args=["--verbose"])  # DEBUG: each job's start is in the log
         try:
             wait_for_heartbeats(f"redis://127.0.0.1:{cluster.primary_port}/0", procs)
             settings = Settings(
@@ -147,7 +148,12 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
         after = [
             await client.enqueue(f"after {i}", sources=["weather"], dedup=False, priority="high") for i in range(5)
         ]
-        answered = [await client.result(j, timeout=60) for j in after]
+        answered = []
+        for job_id in after:
+            try:
+                answered.append(await client.result(job_id, timeout=60))
+            except WaitTimeout as exc:
+                raise AssertionError(f"{exc}; {what_became_of(job_id, cluster, settings)}") from None
     return {
         "end_to_end_ms": statistics.median(end_to_end) * 1000,
         "enqueue_ms": statistics.median(steady_enqueue) * 1000,
@@ -165,6 +171,20 @@ async def _measure(cluster: SentinelCluster, settings: Settings, procs: list[Any
         "old_primary_port": cluster.primary_port,
         "new_primary_port": new_primary,
     }
+
+
+def what_became_of(job_id: str, cluster: SentinelCluster, settings: Settings) -> str:
+    """A job's state in the primary and every worker log line that names it, and the logs' last lines."""
+    keys = settings.keys
+    with redis.Redis(port=cluster.primary()) as r:
+        state = r.hmget(keys.jobs, [f"{job_id}:{f}" for f in STATE_FIELDS])
+        score, progress = r.zscore(keys.queue, job_id), r.xrange(keys.progress(job_id))
+    lines = [f"state {dict(zip(STATE_FIELDS, state, strict=True))}, queue score {score}, progress {progress}"]
+    for log in sorted(cluster.base.glob("worker-*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        lines += [f"{log.name}: {line}" for line in text if job_id in line]
+        lines += [f"{log.name} ends: {line}" for line in text[-25:]]
+    return "\n".join(lines)
 
 
 def test_failover_loses_acknowledged_jobs_unless_waited_for(tmp_path: Path, worker_env: dict[str, str]) -> None:

@@ -86,6 +86,27 @@ async def test_while_a_job_runs_alone_nothing_else_is_claimed(make_worker: MakeW
     assert w.alone is None
 
 
+async def test_a_worker_that_lost_redis_within_the_lease_spares_lapsed_leases_then_judges_them(
+    make_worker: MakeWorker, fake: Any, clock: FakeClock, sleeps: FakeSleep
+) -> None:
+    """After an outage of its own, the worker cannot tell a dead holder from one cut off like itself: for a
+    lease it pushes other workers' lapsed leases back; after that a lapsed lease is a death again."""
+    w = await make_worker(admission=False, lease_s=3.0)
+    await queue_jobs(fake, "theirs", score=1)
+    await fake.hset(KEYS.jobs, field("theirs", Field.HOLDER), "w9")
+    pickup = w._pickup
+    scripted_pickups(w, [redis.exceptions.ConnectionError("down")])
+    await w._pass()  # Redis fails this worker at clock.now
+    w._pickup = pickup  # type: ignore[method-assign]
+    claim, _ = await w._pickup()
+    assert claim is not None and claim.spared == 1 and not w.tasks
+    assert await fake.hget(KEYS.jobs, field("theirs", Field.HOLDER)) == b"w9"
+    await fake.zadd(KEYS.queue, {"theirs": 1})  # w9 never renewed it
+    clock.now += 3.0
+    claim, _ = await w._pickup()
+    assert claim is not None and claim.spared == 0 and list(w.tasks) == ["theirs"] and w.alone == "theirs"
+
+
 # ------------------------------------------------------------------------------ outages
 DOWN_ERRORS = [
     redis.exceptions.ConnectionError("Error 111 connecting"),
@@ -237,7 +258,7 @@ async def test_the_renewer_pushes_back_every_running_lease_every_third_of_it(
 async def test_the_renewer_keeps_renewing_after_errors_and_leaves_redis_alone_while_idle(
     make_worker: MakeWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failed renewal (Redis down, or any other error) is logged and retried next tick; no job, no call."""
+    """A failed renewal (Redis down, or any other error) is logged, told, and retried next tick; no job, no call."""
     w = await make_worker()
     calls: list[list[str]] = []
     faults: list[Exception] = [redis.exceptions.ConnectionError("down"), redis.exceptions.ResponseError("OOM")]
@@ -253,6 +274,9 @@ async def test_the_renewer_keeps_renewing_after_errors_and_leaves_redis_alone_wh
     sleeps.limit = 5
     monkeypatch.setattr(leases.asyncio, "sleep", sleeps)
     running = [["a"], ["a"], ["a"], [], []]
+    told: list[bool] = []
     with pytest.raises(asyncio.CancelledError):
-        await leases.renew_leases_forever(w.queue, "w1", lambda: running.pop(0) if running else [], 3.0)
-    assert calls == [["a"], ["a"], ["a"]]
+        await leases.renew_leases_forever(
+            w.queue, "w1", lambda: running.pop(0) if running else [], 3.0, on_failure=lambda: told.append(True)
+        )
+    assert calls == [["a"], ["a"], ["a"]] and told == [True, True]

@@ -150,6 +150,33 @@ async def test_a_run_that_died_alone_keeps_its_try_and_runs_alone_again(queue: Q
     assert [(j.job_id, j.job_try, j.tries, j.alone) for j in again.jobs] == [("a", 3, 2, True)]
 
 
+async def test_a_worker_just_cut_off_spares_another_workers_lapsed_lease(queue: Queue, r: Any) -> None:
+    """w2 lost Redis itself within the lease, so w1's lapsed lease may be that outage: w2 pushes it back one
+    lease and takes the job behind it; w1 still holds its job, with no try, run or suspicion added."""
+    await put(queue, "a", score=1)
+    await put(queue, "b", score=2)
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    before = await state(r, "a")
+    await r.zadd(KEYS.queue, {"a": 1})  # the lease lapsed during the outage
+    claim = await queue.claim("w2", want=4, lease_ms=LEASE_MS, idle=False, unsure=True)
+    assert [j.job_id for j in claim.jobs] == ["b"] and claim.spared == 1 and not claim.held_back
+    assert await state(r, "a") == before == {"n": "1", "t": "1", "w": "w1", "a": "0", "p": "normal"}
+    assert (await score(r, "a") or 0) > now_ms()
+    assert await queue.renew("w1", ["a"], lease_ms=LEASE_MS) == []  # w1 was alive: it keeps its job
+
+
+async def test_a_spared_lease_that_lapses_again_is_a_death_to_a_worker_that_can_tell(queue: Queue, r: Any) -> None:
+    """w1 did not come back to renew: once w2 is sure of its own link, the lapsed lease is a death (a suspect)."""
+    await put(queue, "a", score=1)
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    await r.zadd(KEYS.queue, {"a": 1})
+    await queue.claim("w2", want=1, lease_ms=LEASE_MS, idle=True, unsure=True)
+    await r.zadd(KEYS.queue, {"a": 1})  # a lease later, still not renewed
+    claim = await queue.claim("w2", want=1, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.job_try, j.tries, j.alone) for j in claim.jobs] == [("a", 2, 1, True)]
+    assert claim.spared == 0
+
+
 async def test_a_claim_hands_over_a_cancel_asked_for_and_a_record_that_has_gone(queue: Queue, r: Any) -> None:
     """The cancel field comes with the job (for a worker that missed the message); a queue entry whose
     record has gone is handed over without one (the worker fails it)."""

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -21,8 +22,11 @@ def worker_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
 
 
-def start_workers(count: int, env: dict[str, str], log_dir: Path, first: int = 0) -> list[subprocess.Popen[bytes]]:
-    """Start ``count`` worker processes with ``env``; each logs to ``log_dir/worker-<n>.log``, from ``first``.
+def start_workers(
+    count: int, env: dict[str, str], log_dir: Path, first: int = 0, args: Sequence[str] = ()
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` worker processes with ``env`` (and the worker's ``args``); each logs to
+    ``log_dir/worker-<n>.log``, from ``first``.
 
     Each runs in a session of its own, so its pool processes can be signalled with it.
     """
@@ -30,7 +34,9 @@ def start_workers(count: int, env: dict[str, str], log_dir: Path, first: int = 0
     for i in range(first, first + count):
         log = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
         procs.append(
-            subprocess.Popen(worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                [*worker_command(), *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         )
         log.close()
     return procs

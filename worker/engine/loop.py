@@ -14,7 +14,9 @@ writes). One pass of the loop:
    on the pool when admission said no, nothing when the claim left due jobs behind it.
 
 A job that must run alone (its last run died in company: ``lua/claim.lua``) is claimed only when
-nothing runs here, and nothing else is claimed until it ends.
+nothing runs here, and nothing else is claimed until it ends. For a lease after Redis failed this
+worker, its claims spare other workers' lapsed leases instead of judging them deaths
+(``worker.engine.leases``).
 
 **Stopping.** SIGINT or SIGTERM stops the claims. With ``shutdown_grace_s`` the running jobs get
 that long to finish; whatever still runs then (or at once, without a grace period, or on a second
@@ -149,7 +151,10 @@ class Worker:
     async def serve(self) -> None:
         """The loop, with the lease renewer beside it; returns once stopped and every job has ended."""
         renewer = asyncio.create_task(
-            renew_leases_forever(self.queue, self.worker_id, self._running, self.settings.lease_s), name="leases"
+            renew_leases_forever(
+                self.queue, self.worker_id, self._running, self.settings.lease_s, on_failure=self.outage.noticed
+            ),
+            name="leases",
         )
         try:
             while not self.stopping:
@@ -254,9 +259,18 @@ class Worker:
         admission = self.admission
         if admission is not None and self._refused is not None and not admission.fits(self._refused):
             return None, Next.CAPACITY  # nothing has changed enough: no need to ask Redis
+        lease_s = self.settings.lease_s
         claim = await self.queue.claim(
-            self.worker_id, want=room, lease_ms=max(1, round(self.settings.lease_s * 1000)), idle=not self.tasks
+            self.worker_id,
+            want=room,
+            lease_ms=max(1, round(lease_s * 1000)),
+            idle=not self.tasks,
+            unsure=self.outage.within(lease_s),  # just cut off itself: a lapsed lease may be no death
         )
+        if claim.spared:
+            log.info(
+                "spared %d lapsed leases of other workers: Redis was lost here too, within the lease", claim.spared
+            )
         refused: list[ClaimedJob] = []
         self._refused = None
         for job in claim.jobs:
@@ -274,7 +288,7 @@ class Worker:
             return claim, Next.CAPACITY
         if claim.more or claim.held_back or self.alone is not None:
             return claim, Next.SLOT
-        if claim.jobs and claim.read_all:
+        if claim.read_all and (claim.jobs or claim.spared):
             return claim, Next.MORE
         return claim, Next.BELL
 

@@ -2,9 +2,10 @@
 --
 -- KEYS: [1] queue, [2] jobs, [3] bell
 -- ARGV: [1] now ms, [2] jobs wanted, [3] lease ms, [4] entries to read, [5] worker id,
---       [6] '1' if this worker runs nothing now (only then may it take a job that must run alone)
+--       [6] '1' if this worker runs nothing now (only then may it take a job that must run alone),
+--       [7] '1' if this worker lost Redis itself within the last lease (it cannot tell a death)
 -- Returns {more, next due score or '', leases of its own renewed, read all, held back,
---          then per job taken: id, score, record or '', run number, tries counted, cancel requested
+--          other workers' lapsed leases spared, then per job taken: id, score, record or '', run number, tries counted, cancel requested
 --          or '', alone, marker field or '', priority or '', the job it re-runs or ''}.
 --
 -- The head is read by rank, lowest score first, so priorities hold. A due entry is a queued job,
@@ -14,13 +15,17 @@
 -- died of itself and keeps its try; a run in company may have died of another job, so its try is
 -- given back. A suspect is taken only by a worker that runs nothing, as its only job; a busy
 -- worker that meets one takes nothing behind it (held back), so it soon runs nothing and can.
+-- A worker that has itself just lost Redis cannot tell a death from an outage that struck every
+-- worker at once (a failover, a restart longer than the lease): it spares another worker's lapsed
+-- lease, pushing it back one lease and changing nothing else, so a holder that is alive renews it
+-- and keeps its job; a holder that is dead loses it one lease later, to a worker that can tell.
 -- A taken job's score becomes its lease's end (the lease score): running jobs are never due.
 local queue, jobs, bell = KEYS[1], KEYS[2], KEYS[3]
 local now, want, lease, me = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[5]
-local idle = ARGV[6] == '1'
+local idle, unsure = ARGV[6] == '1', ARGV[7] == '1'
 local look = tonumber(ARGV[4])
 local head = redis.call('ZRANGE', queue, 0, look - 1, 'WITHSCORES')
-local out = {0, '', 0, 0, 0}
+local out = {0, '', 0, 0, 0, 0}
 local taken, stopped = 0, false
 for i = 1, #head, 2 do
   local id, score = head[i], head[i + 1]
@@ -32,6 +37,9 @@ for i = 1, #head, 2 do
   if holder == me then
     redis.call('ZADD', queue, 'XX', now + lease, id)
     out[3] = out[3] + 1
+  elseif holder and unsure then
+    redis.call('ZADD', queue, 'XX', now + lease, id)
+    out[6] = out[6] + 1
   else
     if holder then
       if alone ~= '1' then tries = tries - 1 end
