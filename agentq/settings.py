@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -529,17 +530,24 @@ def get_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def settings_or_exit() -> Settings:
-    """The settings, or exit 2 with one ``error:`` line naming every variable that is wrong (the CLIs' way in)."""
+def settings_or_exit(flags: Mapping[str, tuple[str, object]] | None = None) -> Settings:
+    """The settings, or exit 2 with one ``error:`` line naming every variable that is wrong (the CLIs' way in).
+
+    ``flags``: command-line options that mirror settings, ``{field: (flag, value)}``; a value that is
+    not None wins over the environment, and is named by its flag if it is wrong.
+    """
+    given = {name: value for name, (_, value) in (flags or {}).items() if value is not None}
     try:
-        return get_settings()
+        return get_settings(**given)
     except (ValidationError, SettingsError) as exc:
-        print(f"error: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        names = {name: flag for name, (flag, value) in (flags or {}).items() if value is not None}
+        print(f"error: bad settings: {describe_settings_error(exc, names)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def describe_settings_error(exc: ValidationError | SettingsError) -> str:
-    """One line naming every setting that is wrong and why, by its environment variable."""
+def describe_settings_error(exc: ValidationError | SettingsError, flags: Mapping[str, str] | None = None) -> str:
+    """One line naming every setting that is wrong and why, by its environment variable (or the ``flags``
+    that set it: ``{field: flag}``)."""
     if isinstance(exc, SettingsError):  # a JSON setting that is not JSON, found before validation
         field = re.search(r'field "([^"]+)"', str(exc))
         variable = f"AGENTQ_{field.group(1).upper()}" if field else "a setting"
@@ -547,6 +555,6 @@ def describe_settings_error(exc: ValidationError | SettingsError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         name = str(err["loc"][0]) if err["loc"] else "settings"
-        variable = name if name.isupper() else f"AGENTQ_{name.upper()}"
+        variable = (flags or {}).get(name) or (name if name.isupper() else f"AGENTQ_{name.upper()}")
         parts.append(f"{variable}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)

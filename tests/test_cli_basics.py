@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import redis
@@ -14,7 +15,8 @@ from pydantic import ValidationError
 from agentq import __version__
 from agentq.console import console
 from agentq.protocol.keys import Keys
-from agentq.settings import Settings, describe_settings_error
+from agentq.settings import ExecutorKind, Settings, describe_settings_error
+from worker.cli import Executor
 
 BIN = Path(sys.executable).parent
 DIGEST = "ab" * 32
@@ -136,6 +138,25 @@ def test_a_wait_with_no_live_worker_says_so(settings_env: dict[str, str]) -> Non
     done = run("producer", "ask", "anyone there?", "--wait", "--timeout", "4", env=settings_env)
     assert done.returncode == 4, done.stderr  # timed out waiting
     assert "warning: no live worker serves queue 'default'" in done.stderr
+
+
+def test_the_executor_flag_offers_the_settings_choices() -> None:
+    assert [e.value for e in Executor] == list(get_args(ExecutorKind))
+
+
+@pytest.mark.e2e
+def test_worker_flags_win_over_the_settings_they_mirror(settings_env: dict[str, str], redis_url: str) -> None:
+    """``--queue``, ``--max-jobs``, ``--executor`` and ``--pool-size`` beat the environment: the worker serves
+    the flag's queue (and answers its jobs), and says what it runs with; a bad value is named by its flag."""
+    queued = {**settings_env, "AGENTQ_QUEUE_NAME": "flagged"}
+    job_id = run("producer", "ask", "which queue?", "--sources", "weather", env=queued).stdout.strip()
+    flags = ("--burst", "--queue", "flagged", "--max-jobs", "3", "--executor", "thread", "--pool-size", "1")
+    done = run("worker", *flags, env={**settings_env, "AGENTQ_MAX_JOBS": "9", "AGENTQ_EXECUTOR": "process"})
+    assert done.returncode == 0, done.stderr
+    assert "ready: queue flagged, up to 3 jobs at once; thread pool of 1" in done.stderr, done.stderr
+    assert redis.Redis.from_url(redis_url).exists(Keys("agentq", "flagged").result(job_id))
+    refused = one_error_line(run("worker", "--max-jobs", "0", env=settings_env))
+    assert refused == "error: bad settings: --max-jobs: Input should be greater than 0\n"
 
 
 @pytest.mark.e2e

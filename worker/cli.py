@@ -6,10 +6,12 @@ Exit codes: 2 bad settings, or plugins that cannot work (checked at start-up: do
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
 import sys
+from typing import Annotated
 
 import typer
 
@@ -21,6 +23,16 @@ from worker.ops import health
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
+
+class Executor(enum.StrEnum):
+    """``--executor``'s choices: ``AGENTQ_EXECUTOR``'s (``agentq.settings.ExecutorKind``; a test holds them equal)."""
+
+    auto = "auto"
+    interpreter = "interpreter"
+    process = "process"
+    thread = "thread"
+
+
 EXIT_NOT_ALIVE = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_REDIS_UNREACHABLE = 5
@@ -30,13 +42,29 @@ EXIT_REDIS_UNREACHABLE = 5
 def main(
     burst: bool = typer.Option(False, "--burst", help="Exit once the queue is empty."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    max_jobs: int | None = typer.Option(None, "--max-jobs", help="Jobs run at once, at most (AGENTQ_MAX_JOBS)."),
+    pool_size: int | None = typer.Option(None, "--pool-size", help="Inference pool size (AGENTQ_POOL_SIZE)."),
+    queue: str | None = typer.Option(None, "--queue", help="The queue to serve (AGENTQ_QUEUE_NAME)."),
     check: bool = typer.Option(
         False, "--check", help="Health check: exit 0 if this container's worker (AGENTQ_WORKER_ID_FILE) heartbeats."
     ),
     version: bool = version_option("worker"),
+    executor: Annotated[
+        Executor | None, typer.Option("--executor", help="Inference pool kind (AGENTQ_EXECUTOR).")
+    ] = None,
 ) -> None:
-    """Take jobs from the queue and answer them until stopped (SIGINT/SIGTERM)."""
-    settings = settings_or_exit()
+    """Take jobs from the queue and answer them until stopped (SIGINT/SIGTERM).
+
+    The options that mirror a setting win over it (the environment and .env).
+    """
+    settings = settings_or_exit(
+        {
+            "max_jobs": ("--max-jobs", max_jobs),
+            "pool_size": ("--pool-size", pool_size),
+            "executor": ("--executor", executor.value if executor is not None else None),
+            "queue_name": ("--queue", queue),
+        }
+    )
     if check:
         run_check(settings)
         return

@@ -52,8 +52,10 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["cancel_listener"] = asyncio.create_task(cancel.listen_forever(ctx), name="cancel-listener")
     health.write_id_file(ctx)
     log.info(
-        "worker %s ready: %s pool of %d (%s); sources %s; analyses %s (default %s)",
+        "worker %s ready: queue %s, up to %d jobs at once; %s pool of %d (%s); sources %s; analyses %s (default %s)",
         ctx["worker_id"],
+        s.queue_name,
+        s.max_jobs,
         info.kind,
         info.size,
         info.reason,

@@ -36,6 +36,7 @@ def record(ctx: WorkerContext) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "queue": ctx["settings"].queue_name,
+        "max_jobs": ctx["settings"].max_jobs,
         "executor": pool.kind,
         "pool_size": pool.size,
         "started_at": stats["started_at"],
