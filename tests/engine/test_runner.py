@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import re
 from typing import Any
 
 import pytest
+import redis.exceptions
 
 from agentq.contract import loads
 from agentq.protocol.records import decode_result
@@ -154,3 +157,44 @@ async def test_a_finish_rides_out_a_short_outage(make_worker: MakeWorker, fake: 
 
     await asyncio.gather(*w.tasks.values(), reconnect())
     assert await fake.get(KEYS.result("a")) is not None and w.runner.done == 1
+
+
+async def test_a_jobs_one_line_follows_its_stored_result_never_a_result_that_was_not_stored(
+    make_worker: MakeWorker, fake: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``job <id> <status> in <s>s (try <n>)`` is logged once the result is stored; a result the finish could
+    not store logs an error and no such line; a result dropped for an earlier one says so on that line."""
+
+    async def job(ctx: dict[str, Any], *args: Any) -> dict[str, str]:
+        if ctx["job_id"] == "c":
+            await fake.set(KEYS.result("c"), b"earlier")
+        return {"status": "ok"}
+
+    w = await make_worker(job=job, max_jobs=1)
+
+    async def run(job_id: str) -> list[str]:
+        caplog.clear()
+        await queue_jobs(fake, job_id)
+        await w._pickup()
+        await asyncio.gather(*w.tasks.values())
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+
+    with caplog.at_level(logging.INFO, logger="worker"):
+        said = await run("a")
+        assert [bool(re.fullmatch(r"job a ok in [\d.]+s \(try 1\)", m)) for m in said if m.startswith("job a ")] == [
+            True
+        ]
+        real_finish = w.queue.finish
+
+        async def refused(*args: Any, **kwargs: Any) -> Any:
+            raise redis.exceptions.ResponseError("OOM command not allowed")
+
+        monkeypatch.setattr(w.queue, "finish", refused)
+        said = await run("b")
+        assert not any(re.match(r"job b ok in", m) for m in said)
+        assert any("job b: its result could not be stored (OOM" in m for m in said), said
+        monkeypatch.setattr(w.queue, "finish", real_finish)
+        said = await run("c")
+        assert any(
+            re.fullmatch(r"job c ok in [\d.]+s \(try 1\), but it already had a result .*discarded", m) for m in said
+        )

@@ -86,7 +86,7 @@ class Runner:
         extra = f" try {job.job_try}" if job.job_try > 1 else ""
         if job.alone:
             extra += " alone (its last run died in company)"
-        # One line per job at INFO is the job's own, when it ends (worker.job.answer); its start is DEBUG.
+        # One line per job at INFO, when its result is stored (_finish); its start is DEBUG.
         log.debug("→ %s:%s waited %.3fs%s", job.job_id, record.function, (start_ms - record.enqueue_ms) / 1000, extra)
         try:
             try:
@@ -159,10 +159,15 @@ class Runner:
             self.done += 1
         else:
             self.failed += 1
-        if not stored:
+        line = "job %s %s in %.3fs (try %s)"  # the job's one INFO line, once its result is stored (or dropped)
+        ran_s = (finished_ms - start_ms) / 1000
+        if stored:
+            log.info(line, job.job_id, status, ran_s, job.job_try)
+        else:
             self.discarded += 1
             log.warning(
-                "job %s already had a result (an earlier run finished first); this one is discarded", job.job_id
+                line + ", but it already had a result (an earlier run finished first): this one is discarded",
+                *(job.job_id, status, ran_s, job.job_try),
             )
 
     async def _requeue(self, job: ClaimedJob, ctx: dict[str, Any]) -> None:

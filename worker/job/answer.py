@@ -55,7 +55,6 @@ async def _run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> JobResult:
     await replace_pool_if_broken(ctx)
     seconds = time.monotonic() - t0
     metrics.observe_job(result, seconds)
-    log.info("job %s %s in %.3fs (try %s)", job_id, result.status, seconds, ctx.get("job_try"))
     return result
 
 
