@@ -24,6 +24,12 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """The icon browsers ask for at the root, whatever the page says (an SVG: every current browser draws it)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.get("/jobs/{job_id}")
 async def job_page(job_id: str) -> FileResponse:
     return FileResponse(STATIC / "job.html")

@@ -121,6 +121,8 @@ def test_keys_scopes_and_the_rate_limit(start_api: StartApi) -> None:
     assert httpx.get(url, headers=api.headers()).status_code == 200
     page = httpx.get(f"{api.url}/")
     assert page.status_code == 200 and "agentq dashboard" in page.text
+    icon = httpx.get(f"{api.url}/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml" and b"<svg" in icon.content
     assert httpx.get(f"{api.url}/openapi.json").json()["info"]["title"] == "agentq API"
 
 
@@ -167,6 +169,7 @@ def test_bad_input_on_every_endpoint_is_a_clear_4xx_and_writes_nothing(start_api
         ("GET", "/api/jobs/bad id!", {}, 422),
         ("POST", "/api/jobs/bad%20id/cancel", {}, 422),
         ("POST", f"/api/jobs/{'x' * 65}/retry", {}, 422),
+        ("GET", f"/api/jobs/{unknown}/nothing", {}, 404),
         ("GET", "/api/workers", {"headers": {}}, 401),
         ("GET", "/api/queue", {"headers": {"Authorization": "Bearer wrong"}}, 401),
         ("POST", "/api/jobs", {"headers": {"Authorization": "Basic abc"}, "json": {"question": "q"}}, 401),

@@ -66,6 +66,13 @@ def test_the_dashboard_shows_a_job_and_draws_its_timeline(
     page.wait_for_selector(f"#recent tr[data-job='{job_id}'] td.s-ok", timeout=30_000)
     page.wait_for_selector("#sources tbody tr td:has-text('knowledge_base')", timeout=15_000)
     page.screenshot(path=str(shots / "dashboard.png"))
+    for width in (1400, 900):  # no table runs out of its card, side by side or stacked
+        page.set_viewport_size({"width": width, "height": 900})
+        overflowing = page.eval_on_selector_all(
+            "section table", "ts => ts.filter(t => t.offsetWidth > t.closest('section').clientWidth).map(t => t.id)"
+        )
+        assert overflowing == [], (width, overflowing)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     page.click(f"#recent tr[data-job='{job_id}'] a")
     page.wait_for_url(f"**/jobs/{job_id}")
@@ -77,5 +84,9 @@ def test_the_dashboard_shows_a_job_and_draws_its_timeline(
         )
         assert sorted(drawn) == sorted(SOURCES), (part, drawn)
     assert page.locator("#answer li").count() == 3
+    assert page.is_hidden("#cancel")  # a finished job offers no Cancel
+    page.reload()
+    page.wait_for_selector("#timeline[data-complete='true']", timeout=30_000)
+    assert page.is_hidden("#cancel")  # nor when its page is opened after it finished
     page.screenshot(path=str(shots / "dashboard-job.png"), full_page=True)
     assert not errors, errors

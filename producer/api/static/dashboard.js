@@ -23,7 +23,7 @@ async function refresh() {
       ...[["queued", queue.queued], ["deferred", queue.deferred], ["running", queue.running], ["workers", queue.workers]]
         .map(([name, n]) => el("div", { "data-tile": name }, el("span", {}, name), el("b", { class: "big" }, n))));
     fill("workers", workers.workers.map((w) => el("tr", {},
-      el("td", {}, w.id), el("td", {}, w.executor + " x" + w.pool_size),
+      el("td", { class: "q" }, w.id), el("td", {}, w.executor + " x" + w.pool_size),
       el("td", { class: "num" }, w.jobs_in_flight), el("td", { class: "num" }, w.jobs_done), el("td", {}, ago(w.beat_at)))));
     fill("recent", recent.jobs.map((j) => el("tr", { "data-job": j.job_id },
       el("td", {}, jobLink(j.job_id)), statusCell(j.status), el("td", { class: "q" }, j.question),

@@ -52,7 +52,7 @@ function onResult(result) {
   document.getElementById("answer").replaceChildren(
     ...result.answer.map((line) => agentq.el("li", {}, line)),
     ...result.errors.map((line) => agentq.el("li", { class: "error" }, line)));
-  document.getElementById("cancel").disabled = true;
+  document.getElementById("cancel").hidden = true;   // a finished job has nothing to cancel
   draw();
   const timeline = document.getElementById("timeline");
   timeline.dataset.complete = "true";
@@ -111,6 +111,7 @@ async function follow() {
   try {
     const job = await agentq.api("/api/jobs/" + jobId);
     document.getElementById("status").textContent = job.status;
+    document.getElementById("cancel").hidden = Boolean(job.result);   // shown only while it can be cancelled
     requestAnimationFrame(animate);
     await agentq.events("/api/jobs/" + jobId + "/events", (name, data) => {
       if (name === "progress") onProgress(data);
