@@ -305,7 +305,11 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds (0.0.0.0 in containers)")
     queue_depth_interval_s: PositiveFloat = Field(5.0, description="how often the queue-depth gauge is refreshed")
-    log_format: Literal["text", "json"] = Field("text", description="worker log lines: text, or JSON with the job id")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="log lines of the worker and the API: text, or JSON (a worker's with the job id, the API's "
+        "access lines with the request's fields)",
+    )
 
     # --- progress, deduplication, priorities -----------------------------------------------------
     progress_ttl_s: PositiveInt = Field(

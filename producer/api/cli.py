@@ -6,11 +6,12 @@ Exit codes: 0 stopped cleanly; 2 bad settings (one line on stderr).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import typer
 
-from agentq import apikeys, console
+from agentq import apikeys, console, logs
 from agentq.console import version_option
 from agentq.settings import settings_or_exit
 
@@ -34,7 +35,18 @@ def serve(ctx: typer.Context, version: bool = version_option("agentq-api")) -> N
     except (OSError, ValueError) as exc:  # an unreadable or malformed api_keys_file
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=s.api_host, port=s.api_port, log_level="info", server_header=False)
+    json_logs = s.log_format == "json"
+    if json_logs:  # one JSON object per line, access lines with their request's fields (else uvicorn's text)
+        fields = ("client", "method", "path", "status")
+        logs.configure(logs.formatter("json", "", fields), logging.INFO, [logs.AccessFields()])
+    uvicorn.run(
+        application,
+        host=s.api_host,
+        port=s.api_port,
+        log_level="info",
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+        server_header=False,
+    )
 
 
 @app.command()

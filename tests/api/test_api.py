@@ -194,3 +194,19 @@ def test_bad_input_on_every_endpoint_is_a_clear_4xx_and_writes_nothing(start_api
     ]
     unknown_source = httpx.post(f"{url}/api/jobs", headers=h, json={"question": "q", "sources": ["nope"]})
     assert unknown_source.json()["detail"][0]["loc"] == ["body", "sources", 0]
+
+
+def test_json_log_format_makes_every_api_line_json_with_the_request_in_access_lines(start_api: StartApi) -> None:
+    """Under AGENTQ_LOG_FORMAT=json the API's start-up and access lines are JSON, as the workers' are; an
+    access line carries the client, method, path and status as fields of their own."""
+    api = start_api(AGENTQ_LOG_FORMAT="json")
+    assert httpx.get(f"{api.url}/api/jobs?limit=1", headers=api.headers()).status_code == 200
+    give_up = time.monotonic() + 10
+    while '"/api/jobs?limit=1"' not in api.log.read_text():  # written once the reply has gone out
+        assert time.monotonic() < give_up, api.log.read_text()
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in api.log.read_text().splitlines() if line.strip()]
+    assert any(line["logger"] == "uvicorn.error" and "Uvicorn running" in line["message"] for line in lines), lines
+    access = [line for line in lines if line["logger"] == "uvicorn.access" and line["path"] == "/api/jobs?limit=1"]
+    assert [(a["method"], a["status"], a["level"]) for a in access] == [("GET", 200, "INFO")]
+    assert access[0]["client"].startswith("127.0.0.1:")

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import sys
-from typing import Literal
 
-from pythonjsonlogger.json import JsonFormatter
+from agentq import logs
 
 #: The id of the job the current task works for.
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentq_job_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(job_id)s]: %(message)s"
-JSON_FIELDS = ("asctime", "levelname", "name", "message", "job_id", "worker_id")
 
 
 class JobContextFilter(logging.Filter):
@@ -35,24 +32,11 @@ class JobContextFilter(logging.Filter):
         return True
 
 
-def formatter(fmt: Literal["text", "json"]) -> logging.Formatter:
+def formatter(fmt: logs.LogFormat) -> logging.Formatter:
     """The formatter for ``log_format``."""
-    if fmt == "json":
-        return JsonFormatter(
-            list(JSON_FIELDS),
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            timestamp=False,
-        )
-    return logging.Formatter(TEXT_FORMAT)
+    return logs.formatter(fmt, TEXT_FORMAT, ("job_id", "worker_id"))
 
 
-def configure(fmt: Literal["text", "json"], level: int = logging.INFO, worker_id: str | None = None) -> None:
+def configure(fmt: logs.LogFormat, level: int = logging.INFO, worker_id: str | None = None) -> None:
     """Send every log record to stderr in ``fmt``, annotated with the job and worker ids."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(fmt))
-    handler.addFilter(JobContextFilter(worker_id))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
+    logs.configure(formatter(fmt), level, [JobContextFilter(worker_id)])
