@@ -11,7 +11,10 @@ new connection asks the sentinels where the primary ``redis_sentinel_master`` is
 ``SentinelConnectionPool``), so after a failover the retries above land on the new primary; a
 connection still open to a demoted primary turns its ``READONLY`` answer into a connection error
 and is replaced. The URL still gives the password, user, database and, with ``rediss://``, TLS
-(the sentinels are then spoken to over TLS too, with the same CA).
+(the sentinels are then spoken to over TLS too, with the same CA). Every *attempt* to connect asks
+the sentinels (:func:`rediscovering`): redis-py asks once, then retries that address with back-off
+for seconds, and an old primary restarted there (empty, and writable until the sentinels demote
+it) took a worker's writes meant for the new one.
 
 **WAIT.** Replication is asynchronous: a primary lost before its replicas copied a write loses
 it. With ``redis_wait_replicas`` > 0, :func:`wait_for_replicas` follows the writes that must
@@ -42,7 +45,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -174,6 +177,39 @@ class _SentinelPool(SentinelConnectionPool):
                 await sentinel.aclose()
 
 
+#: One attempt, no back-off: what a Sentinel-managed connection uses for the address it was given.
+_ONE_ATTEMPT = Retry(NoBackoff(), 0)
+
+
+def rediscovering(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``connection_class`` (redis-py's Sentinel-managed one), connecting once to each address the sentinels give.
+
+    redis-py's ``SentinelManagedConnection.connect`` retries discovery, but the connect inside it
+    retries the address it was handed on its own, with the pool's back-off (here 6 tries over ~3 s).
+    A primary killed and started again at its old address within that time answers as a primary,
+    empty, until the sentinels make it a replica: the Sentinel test caught a worker writing results
+    and progress there for 10 s, and the jobs were never answered. Here a failed connect goes back
+    to the sentinels (the outer retry) before it tries again.
+    """
+
+    if connection_class not in _REDISCOVERING:
+
+        class Rediscovering(connection_class):  # type: ignore[misc,valid-type]
+            async def connect_to(self, address: tuple[str, int]) -> None:
+                retry, self.retry = self.retry, _ONE_ATTEMPT  # type: ignore[has-type]
+                try:
+                    await super().connect_to(address)
+                finally:
+                    self.retry = retry
+
+        Rediscovering.__name__ = Rediscovering.__qualname__ = f"Rediscovering{connection_class.__name__}"
+        _REDISCOVERING[connection_class] = Rediscovering
+    return _REDISCOVERING[connection_class]
+
+
+_REDISCOVERING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
 def sentinel_pool(s: Settings) -> SentinelConnectionPool:
     """A pool whose every new connection goes to the primary the sentinels name now."""
     url = parse_url(s.redis_url)
@@ -186,7 +222,9 @@ def sentinel_pool(s: Settings) -> SentinelConnectionPool:
     if s.redis_sentinel_password:
         sentinel_options["password"] = s.redis_sentinel_password
     sentinels = _Sentinel(s.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    return _SentinelPool(s.redis_sentinel_master, sentinels, is_master=True, **options)  # type: ignore[no-untyped-call]
+    pool = _SentinelPool(s.redis_sentinel_master, sentinels, is_master=True, **options)  # type: ignore[no-untyped-call]
+    pool.connection_class = rediscovering(pool.connection_class)
+    return pool
 
 
 async def wait_for_replicas(client: Redis, s: Settings, fence_key: str) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from agentq.connection import redis_client, wait_for_replicas
 from agentq.errors import NotReplicated
 from agentq.protocol.keys import Keys
 from agentq.settings import Settings
+from agentq_tools.embedded import free_port
 from producer.client import Client
 
 
@@ -119,3 +121,32 @@ async def test_an_enqueue_no_replica_confirms_fails_but_stays_queued(redis_url: 
             await client.enqueue("is it durable?", sources=["weather"])
         job_id = str(caught.value).split()[1]
         assert await client.status(job_id) == "queued"
+
+
+@pytest.mark.e2e
+async def test_every_connect_attempt_asks_the_sentinels_again(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connect that fails goes back to the sentinels before trying again. redis-py alone retries the address
+    it was given 6 times over ~3 s, and an old primary started again there in that time (empty, writable until
+    the sentinels demote it) got a worker's results meant for the new one (the Sentinel test's flake)."""
+    live, dead = int(redis_url.rsplit(":", 1)[1].split("/")[0]), free_port()
+    client = redis_client(sentinel_settings())
+    pool = client.connection_pool
+    named = [("127.0.0.1", dead), ("127.0.0.1", live)]  # what the sentinels say: the old primary, then the new
+
+    async def discover_master(service_name: str) -> tuple[str, int]:
+        return named.pop(0) if len(named) > 1 else named[0]
+
+    tried: list[int] = []
+    real_connect = pool.connection_class._connect
+
+    async def connect(self: Any) -> None:
+        tried.append(self.port)
+        await real_connect(self)
+
+    monkeypatch.setattr(pool.sentinel_manager, "discover_master", discover_master)
+    monkeypatch.setattr(pool.connection_class, "_connect", connect)
+    try:
+        assert await client.ping()
+        assert tried == [dead, live]  # redis-py's own: [dead] * 6, then live
+    finally:
+        await client.aclose()
