@@ -1,7 +1,8 @@
 """``producer``: put questions on the queue and read their results.
 
-Exit codes: 0 done; 1 the job's result says ``failed``; 2 bad input or settings (refused before
-anything reaches Redis); 3 unknown job id; 4 timed out waiting; 5 Redis unreachable.
+Exit codes: 0 done; 1 the job's result says ``failed`` (``retry``: a job not queued again;
+``purge``: not confirmed); 2 bad input or settings (refused before anything reaches Redis);
+3 unknown job id; 4 timed out waiting; 5 Redis unreachable.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import enum
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 
 from agentq import console, tracing
 from agentq.console import version_option
 from agentq.contract import JobResult, Priority
+from agentq.durations import parse_duration
 from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
 from agentq.settings import settings_or_exit
-from producer.client import Client, Enqueued
+from producer.client import MAX_OFFSET, Client, Enqueued
 from producer.display import summary
+from producer.jobs import QueueDepth
 from producer.watch import wait_with_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -233,24 +236,34 @@ class StatusChoice(enum.StrEnum):
     """``--status``: which jobs ``producer jobs`` lists."""
 
     all = "all"
+    queued = "queued"
+    running = "running"
+    deferred = "deferred"
     ok = "ok"
     partial = "partial"
     failed = "failed"
     cancelled = "cancelled"
 
 
-STATUS_OPTION = typer.Option(StatusChoice.all, "--status", help="Only finished jobs of this status.")
+STATUS_OPTION = typer.Option(
+    StatusChoice.all,
+    "--status",
+    help="queued, running or deferred: those jobs in queue order; a final status: recent jobs that ended so.",
+)
 RETRY_PRIORITY_OPTION = typer.Option(None, "--priority", help="Default: the job's own.")
 
 
 @app.command()
 def jobs(
     status: StatusChoice = STATUS_OPTION,
-    limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first."),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many to list."),
+    offset: int = typer.Option(
+        0, "--offset", min=0, max=MAX_OFFSET, help="How many to skip first (the next page: --offset 20)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List recent jobs, newest first (with --status, recent finished jobs of that status)."""
-    listed = _run(lambda client: client.jobs(status=status.value, limit=limit))
+    """List recent jobs, newest first; --status queued, running or deferred lists those in queue order."""
+    listed = _run(lambda client: client.jobs(status=status.value, limit=limit, offset=offset))
     if as_json:
         print(json.dumps([j.as_dict() for j in listed], indent=2))
         return
@@ -264,17 +277,110 @@ def jobs(
 
 @app.command()
 def retry(
-    job_id: str = typer.Argument(..., help="The id of a failed or cancelled job."),
+    job_ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids of failed or cancelled jobs.", show_default=False)
+    ] = None,
+    failed: bool = typer.Option(False, "--failed", help="Every job that ended failed within --since."),
+    since: str = typer.Option("1h", "--since", help="With --failed: how far back (90s, 10m, 1h, 2d)."),
     priority: PriorityChoice | None = RETRY_PRIORITY_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Queue a failed (or cancelled) job's question again, as a new job; print the new job's id."""
+    """Queue failed (or cancelled) jobs' questions again, each as a new job; print each new job's id.
+
+    With several ids (or --failed), one line per job: the old id and the new one, or why not.
+    Exit 0 if every job was queued again, 1 if one was not.
+    """
     chosen: Priority | None = priority.value if priority is not None else None
-    enqueued = _run(lambda client: client.retry(job_id, priority=chosen))
+    if bool(job_ids) == failed:
+        _usage("give the ids of jobs to retry, or --failed (with --since), not both")
+    try:
+        window_s = parse_duration(since)
+    except ValueError as exc:
+        _usage(f"--since: {exc}")
+
+    async def body(client: Client) -> list[tuple[str, Enqueued | Exception]]:
+        ids = job_ids or await client.failed_since(window_s)
+        outcomes: list[tuple[str, Enqueued | Exception]] = []
+        for job_id in ids:
+            try:
+                outcomes.append((job_id, await client.retry(job_id, priority=chosen)))
+            except (JobNotFound, InvalidRequest) as exc:
+                if len(ids) == 1 and job_ids:
+                    raise
+                outcomes.append((job_id, exc))
+        return outcomes
+
+    outcomes = _run(body)
     if as_json:
-        print(json.dumps({"job_id": enqueued.job_id, "retry_of": job_id, "deduplicated": enqueued.deduplicated}))
+        print(json.dumps([_retried(old, new) for old, new in outcomes]))
+    elif job_ids and len(job_ids) == 1:
+        print(cast(Enqueued, outcomes[0][1]).job_id)
     else:
-        print(enqueued.job_id)
+        if not outcomes:
+            err.print(f"no job failed within {since}", highlight=False)
+        for old, new in outcomes:
+            print(f"{old} -> {new.job_id}" if isinstance(new, Enqueued) else f"{old}: not retried: {new}")
+    if any(isinstance(new, Exception) for _, new in outcomes):
+        raise typer.Exit(1)
+
+
+def _retried(old: str, new: Enqueued | Exception) -> dict[str, Any]:
+    if isinstance(new, Enqueued):
+        return {"job_id": new.job_id, "retry_of": old, "deduplicated": new.deduplicated}
+    return {"job_id": None, "retry_of": old, "error": str(new)}
+
+
+@app.command()
+def queue(as_json: bool = JSON_OPTION) -> None:
+    """Show the queue: jobs queued, running and deferred by priority, the oldest queued job's wait, live workers."""
+
+    async def body(client: Client) -> tuple[QueueDepth, int]:
+        return await client.queue_depth(), len(await client.workers())
+
+    depth, live = _run(body)
+    if as_json:
+        print(json.dumps({**depth.as_dict(), "workers": live}))
+        return
+
+    def line(name: str, counts: dict[str, int]) -> str:
+        split = ", ".join(f"{p} {n}" for p, n in counts.items() if n)
+        return f"{name:<9}{sum(counts.values()):>7}" + (f"  ({split})" if split else "")
+
+    out.print(f"queue {depth.queue}: {live} live worker{'s' if live != 1 else ''}", highlight=False)
+    for name, counts in (("queued", depth.queued), ("running", depth.running), ("deferred", depth.deferred)):
+        out.print(line(name, counts), highlight=False)
+    if depth.oldest_queued_s is not None:
+        out.print(f"oldest queued job has waited {depth.oldest_queued_s:.1f}s", highlight=False)
+
+
+@app.command()
+def purge(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."), as_json: bool = JSON_OPTION
+) -> None:
+    """Cancel every job that waits in the queue (queued or deferred); running jobs run on.
+
+    Each purged job ends cancelled, with a result that says so. Asks first, unless --yes.
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            _usage("purge cancels every waiting job: add --yes to do it without a terminal to confirm at")
+        depth = _run(lambda client: client.queue_depth())
+        waiting = sum(depth.queued.values()) + sum(depth.deferred.values())
+        if not typer.confirm(f"cancel {waiting} waiting jobs of queue {depth.queue}?"):
+            err.print("nothing purged", highlight=False)
+            raise typer.Exit(1)
+    cancelled, left = _run(lambda client: client.purge())
+    if as_json:
+        print(json.dumps({"cancelled": len(cancelled), "left_to_run": left}))
+        return
+    taken = f" ({left} were taken by a worker or finished first)" if left else ""
+    print(f"purged: {len(cancelled)} jobs cancelled{taken}")
+
+
+def _usage(message: str) -> NoReturn:
+    """A usage error: one ``error:`` line, exit 2, before anything reaches Redis."""
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command()

@@ -74,13 +74,17 @@ from agentq.protocol.queue import CancelState, Enqueued, Queue
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
 from producer import jobs
-from producer.jobs import JobSummary
+from producer.jobs import JobSummary, QueueDepth
 from producer.waiters import Mailbox, Waiters
 
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
-PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
+PRIORITY_RANK = jobs.PRIORITY_RANK
+#: The furthest a listing pages (a queue this long is read in chunks, but no one pages through it).
+MAX_OFFSET = 1_000_000
+#: The ``status`` of a listing of unfinished jobs, and the state it lists.
+WAITING: dict[str, jobs.Unfinished] = {"queued": "queued", "deferred": "deferred", "running": "in_progress"}
 log = logging.getLogger(__name__)
 
 __all__ = ["Client", "Enqueued", "Status"]
@@ -422,15 +426,38 @@ class Client:
             raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
         return state
 
-    async def jobs(self, *, status: str | None = None, limit: int = 20) -> list[JobSummary]:
-        """Recent jobs, newest first; with ``status``, recent finished jobs of that final status."""
-        if status not in (None, "all", *jobs.FINAL_STATUSES):
-            raise InvalidRequest(f"status: must be one of all, {', '.join(jobs.FINAL_STATUSES)}; got {status!r}")
-        if limit < 1:
-            raise InvalidRequest(f"limit: must be at least 1, got {limit}")
-        limit = min(limit, self.settings.jobs_index_size)  # no index holds more
+    async def jobs(self, *, status: str | None = None, limit: int = 20, offset: int = 0) -> list[JobSummary]:
+        """Recent jobs, newest first; with a final ``status``, recent finished jobs of that status; with
+        ``queued``, ``deferred`` or ``running``, the jobs in that state in queue order. ``offset`` pages."""
+        if status not in (None, "all", *jobs.FINAL_STATUSES, *WAITING):
+            known = ", ".join(("all", *jobs.FINAL_STATUSES, *WAITING))
+            raise InvalidRequest(f"status: must be one of {known}; got {status!r}")
+        if limit < 1 or not 0 <= offset <= MAX_OFFSET:
+            raise InvalidRequest(f"limit at least 1 and offset 0 to {MAX_OFFSET}; got {limit} and {offset}")
         with self._redis_errors():
-            return await jobs.list_jobs(self.queue, status=status, limit=limit)
+            if status in WAITING:
+                state = WAITING[status]
+                return await jobs.list_waiting(self.queue, self.settings, status=state, limit=limit, offset=offset)
+            limit = min(limit, self.settings.jobs_index_size)  # no index holds more
+            return await jobs.list_jobs(self.queue, status=status, limit=limit, offset=offset)
+
+    async def queue_depth(self) -> QueueDepth:
+        """How many jobs wait, run and are deferred, by priority, and how long the oldest queued one has waited."""
+        with self._redis_errors():
+            return QueueDepth.of(self.settings.queue_name, await jobs.snapshot(self.queue, self.settings))
+
+    async def purge(self) -> tuple[list[str], int]:
+        """Cancel every job that waits (queued or deferred; running ones run on): the ids cancelled, and how
+        many a worker took (or that finished) before their turn came."""
+        with self._redis_errors():
+            return await jobs.purge(self.queue, self.settings)
+
+    async def failed_since(self, seconds: float) -> list[str]:
+        """The ids of the jobs that ended ``failed`` within the last ``seconds``, oldest first (their results kept)."""
+        since = time.time() * 1000 - seconds * 1000
+        with self._redis_errors():
+            ids = await self.redis.zrangebyscore(self.keys.by_status("failed"), since, "+inf")
+        return [i.decode() for i in ids]
 
     async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:
         """Queue a finished ``failed`` or ``cancelled`` job's request again, as a new job; return it.
@@ -469,15 +496,6 @@ class Client:
             with contextlib.suppress(ValueError, TypeError):
                 records.append(json.loads(value))
         return sorted(records, key=lambda r: str(r.get("id")))
-
-    async def queue_counts(self) -> tuple[int, int]:
-        """Jobs in the queue (queued, deferred and running: arq keeps running jobs there) and those deferred."""
-        with self._redis_errors():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(self.keys.queue)
-                pipe.zcount(self.keys.queue, f"({time.time() * 1000}", "+inf")
-                total, deferred = await pipe.execute()
-        return int(total), int(deferred)
 
     # ---------------------------------------------------------------------------- internals
     async def _state(self, job_id: str) -> records.JobState:

@@ -15,6 +15,7 @@ An index entry whose job has left every trace is skipped and dropped when read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -32,10 +33,17 @@ if TYPE_CHECKING:
 #: Final statuses, as listings filter them.
 FINAL_STATUSES: tuple[JobStatus, ...] = ("ok", "partial", "failed", "cancelled")
 Unfinished = Literal["queued", "deferred", "in_progress"]
+#: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
+PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
+#: Entries read from Redis per round trip when a whole queue is read.
+CHUNK = 1000
 
 
-async def cancel(queue: Queue, settings: Settings, job_id: str) -> CancelState:
-    """Cancel ``job_id`` (see the module's docstring); ``not_found`` for an unknown id."""
+async def cancel(queue: Queue, settings: Settings, job_id: str, *, queued_only: bool = False) -> CancelState:
+    """Cancel ``job_id`` (see the module's docstring); ``not_found`` for an unknown id.
+
+    ``queued_only``: a job a worker holds is left to run (``running``), not told to stop.
+    """
     now = now_ms()
     raw = await queue.record(job_id)
     question, args, kwargs, enqueue_ms = "", (), {}, now
@@ -69,6 +77,7 @@ async def cancel(queue: Queue, settings: Settings, job_id: str) -> CancelState:
         result_px=settings.result_ttl_s * 1000,
         final=json.dumps(final, separators=(",", ":")),
         index_size=settings.jobs_index_size,
+        queued_only=queued_only,
     )
 
 
@@ -147,8 +156,9 @@ def _unfinished(
     )
 
 
-async def list_jobs(queue: Queue, *, status: str | None = None, limit: int = 20) -> list[JobSummary]:
-    """The most recent jobs (newest first), or the most recent finished with ``status``."""
+async def list_jobs(queue: Queue, *, status: str | None = None, limit: int = 20, offset: int = 0) -> list[JobSummary]:
+    """The most recent jobs (newest first), or the most recent finished with ``status``; ``offset`` of them skipped."""
+    limit += offset
     k, redis = queue.keys, queue.redis
     index = k.by_status(str(status)) if status in INDEXED_STATUSES else k.index
     wanted = None if status in (None, "all") else str(status)
@@ -182,4 +192,116 @@ async def list_jobs(queue: Queue, *, status: str | None = None, limit: int = 20)
             break
     if gone:
         await redis.zrem(index, *gone)
+    return found[offset:]
+
+
+# ------------------------------------------------------------------------------------------ the queue
+@dataclass(frozen=True)
+class Entry:
+    """One job in the queue, as a snapshot saw it."""
+
+    job_id: str
+    score: float
+    state: Unfinished
+    priority: str
+    enqueued_ms: float
+    """From the score: its enqueue time, the priority's head start taken off again."""
+
+
+async def snapshot(queue: Queue, settings: Settings) -> list[Entry]:
+    """Every job in the queue, in queue order (next to start first), with its state and priority.
+
+    Read in chunks of :data:`CHUNK` (a queue of any length costs Redis no long command); a job that
+    ends between two reads is simply not there.
+    """
+    k, redis = queue.keys, queue.redis
+    now = time.time() * 1000
+    step_ms = round(settings.priority_step_s * 1000)
+    found: list[Entry] = []
+    start = 0
+    while True:
+        page = await redis.zrange(k.queue, start, start + CHUNK - 1, withscores=True)
+        if not page:
+            return found
+        ids = [member.decode() for member, _ in page]
+        state = await redis.hmget(k.jobs, [f for j in ids for f in (field(j, Field.HOLDER), field(j, Field.PRIORITY))])  # type: ignore[misc]
+        for n, (job_id, (_, score)) in enumerate(zip(ids, page, strict=True)):
+            holder, raw_priority = state[2 * n], state[2 * n + 1]
+            priority = raw_priority.decode() if raw_priority else "normal"
+            unfinished: Unfinished = records.job_state(False, holder is not None, score, now)  # type: ignore[assignment]
+            enqueued = score + PRIORITY_RANK.get(priority, 1) * step_ms
+            found.append(Entry(job_id, score, unfinished, priority, enqueued))
+        if len(page) < CHUNK:
+            return found
+        start += CHUNK
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many jobs of a queue wait, run and are deferred, by priority, and how long the oldest has waited."""
+
+    queue: str
+    queued: dict[str, int]
+    running: dict[str, int]
+    deferred: dict[str, int]
+    oldest_queued_s: float | None
+    """How long the job queued longest has waited since it was enqueued (None: nothing is queued)."""
+
+    @classmethod
+    def of(cls, name: str, entries: list[Entry]) -> QueueDepth:
+        counts: dict[str, dict[str, int]] = {
+            s: dict.fromkeys(PRIORITY_RANK, 0) for s in ("queued", "in_progress", "deferred")
+        }
+        for e in entries:
+            by_priority = counts[e.state]
+            by_priority[e.priority] = by_priority.get(e.priority, 0) + 1
+        waiting = [e.enqueued_ms for e in entries if e.state == "queued"]
+        oldest = max(0.0, time.time() - min(waiting) / 1000) if waiting else None
+        return cls(name, counts["queued"], counts["in_progress"], counts["deferred"], oldest)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "queued": self.queued,
+            "running": self.running,
+            "deferred": self.deferred,
+            "oldest_queued_s": self.oldest_queued_s,
+        }
+
+
+async def list_waiting(
+    queue: Queue, settings: Settings, *, status: Unfinished, limit: int, offset: int = 0
+) -> list[JobSummary]:
+    """Unfinished jobs of one state, in queue order (the next to start first), ``limit`` from ``offset``."""
+    page = [e for e in await snapshot(queue, settings) if e.state == status][offset : offset + limit]
+    if not page:
+        return []
+    k = queue.keys
+    fields = [f for e in page for f in (e.job_id, field(e.job_id, Field.PRIORITY), field(e.job_id, Field.RETRY_OF))]
+    state = await queue.redis.hmget(k.jobs, fields)  # type: ignore[misc]
+    found = []
+    for n, entry in enumerate(page):
+        record, priority, retry_of = state[3 * n : 3 * n + 3]
+        if record is not None:
+            found.append(_unfinished(entry.job_id, record, entry.state, priority, retry_of))
     return found
+
+
+async def purge(queue: Queue, settings: Settings) -> tuple[list[str], int]:
+    """Cancel every job that waits (queued or deferred); running jobs are left alone.
+
+    Each job is cancelled by the cancel script, only if it still waits at that moment (a job a
+    worker has just taken runs on). Returns the ids cancelled and how many were left because a
+    worker took them or they finished meanwhile.
+    """
+    waiting = [e.job_id for e in await snapshot(queue, settings) if e.state != "in_progress"]
+    cancelled, left = [], 0
+    for start in range(0, len(waiting), 100):  # 100 at a time over the pool's connections
+        chunk = waiting[start : start + 100]
+        states = await asyncio.gather(*(cancel(queue, settings, j, queued_only=True) for j in chunk))
+        for job_id, state in zip(chunk, states, strict=True):
+            if state == "cancelled":
+                cancelled.append(job_id)
+            else:
+                left += 1
+    return cancelled, left

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-CancelState = Literal["cancelled", "cancelling", "finished", "not_found"]
+CancelState = Literal["cancelled", "cancelling", "finished", "running", "not_found"]
 #: How many queue entries beyond those it wants a claim looks at (leases of its own it renews on
 #: the way are not counted).
 LOOK_BEYOND = 16
@@ -162,15 +162,23 @@ class Queue:
         result_px: int,
         final: str,
         index_size: int,
+        queued_only: bool = False,
     ) -> CancelState:
-        """Cancel ``job_id`` (``lua/cancel.lua``); ``not_found`` for an unknown id."""
+        """Cancel ``job_id`` (``lua/cancel.lua``); ``not_found`` for an unknown id.
+
+        ``queued_only``: a job a worker holds is left alone (``running``) instead of told to stop.
+        """
         k = self.keys
         reply = await self.script("cancel")(
             keys=[k.queue, k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")],
-            args=[job_id, result, result_px, k.cancel_channel, k.done_channel(job_id), final, now_ms(), index_size],
+            args=[
+                *(job_id, result, result_px, k.cancel_channel, k.done_channel(job_id), final, now_ms(), index_size),
+                "1" if queued_only else "0",
+            ],
         )
         state = _text(reply)
-        return state if state in ("cancelled", "cancelling", "finished") else "not_found"  # type: ignore[return-value]
+        known = ("cancelled", "cancelling", "finished", "running")
+        return state if state in known else "not_found"  # type: ignore[return-value]
 
     async def record(self, job_id: str) -> bytes | None:
         """The job record of an unfinished job (None once it has finished, or if there is none)."""

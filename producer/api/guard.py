@@ -38,7 +38,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def scope_for(method: str, path: str) -> str:
     """The scope a request to ``/api/...`` needs."""
-    if method == "POST" and path.endswith("/cancel"):
+    if method == "POST" and path.endswith(("/cancel", "/queue/purge")):
         return "cancel"
     if method in ("GET", "HEAD", "OPTIONS"):
         return "read"

@@ -14,7 +14,7 @@ from agentq.settings import Settings
 
 JobState = Literal["queued", "deferred", "in_progress", "complete"]
 CancelState = Literal["cancelled", "cancelling", "finished"]
-ListStatus = Literal["all", "ok", "partial", "failed", "cancelled"]
+ListStatus = Literal["all", "queued", "running", "deferred", "ok", "partial", "failed", "cancelled"]
 #: A job id as the producer makes them (uuid4 hex); ids of other shapes are refused with 422.
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -153,8 +153,21 @@ class QueueInfo(BaseModel):
     queue: str
     queued: int = Field(description="jobs waiting for a worker (due now)")
     deferred: int = Field(description="jobs not due yet")
-    running: int = Field(description="jobs the live workers report in flight")
+    running: int = Field(description="jobs a worker holds")
     workers: int = Field(description="live workers")
+    by_priority: dict[str, dict[str, int]] = Field(
+        description='queued, running and deferred by priority: {"queued": {"high": 0, "normal": 3, "low": 1}, ...}'
+    )
+    oldest_queued_s: float | None = Field(
+        description="how long the job queued longest has waited (null: none is queued)"
+    )
+
+
+class PurgeReply(BaseModel):
+    """What a purge did."""
+
+    cancelled: int = Field(description="waiting jobs cancelled (each has a cancelled result)")
+    left_to_run: int = Field(description="jobs a worker took, or that finished, before their turn came")
 
 
 class SourceStats(BaseModel):

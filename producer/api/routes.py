@@ -31,6 +31,7 @@ from producer.api.models import (
     JobListItem,
     JobStatusReply,
     ListStatus,
+    PurgeReply,
     QueueInfo,
     SourceStats,
     SourceStatsList,
@@ -38,7 +39,7 @@ from producer.api.models import (
     WorkerList,
     job_create_model,
 )
-from producer.client import Client
+from producer.client import MAX_OFFSET, Client
 
 # Declared for the OpenAPI spec; the keys themselves are checked by producer.api.guard first.
 _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer <key>")
@@ -114,11 +115,15 @@ def create_router(settings: Settings) -> APIRouter:
 @router.get("/jobs", responses=_errors(), summary="List recent jobs")
 async def list_jobs(
     client: ClientDep,
-    status: Annotated[ListStatus, Query(description="all, or only finished jobs of this status")] = "all",
-    limit: Annotated[int, Query(ge=1, le=1000, description="how many, newest first")] = 20,
+    status: Annotated[
+        ListStatus, Query(description="all; queued, running or deferred (in queue order); or a final status")
+    ] = "all",
+    limit: Annotated[int, Query(ge=1, le=1000, description="how many")] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="how many to skip first (paging)")] = 0,
 ) -> JobList:
-    """Recent jobs, newest first; with ``status``, recent finished jobs of that status (``failed`` ...)."""
-    listed = await client.jobs(status=status, limit=limit)
+    """Recent jobs, newest first; with a final ``status``, recent jobs that ended so (``failed`` ...); with
+    ``queued``, ``running`` or ``deferred``, those jobs in queue order (the next to start first)."""
+    listed = await client.jobs(status=status, limit=limit, offset=offset)
     return JobList(jobs=[JobListItem.model_validate(j.as_dict()) for j in listed])
 
 
@@ -196,17 +201,25 @@ async def workers(client: ClientDep) -> WorkerList:
 
 @router.get("/queue", responses=_errors(), summary="The queue")
 async def queue(client: ClientDep) -> QueueInfo:
-    """How many jobs wait, how many are deferred, how many run."""
-    live = await client.workers()
-    running = sum(int(w.get("jobs_in_flight") or 0) for w in live)
-    total, deferred = await client.queue_counts()
+    """How many jobs wait, run and are deferred (in all and by priority), and the oldest queued job's wait."""
+    depth = await client.queue_depth()
     return QueueInfo(
-        queue=client.settings.queue_name,
-        queued=max(0, total - deferred - running),  # arq keeps running jobs in the queue too
-        deferred=deferred,
-        running=running,
-        workers=len(live),
+        queue=depth.queue,
+        queued=sum(depth.queued.values()),
+        deferred=sum(depth.deferred.values()),
+        running=sum(depth.running.values()),
+        workers=len(await client.workers()),
+        by_priority={"queued": depth.queued, "running": depth.running, "deferred": depth.deferred},
+        oldest_queued_s=depth.oldest_queued_s,
     )
+
+
+@router.post("/queue/purge", responses=_errors(), summary="Cancel every waiting job")
+async def purge(client: ClientDep) -> PurgeReply:
+    """Cancel every job that waits (queued or deferred): each ends ``cancelled``. Running jobs run on.
+    Needs the ``cancel`` scope."""
+    cancelled, left = await client.purge()
+    return PurgeReply(cancelled=len(cancelled), left_to_run=left)
 
 
 @router.get("/sources", responses=_errors(), summary="Each source's latency and failures")

@@ -210,3 +210,26 @@ def test_json_log_format_makes_every_api_line_json_with_the_request_in_access_li
     access = [line for line in lines if line["logger"] == "uvicorn.access" and line["path"] == "/api/jobs?limit=1"]
     assert [(a["method"], a["status"], a["level"]) for a in access] == [("GET", 200, "INFO")]
     assert access[0]["client"].startswith("127.0.0.1:")
+
+
+def test_the_queue_by_priority_its_waiting_jobs_in_order_and_a_purge(start_api: StartApi) -> None:
+    """No worker: jobs wait. /api/queue counts them by priority with the oldest wait; /api/jobs?status=queued
+    lists them in queue order and pages; purging needs the cancel scope and cancels each waiting job."""
+    api = start_api()
+    made = [
+        httpx.post(f"{api.url}/api/jobs", headers=api.headers(), json={"question": f"q{i}", "priority": p}).json()
+        for i, p in enumerate(("low", "high", "normal"))
+    ]
+    queue = httpx.get(f"{api.url}/api/queue", headers=api.headers()).json()
+    assert (queue["queued"], queue["running"], queue["deferred"], queue["workers"]) == (3, 0, 0, 0)
+    assert queue["by_priority"]["queued"] == {"high": 1, "normal": 1, "low": 1} and queue["oldest_queued_s"] >= 0
+    url = f"{api.url}/api/jobs?status=queued"
+    in_order = [j["job_id"] for j in httpx.get(url, headers=api.headers()).json()["jobs"]]
+    assert in_order == [made[1]["job_id"], made[2]["job_id"], made[0]["job_id"]]  # high, normal, low
+    page = httpx.get(f"{url}&limit=1&offset=2", headers=api.headers()).json()["jobs"]
+    assert [j["job_id"] for j in page] == [made[0]["job_id"]]
+    assert httpx.post(f"{api.url}/api/queue/purge", headers=api.headers(api.read_key)).status_code == 403
+    purged = httpx.post(f"{api.url}/api/queue/purge", headers=api.headers())
+    assert purged.status_code == 200 and purged.json() == {"cancelled": 3, "left_to_run": 0}
+    assert httpx.get(f"{api.url}/api/queue", headers=api.headers()).json()["queued"] == 0
+    assert wait_for_result(api, made[1]["job_id"])["result"]["status"] == "cancelled"

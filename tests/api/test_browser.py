@@ -73,6 +73,10 @@ def test_the_dashboard_shows_a_job_and_draws_its_timeline(
         )
         assert overflowing == [], (width, overflowing)
     page.set_viewport_size({"width": 1280, "height": 900})
+    assert page.inner_text("[data-tile='oldest wait'] b") == "-"  # nothing waits
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#purge")
+    page.wait_for_selector("#purge-result:has-text('purged: 0 cancelled')", timeout=10_000)
 
     page.click(f"#recent tr[data-job='{job_id}'] a")
     page.wait_for_url(f"**/jobs/{job_id}")

@@ -2,16 +2,19 @@
 --
 -- KEYS: [1] queue, [2] jobs, [3] result, [4] the job's listing figures, [5] cancelled index
 -- ARGV: [1] job id, [2] result record (status cancelled), [3] result px, [4] cancel channel,
---       [5] done channel, [6] listing figures (JSON), [7] now ms, [8] index size
+--       [5] done channel, [6] listing figures (JSON), [7] now ms, [8] index size,
+--       [9] '1' to cancel only a job that waits (a purge): one a worker holds is left to run
 -- Returns 'finished' (a result is stored: too late), 'cancelling' (a worker holds it: its cancel
--- field is set and the workers are told), 'cancelled' (it was queued: it is out of the queue, its
--- cancelled result stored and its waiters woken) or 'not_found'.
+-- field is set and the workers are told), 'running' (a worker holds it and [9] is '1': untouched),
+-- 'cancelled' (it was queued: it is out of the queue, its cancelled result stored and its waiters
+-- woken) or 'not_found'.
 
 -- Every state field of a job (agentq.protocol.keys.Field).
 local STATE = {'n', 't', 'w', 'a', 's', 'c', 'm', 'p', 'r'}
 local queue, jobs, id = KEYS[1], KEYS[2], ARGV[1]
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
 if redis.call('HEXISTS', jobs, id .. ':w') == 1 then
+  if ARGV[9] == '1' then return 'running' end
   redis.call('HSET', jobs, id .. ':c', '1')
   redis.call('PUBLISH', ARGV[4], id)
   return 'cancelling'

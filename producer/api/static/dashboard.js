@@ -20,7 +20,8 @@ async function refresh() {
       agentq.api("/api/jobs?status=failed&limit=10"), agentq.api("/api/sources"),
     ]);
     document.getElementById("queue").replaceChildren(
-      ...[["queued", queue.queued], ["deferred", queue.deferred], ["running", queue.running], ["workers", queue.workers]]
+      ...[["queued", queue.queued], ["deferred", queue.deferred], ["running", queue.running], ["workers", queue.workers],
+          ["oldest wait", queue.oldest_queued_s == null ? "-" : secs(queue.oldest_queued_s)]]
         .map(([name, n]) => el("div", { "data-tile": name }, el("span", {}, name), el("b", { class: "big" }, n))));
     fill("workers", workers.workers.map((w) => el("tr", {},
       el("td", { class: "q" }, w.id), el("td", {}, w.executor + " x" + w.pool_size),
@@ -59,6 +60,17 @@ document.getElementById("ask").addEventListener("submit", async (event) => {
     location.href = "/jobs/" + made.job_id;
   } catch (err) {
     document.getElementById("ask-error").textContent = err.message;
+  }
+});
+
+document.getElementById("purge").addEventListener("click", async () => {
+  const said = document.getElementById("purge-result");
+  if (!confirm("Cancel every job waiting in the queue? Running jobs run on.")) return;
+  try {
+    const done = await agentq.api("/api/queue/purge", { method: "POST" });
+    said.textContent = "purged: " + done.cancelled + " cancelled" + (done.left_to_run ? ", " + done.left_to_run + " already taken" : "");
+  } catch (err) {
+    said.textContent = err.message;
   }
 });
 
