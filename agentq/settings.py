@@ -212,7 +212,7 @@ class Settings(BaseSettings):
     enabled_sources: EnvList = Field(
         (),
         description="the sources this worker serves (JSON or comma list); empty = every installed source except"
-        " opt-in ones (the test and benchmark sources)",
+        " opt-in ones",
     )
     default_sources: EnvList = Field(
         (), description="sources a request that names none fans out to; empty = every source that can run here"

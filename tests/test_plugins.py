@@ -18,6 +18,7 @@ from agentq.contract import QuestionRequest, SourceOutcome, parse_request, reque
 from agentq.errors import InvalidRequest, PluginError, StartupError
 from agentq.plugins import PLUGIN_API_VERSION, Source, SourceContext, check_api_version, module_plugins, render
 from agentq.settings import Settings
+from agentq_tools import plugins as tools_plugins
 from producer.client import Client
 from tests import plugin_functions, plugin_samples
 from worker.job.fanout import FanOut
@@ -118,12 +119,14 @@ def test_analysis_params_come_from_defaults_then_settings() -> None:
 def test_the_built_in_analysis_is_an_entry_point_and_opt_in_ones_need_naming() -> None:
     """bag_of_words is installed like any plugin; numpy_similarity runs only when named; the default must run."""
     installed = installed_analyses()
-    assert installed["bag_of_words"] is bag_of_words and installed["numpy_similarity"].opt_in
-    assert list(enabled_analyses(Settings())) == ["bag_of_words"]
-    chosen = enabled_analyses(Settings(enabled_analyses=("numpy_similarity", "bag_of_words")))
+    assert installed["bag_of_words"] is bag_of_words
+    with_tools = {**installed, **{a.name: a for a in tools_plugins.ANALYSES}}
+    assert with_tools["numpy_similarity"].opt_in
+    assert list(enabled_analyses(Settings(), with_tools)) == ["bag_of_words"]
+    chosen = enabled_analyses(Settings(enabled_analyses=("numpy_similarity", "bag_of_words")), with_tools)
     assert list(chosen) == ["numpy_similarity", "bag_of_words"]
     with pytest.raises(ValueError, match="AGENTQ_DEFAULT_ANALYSIS: 'bag_of_words' is not an analysis this worker runs"):
-        enabled_analyses(Settings(enabled_analyses=("numpy_similarity",)))
+        enabled_analyses(Settings(enabled_analyses=("numpy_similarity",)), with_tools)
     with pytest.raises(ValueError, match="not installed: nope"):
         enabled_analyses(Settings(enabled_analyses=("nope",)))
 
@@ -284,7 +287,7 @@ def test_the_producer_knows_entry_points_and_http_sources_and_leaves_plugin_modu
     """Names come from entry points and AGENTQ_HTTP_SOURCES; under AGENTQ_PLUGIN_MODULES any name passes, unimported."""
     http = {"headlines": {"url": "http://u.test/news?q={question}", "fields": ["articles[].title"]}}
     client = Client(Settings(http_sources=http))
-    assert client.validate("q", sources=["headlines", "weather"], analysis="numpy_similarity").sources
+    assert client.validate("q", sources=["headlines", "weather"], analysis="bag_of_words").sources
     with pytest.raises(InvalidRequest, match="unknown source 'slow_sample'"):
         client.validate("q", sources=["slow_sample"])
     with pytest.raises(InvalidRequest, match="unknown analysis 'word_count'"):

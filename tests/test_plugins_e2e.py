@@ -14,12 +14,14 @@ import redis
 
 from agentq.protocol.keys import Keys
 from agentq.settings import Settings
+from agentq_tools import plugins
 from agentq_tools.processes import start_workers, stop_workers
 from producer.client import Client
 
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
-WITH_NUMPY = json.dumps(["bag_of_words", "numpy_similarity"])
+#: A worker's settings to run the tools' numpy analysis beside the built-in one.
+WITH_NUMPY = {**plugins.ENV, "AGENTQ_ENABLED_ANALYSES": json.dumps(["bag_of_words", "numpy_similarity"])}
 
 
 @pytest.mark.skipif(sys.version_info < (3, 14), reason="InterpreterPoolExecutor is new in 3.14")
@@ -29,7 +31,7 @@ def test_a_numpy_analysis_stops_an_interpreter_pool_worker_at_start_up(
     """Under AGENTQ_EXECUTOR=interpreter the worker exits 2 before serving, with one line naming the analysis,
     its module and the process executor."""
     pytest.importorskip("numpy")
-    env = {**worker_env, "AGENTQ_EXECUTOR": "interpreter", "AGENTQ_ENABLED_ANALYSES": WITH_NUMPY}
+    env = {**worker_env, "AGENTQ_EXECUTOR": "interpreter", **WITH_NUMPY}
     (worker,) = start_workers(1, env, tmp_path)
     try:
         code = worker.wait(90)
@@ -57,10 +59,11 @@ async def test_the_same_numpy_analysis_runs_in_the_process_executor(
 ) -> None:
     """With AGENTQ_EXECUTOR=process the numpy analysis passes its check, and a request choosing it gets its fields."""
     pytest.importorskip("numpy")
-    (worker,) = start_worker_processes(1, AGENTQ_EXECUTOR="process", AGENTQ_ENABLED_ANALYSES=WITH_NUMPY)
+    (worker,) = start_worker_processes(1, AGENTQ_EXECUTOR="process", **WITH_NUMPY)
 
-    chosen = await client.result(await client.enqueue("Rain in Paris?", analysis="numpy_similarity"), timeout=60)
-    default = await client.result(await client.enqueue("Rain in Paris?"), timeout=60)
+    async with Client(Settings(redis_url=client.settings.redis_url, plugin_modules=(plugins.MODULE,))) as c:
+        chosen = await c.result(await c.enqueue("Rain in Paris?", analysis="numpy_similarity"), timeout=60)
+        default = await c.result(await c.enqueue("Rain in Paris?"), timeout=60)
 
     assert chosen.status == "ok", chosen.errors
     for o in chosen.sources:

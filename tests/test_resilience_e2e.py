@@ -1,7 +1,7 @@
 """Source policies end to end: a real redis-server and real worker processes sharing the cache,
 the circuit breaker, the latency samples and the rate limit through Redis.
 
-Workers here also serve two of the tools' opt-in test sources (``flaky``, ``ticker``).
+Workers here also serve two of the tools' opt-in test sources (``flaky``, ``ticker``: ``agentq_tools.plugins``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,17 @@ import redis
 
 from agentq.contract import JobResult, QuestionRequest, SourceOutcome
 from agentq.protocol.keys import Keys
+from agentq_tools import plugins
 from agentq_tools.processes import stop_workers
 from agentq_tools.sources import TICKS_KEY
 from producer.client import Client
 
 pytestmark = pytest.mark.e2e
-#: The reference sources plus the test sources, for AGENTQ_ENABLED_SOURCES.
-WITH_TEST_SOURCES = json.dumps(["weather", "news", "knowledge_base", "flaky", "ticker"])
+#: A worker's settings to serve the reference sources plus two of the tools' test sources.
+WITH_TEST_SOURCES = {
+    **plugins.ENV,
+    "AGENTQ_ENABLED_SOURCES": json.dumps(["weather", "news", "knowledge_base", "flaky", "ticker"]),
+}
 StartWorkers = Callable[..., list[Popen[bytes]]]
 
 
@@ -52,7 +56,7 @@ async def test_cache_and_circuit_are_shared_between_workers(
         AGENTQ_SOURCE_FAIL='["knowledge_base"]',
         AGENTQ_SOURCE_RETRIES="0",
         **common,
-        AGENTQ_ENABLED_SOURCES=WITH_TEST_SOURCES,
+        **WITH_TEST_SOURCES,
     )
     first = await ask(client, "Will it rain in Paris?", "weather", "news", "knowledge_base", source_timeout_s=0.3)
     assert by_name(first)["weather"].cache == "miss" and by_name(first)["weather"].attempts == 1
@@ -66,7 +70,7 @@ async def test_cache_and_circuit_are_shared_between_workers(
     assert server.exists(Keys("agentq").breaker("knowledge_base")) == 0
 
     start_worker_processes(
-        1, **common, AGENTQ_ENABLED_SOURCES=WITH_TEST_SOURCES
+        1, **common, **WITH_TEST_SOURCES
     )  # worker B: news would answer here, weather was never fetched
     stop_workers(worker_a)
     third = await ask(client, "  will it RAIN in   paris? ", "weather", "news")
@@ -84,7 +88,7 @@ async def test_cache_and_circuit_are_shared_between_workers(
 
 async def test_flaky_source_succeeds_on_retry(client: Client, start_worker_processes: StartWorkers) -> None:
     """A source whose first call fails with a 503 answers on the retry; both attempts are recorded."""
-    start_worker_processes(1, AGENTQ_ENABLED_SOURCES=WITH_TEST_SOURCES)
+    start_worker_processes(1, **WITH_TEST_SOURCES)
     result = await ask(client, "Is the flaky API up?", "flaky")
     flaky = by_name(result)["flaky"]
     assert (result.status, flaky.status, flaky.attempts) == ("ok", "ok", 2)
@@ -100,7 +104,7 @@ async def test_adaptive_timeout_after_warm_up(
         1,
         AGENTQ_ADAPTIVE_MIN_SAMPLES="4",
         AGENTQ_ADAPTIVE_TIMEOUT_MIN_S="0.01",
-        AGENTQ_ENABLED_SOURCES=WITH_TEST_SOURCES,
+        **WITH_TEST_SOURCES,
     )
     for i in range(4):
         news = by_name(await ask(client, f"warm-up question {i}", "news"))["news"]
@@ -117,7 +121,7 @@ async def test_two_workers_share_one_rate_limit(
     client: Client, start_worker_processes: StartWorkers, redis_url: str
 ) -> None:
     """Two workers together start at most 4 calls a second to a source limited to 4/s; callers wait."""
-    start_worker_processes(2, AGENTQ_RATE_LIMITS='{"ticker": 4}', AGENTQ_ENABLED_SOURCES=WITH_TEST_SOURCES)
+    start_worker_processes(2, AGENTQ_RATE_LIMITS='{"ticker": 4}', **WITH_TEST_SOURCES)
     job_ids = [
         await client.enqueue_request(QuestionRequest(question=f"tick {i}", sources=("ticker",), deadline_s=20.0))
         for i in range(12)
@@ -143,7 +147,7 @@ async def test_one_result_shows_every_policy(
         AGENTQ_SOURCE_LATENCY_S='{"news": 100}',
         AGENTQ_BREAKER_FAILURES="2",
         AGENTQ_RATE_LIMITS='{"ticker": 1}',
-        AGENTQ_ENABLED_SOURCES=WITH_TEST_SOURCES,
+        **WITH_TEST_SOURCES,
     )
     question = "Will it rain in Paris tomorrow?"
     await ask(client, question, "weather")  # caches weather

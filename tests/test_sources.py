@@ -14,10 +14,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agentq.errors import SourceError, TransientSourceError
+from agentq.analyses import analysis_names, installed_analyses
+from agentq.errors import InvalidRequest, SourceError, TransientSourceError
 from agentq.settings import Settings
 from agentq.sources import SourceContext, default_sources, enabled_sources, installed_sources, source_names
+from agentq_tools import plugins as tools_plugins
 from agentq_tools.upstream import answer
+from producer.client import Client
 from worker.job.sources.http import ENDPOINTS, create_client
 
 SIMULATED = ("weather", "news", "knowledge_base")
@@ -51,12 +54,25 @@ def test_at_least_five_sources_and_the_default_set_follows_configuration() -> No
 
 def test_opt_in_sources_are_served_only_when_enabled_by_name() -> None:
     """A worker serves opt-in sources only when AGENTQ_ENABLED_SOURCES names them; a name not installed is refused."""
-    assert installed_sources()["poison"].opt_in and "poison" not in enabled_sources(Settings())
-    chosen = enabled_sources(Settings(enabled_sources=("news", "poison")))
+    available = {**installed_sources(), **{source.name: source for source in tools_plugins.SOURCES}}
+    assert available["poison"].opt_in and "poison" not in enabled_sources(Settings(), available)
+    chosen = enabled_sources(Settings(enabled_sources=("news", "poison")), available)
     assert list(chosen) == ["news", "poison"]
     assert default_sources(Settings(enabled_sources=("news", "poison")), chosen) == ("news",)
     with pytest.raises(ValueError, match="not installed: nope"):
-        enabled_sources(Settings(enabled_sources=("news", "nope")))
+        enabled_sources(Settings(enabled_sources=("news", "nope")), available)
+
+
+def test_the_tools_test_plugins_are_not_installed_as_sources_or_analyses() -> None:
+    """After ``make install`` the tests' and the benchmark's plugins are no entry points: no producer lists or
+    accepts them, no worker loads them unless AGENTQ_PLUGIN_MODULES names ``agentq_tools.plugins``."""
+    tools = {p.name for p in [*tools_plugins.SOURCES, *tools_plugins.ANALYSES]}
+    assert {"noop", "poison", "flaky", "ticker", "extra_04", "numpy_similarity"} <= tools
+    assert not tools & {*source_names(), *installed_sources(), *analysis_names(), *installed_analyses()}
+    with pytest.raises(InvalidRequest, match="unknown source 'poison'; known: ") as refused:
+        Client(Settings()).validate("q", sources=["poison"])
+    known = set(str(refused.value).split("known: ", 1)[1].replace(",", " ").split())
+    assert "weather" in known and not tools & known
 
 
 def test_a_default_set_that_cannot_run_is_refused() -> None:

@@ -18,6 +18,7 @@ import pytest
 from agentq.analyses import Analysis
 from agentq.settings import Settings
 from agentq.sources import SourceContext, installed_sources
+from agentq_tools import plugins
 from agentq_tools.sources import POISON_EXIT
 from producer.client import Client
 from tests.helpers import enqueue_raw, progress_reached
@@ -38,7 +39,7 @@ async def test_poison_job_fails_for_good_after_max_tries(
     death (in company, so not yet its fault) and then max_tries deaths while it runs alone, then a `failed`
     result saying why; every worker it killed is back, and they serve on."""
     enabled = json.dumps(["weather", "news", "knowledge_base", "poison"])
-    settings = {"AGENTQ_MAX_TRIES": "2", "AGENTQ_LEASE_S": "1", "AGENTQ_ENABLED_SOURCES": enabled}
+    settings = {"AGENTQ_MAX_TRIES": "2", "AGENTQ_LEASE_S": "1", "AGENTQ_ENABLED_SOURCES": enabled, **plugins.ENV}
     workers.start(2, **settings)
     job_id = await enqueue_raw(client, {"question": "crash", "sources": ["poison"]})
     deaths: list[int | None] = []

@@ -6,6 +6,7 @@
 - ``upstream``    the mock upstream the HTTP sources call in the demo, the tests and compose
 - ``embedded``    a throw-away redis-server on a free loopback port
 - ``processes``   worker processes started with the documented ``worker`` command, and stopped
-- ``sources``     the benchmark's and the tests' sources (opt-in plugins)
-- ``analyses``    the tests' analyses (opt-in plugins): ``numpy_similarity``, whose function is in ``numeric``
+- ``plugins``     the benchmark's and the tests' plugins, for ``AGENTQ_PLUGIN_MODULES`` (not entry points):
+- ``sources``     their sources (opt-in)
+- ``analyses``    their analyses (opt-in): ``numpy_similarity``, whose function is in ``numeric``
 """

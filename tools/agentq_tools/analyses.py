@@ -1,5 +1,5 @@
-"""Analyses for the tests, registered like any plugin's (``agentq.analyses`` entry points in
-``tools/pyproject.toml``) and opt-in: a worker runs them only when ``AGENTQ_ENABLED_ANALYSES`` names them.
+"""Analyses for the tests and the benchmark, loaded through ``AGENTQ_PLUGIN_MODULES`` (``agentq_tools.plugins``)
+and opt-in: a worker runs them only when ``AGENTQ_ENABLED_ANALYSES`` names them.
 
 - ``numpy_similarity``: a numpy analysis (``agentq_tools.numeric``). Under the process executor it
   runs; under the interpreter executor the worker's start-up check refuses it, since numpy does not

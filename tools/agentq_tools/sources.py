@@ -1,6 +1,6 @@
-"""Sources for the benchmark and the tests, registered like any plugin's (``agentq.sources`` entry
-points in ``tools/pyproject.toml``) and all opt-in: a worker serves them only when its
-``AGENTQ_ENABLED_SOURCES`` names them, and they never join a default set.
+"""Sources for the benchmark and the tests, loaded through ``AGENTQ_PLUGIN_MODULES`` (``agentq_tools.plugins``)
+and all opt-in: a worker serves them only when its ``AGENTQ_ENABLED_SOURCES`` names them, and they
+never join a default set.
 
 - ``extra_04`` ... ``extra_20``: the growth benchmark's sources beyond the reference three; each
   mirrors one of them in turn (its latency and text), so 20 sources are the reference mix repeated.
@@ -57,11 +57,11 @@ def latency_of(name: str) -> float:
     return REFERENCE_LATENCY_S[_base(int(name.removeprefix("extra_")))]
 
 
-_EXTRAS = {
+#: extra_04 ... extra_20, by name.
+EXTRAS = {
     extra_name(i): simulated(extra_name(i), REFERENCE_LATENCY_S[_base(i)], _base(i), opt_in=True)
     for i in range(len(REFERENCE_SOURCES) + 1, MAX_SOURCES + 1)
 }
-globals().update(_EXTRAS)  # extra_04 ... extra_20, named by the entry points
 
 
 _flaky_calls: dict[str, int] = {}

@@ -22,9 +22,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from agentq.settings import Settings, get_settings
+from agentq.settings import Settings
 from agentq.sources import REFERENCE_SOURCES
-from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.cluster import Cluster, client_settings
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.report import Figure
@@ -88,7 +88,7 @@ def run(
     """Each configuration with 1 and 2 workers, bursts of each multiple."""
     scale, cores = cfg.workload_time_scale, cfg.pool_size
     units = units_for(cfg.reference_inference_cpu_s, calibration)
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     runs: dict[str, Any] = {}
     for key, label, options in CONFIGS:
         for workers in cfg.worker_counts:

@@ -15,6 +15,8 @@ from types import TracebackType
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import redis
 
+from agentq.settings import Settings, get_settings
+from agentq_tools import plugins
 from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
 from agentq_tools.sources import MAX_SOURCES, first_sources
 
@@ -23,6 +25,11 @@ from agentq_tools.sources import MAX_SOURCES, first_sources
 ENABLED_SOURCES = [*first_sources(MAX_SOURCES), "noop"]
 #: The built-in analysis, and the no-op one of the zero-work jobs.
 ENABLED_ANALYSES = ["bag_of_words", "noop"]
+
+
+def client_settings(redis_url: str, **fields: object) -> Settings:
+    """The benchmark's own settings (its producers'): the test plugins' names are the workers' to check."""
+    return get_settings(redis_url=redis_url, plugin_modules=(plugins.MODULE,), **fields)
 
 
 class Cluster:
@@ -38,6 +45,7 @@ class Cluster:
         settings = {
             "cache_ttl_s": 0,
             "adaptive_timeouts": False,
+            "plugin_modules": [plugins.MODULE],  # the benchmark's sources and analyses are no entry points
             "enabled_sources": ENABLED_SOURCES,
             "enabled_analyses": ENABLED_ANALYSES,
             **settings,

@@ -13,9 +13,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from agentq.settings import Settings, get_settings
+from agentq.settings import Settings
 from agentq.sources import REFERENCE_SOURCES
-from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.cluster import Cluster, client_settings
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.report import Figure, spread
@@ -82,7 +82,7 @@ def run(
 ) -> tuple[dict[str, Any], list[Figure]]:
     """Grow the sources, then the burst; fit the law each follows."""
     ref_units = units_for(cfg.reference_inference_cpu_s, calibration)
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     common = {"inference_units": ref_units, "pool_size": cfg.pool_size, "max_deadline_s": 60.0}
     with Cluster(redis_url, log_dir, time_scale=cfg.growth_time_scale, **common) as cluster:
         cluster.add(1)

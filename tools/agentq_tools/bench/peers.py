@@ -40,7 +40,7 @@ import redis
 from agentq.settings import get_settings
 from agentq.sources import REFERENCE_SOURCES
 from agentq_tools.bench import redisstats
-from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.cluster import Cluster, client_settings
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.queue import zero_work, zero_work_settings
@@ -194,7 +194,7 @@ def _noop_run(redis_url: str, run: Callable[[], dict[str, Any]]) -> dict[str, An
 
 # ------------------------------------------------------------------------------------------ ours
 async def _ours_noop(redis_url: str, n: int) -> dict[str, Any]:
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     async with Client(settings) as client:
         requests = [zero_work(client, f"no-op job {i}") for i in range(n)]
         gate = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
@@ -220,7 +220,7 @@ async def _drained(client: Client, queue: str) -> int:
 
 
 async def _ours_reference(redis_url: str, repeats: int) -> list[float]:
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     latencies = []
     async with Client(settings) as client:
         questions = [f"{REFERENCE_QUESTION} ({time.time()} {i})" for i in range(repeats)]

@@ -21,9 +21,9 @@ from typing import Any
 
 from agentq.contract import QuestionRequest
 from agentq.roundtrips import round_trips
-from agentq.settings import Settings, get_settings
+from agentq.settings import Settings
 from agentq_tools.bench import redisstats
-from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.cluster import Cluster, client_settings
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.report import Figure, spread
 from producer.client import Client
@@ -126,7 +126,7 @@ async def _policy_jobs(settings: Settings, redis_url: str, jobs: int) -> dict[st
 def run(cfg: BenchConfig, redis_url: str, log_dir: Path) -> tuple[dict[str, Any], list[Figure]]:
     """Queue overhead and Redis cost per job, one worker, zero-work jobs one at a time; then the Redis cost
     of a one-source job with its source policies on."""
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     with Cluster(redis_url, log_dir, pool_size=cfg.pool_size, **zero_work_settings()) as cluster:
         cluster.add(1)
         queue = asyncio.run(_one_at_a_time(settings, redis_url, cfg.queue_jobs))

@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from agentq.settings import Settings, get_settings
+from agentq.settings import Settings
 from agentq_tools.bench import redisstats
-from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.cluster import Cluster, client_settings
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.peers import PEER_SYSTEMS, PeerWorkers, peer_env
 from agentq_tools.bench.queue import zero_work
@@ -57,7 +57,7 @@ def _idle_rate(redis_url: str, seconds: float, workers: int) -> tuple[float, dic
 
 def run(cfg: BenchConfig, redis_url: str, log_dir: Path, venv: Path | None) -> tuple[dict[str, Any], list[Figure]]:
     """Idle load and wake-up per worker count, ours and arq with a 10 ms poll."""
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     rows = []
     arq_10ms = next(s for s in PEER_SYSTEMS if s.key == "arq_10ms")
     for workers in cfg.idle_worker_counts:

@@ -13,9 +13,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from agentq.settings import Settings, get_settings
+from agentq.settings import Settings
 from agentq.sources import REFERENCE_SOURCES
-from agentq_tools.bench.cluster import Cluster, peak_rss
+from agentq_tools.bench.cluster import Cluster, client_settings, peak_rss
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.report import Figure
@@ -39,7 +39,7 @@ def run(
     """Saturate 1 and 2 workers; compare jobs/s with cores / CPU-s per job."""
     cores = cfg.pool_size
     units = units_for(cfg.throughput_inference_cpu_s, calibration)
-    settings = get_settings(redis_url=redis_url)
+    settings = client_settings(redis_url)
     worker_settings: dict[str, object] = {
         "time_scale": 1.0,
         "inference_units": units,

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from agentq.contract import JobResult
-from agentq.settings import Settings, get_settings
+from agentq.settings import Settings
 from agentq.sources import REFERENCE_SOURCES, SourceContext, installed_sources
-from agentq_tools.bench.cluster import Cluster
+from agentq_tools.bench.cluster import Cluster, client_settings
 from agentq_tools.bench.config import BenchConfig
 from agentq_tools.bench.executors import units_for
 from agentq_tools.bench.report import Figure
@@ -157,7 +157,7 @@ def run(
     scale = cfg.workload_time_scale
     ref_units = units_for(cfg.reference_inference_cpu_s, calibration)
     units = max(1, round(ref_units * scale))  # what the worker computes from the same settings
-    settings = get_settings(redis_url=redis_url, time_scale=scale, inference_units=ref_units)
+    settings = client_settings(redis_url, time_scale=scale, inference_units=ref_units)
     with Cluster(redis_url, log_dir, time_scale=scale, inference_units=ref_units, pool_size=cfg.pool_size) as cluster:
         cluster.add(1)
         runs = asyncio.run(_measure(cfg, settings, units))
