@@ -77,6 +77,19 @@ def check_plugin_name(name: str) -> str:
     return name
 
 
+class ScheduleSettings(BaseModel):
+    """One recurring question of ``AGENTQ_SCHEDULES`` (``agentq.schedules``): when, and what it asks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str | None = Field(None, description="five cron fields, minute first, in UTC: '0 8 * * 1-5'")
+    every: float | str | None = Field(None, description="or an interval: seconds, or '90s', '10m', '1h'")
+    question: str
+    sources: tuple[str, ...] | None = None
+    analysis: str | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
 class HttpSourceSettings(BaseModel):
     """One source of ``AGENTQ_HTTP_SOURCES``: a JSON API read without code (``worker.job.sources.http_json``)."""
 
@@ -216,6 +229,11 @@ class Settings(BaseSettings):
     )
     default_sources: EnvList = Field(
         (), description="sources a request that names none fans out to; empty = every source that can run here"
+    )
+    schedules: dict[str, ScheduleSettings] = Field(
+        default_factory=dict,
+        description='recurring questions (JSON): name -> {"cron": "0 8 * * *" or "every": "10m", "question": "...",'
+        ' "sources": [...], "priority": "normal"}; every worker declares them at start (docs/client.md)',
     )
     http_sources: dict[str, HttpSourceSettings] = Field(
         default_factory=dict,

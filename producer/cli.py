@@ -12,16 +12,20 @@ import contextlib
 import enum
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar, cast
 
+import pydantic
 import typer
 
 from agentq import console, tracing
 from agentq.console import version_option
-from agentq.contract import JobResult, Priority
+from agentq.contract import JobResult, Priority, describe_validation_error
 from agentq.durations import parse_duration
 from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
+from agentq.schedules import Schedule
 from agentq.settings import settings_or_exit
 from producer.client import MAX_OFFSET, Client, Enqueued
 from producer.display import summary
@@ -139,8 +143,13 @@ def ask(
     wait: bool = typer.Option(False, "--wait", help="Wait for the result and show it."),
     timeout: float | None = TIMEOUT_OPTION,
     as_json: bool = JSON_OPTION,
+    later: str | None = typer.Option(None, "--in", help="Run it this much later: 90s, 10m, 1h30m."),
+    at: str | None = typer.Option(
+        None, "--at", help="Run it at this time (ISO 8601; UTC unless it says): 2026-12-24T08:00Z."
+    ),
 ) -> None:
-    """Enqueue QUESTION and print its job id (with --wait, the result too)."""
+    """Enqueue QUESTION and print its job id (with --wait, the result too); --in or --at defers it."""
+    not_before = _not_before(later, at)
     names = [n.strip() for n in sources.split(",")] if sources is not None else None
     options: dict[str, Any] = {
         "sources": names,
@@ -151,7 +160,9 @@ def ask(
     }
 
     async def body(client: Client) -> tuple[Enqueued, JobResult | None]:
-        enqueued = await client.submit(question, **options, priority=priority.value, dedup=not no_dedup)
+        enqueued = await client.submit(
+            question, **options, priority=priority.value, dedup=not no_dedup, not_before=not_before
+        )
         if not wait:
             return enqueued, None
         if not as_json:
@@ -178,6 +189,30 @@ def ask(
         print(enqueued.job_id)
         if enqueued.deduplicated:
             err.print("deduplicated: an identical question is already queued or running; this is its job id")
+        if not_before is not None:
+            err.print(f"deferred until {_iso(not_before * 1000)}", highlight=False)
+
+
+def _not_before(later: str | None, at: str | None) -> float | None:
+    """``--in`` / ``--at`` as epoch seconds (None: now); a usage error for both, or a bad or past time."""
+    if later is not None and at is not None:
+        _usage("--in and --at: give one of them")
+    if later is not None:
+        try:
+            return time.time() + parse_duration(later)
+        except ValueError as exc:
+            _usage(f"--in: {exc}")
+    if at is None:
+        return None
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        _usage(f"--at: {at!r} is not an ISO 8601 time, such as 2026-12-24T08:00Z or 2026-12-24 09:00+01:00")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when.timestamp() <= time.time():
+        _usage(f"--at: {at} has passed")
+    return when.timestamp()
 
 
 @app.command()
@@ -398,6 +433,82 @@ def workers(as_json: bool = JSON_OPTION) -> None:
             f"in flight {r.get('jobs_in_flight')}  since {r.get('started_at')}",
             highlight=False,
         )
+
+
+schedule_app = typer.Typer(help="Recurring questions: each tick is enqueued once, whatever the number of workers.")
+app.add_typer(schedule_app, name="schedule")
+
+
+def _iso(epoch_ms: float) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: str = typer.Argument(
+        ..., help="The schedule's name (letters, digits, '_', '-', '.'); an existing one is replaced."
+    ),
+    question: str = typer.Argument(..., help="The question each tick asks."),
+    cron: str | None = typer.Option(None, "--cron", help="Five cron fields, minute first, in UTC: '0 8 * * 1-5'."),
+    every: str | None = typer.Option(None, "--every", help="Or an interval: 30s, 10m, 1h."),
+    sources: str | None = typer.Option(None, "--sources", help="Comma-separated sources (default: the worker's)."),
+    priority: PriorityChoice = PRIORITY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Add a recurring question (or replace the one of that name); print its next tick."""
+    if (cron is None) == (every is None):
+        _usage("give one of --cron and --every")
+    try:
+        every_s = parse_duration(every) if every is not None else None
+    except ValueError as exc:
+        _usage(f"--every: {exc}")
+    names = [n.strip() for n in sources.split(",")] if sources is not None else None
+    try:  # refuse bad input before connecting
+        Client(settings_or_exit()).validate(question, sources=names)
+        Schedule(name=name, cron=cron, every_s=every_s, request={"question": question})
+    except InvalidRequest as exc:
+        _error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except pydantic.ValidationError as exc:
+        _usage(describe_validation_error(exc))
+    tick = _run(
+        lambda client: client.schedule(
+            name, question, cron=cron, every_s=every_s, sources=names, priority=priority.value
+        )
+    )
+    print(json.dumps({"name": name, "next_tick": _iso(tick)}) if as_json else f"{name}: next tick {_iso(tick)}")
+
+
+@schedule_app.command("list")
+def schedule_list(as_json: bool = JSON_OPTION) -> None:
+    """List the schedules: name, when they recur, next tick, question."""
+    found = _run(lambda client: client.schedules())
+    rows = [
+        {
+            "name": name,
+            "rule": rule.rule if rule else None,
+            "next_tick": _iso(tick) if tick is not None else None,
+            "question": rule.request.get("question") if rule else None,
+            "priority": rule.priority if rule else None,
+            "error": None if rule else "does not read as a schedule",
+        }
+        for name, rule, tick in found
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        out.print("no schedules")
+    for r in rows:
+        what = f"{r['rule']}  next {r['next_tick']}  {r['question']!r}" if r["rule"] else str(r["error"])
+        out.print(f"{r['name']}  {what}", highlight=False)
+
+
+@schedule_app.command("remove")
+def schedule_remove(name: str = typer.Argument(..., help="The schedule's name.")) -> None:
+    """Remove a schedule (the jobs its ticks enqueued stay); exit 3 if there is none of that name."""
+    _run(lambda client: client.unschedule(name))
+    print(f"{name}: removed")
 
 
 def run() -> None:

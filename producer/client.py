@@ -55,6 +55,7 @@ from typing import Any, Literal, Self
 import pydantic
 from redis.asyncio import Redis
 
+from agentq import schedules as schedule_store
 from agentq import tracing
 from agentq.analyses import analysis_names
 from agentq.connection import open_redis, redis_client, wait_for_replicas
@@ -64,13 +65,16 @@ from agentq.contract import (
     Priority,
     ProgressEvent,
     QuestionRequest,
+    describe_validation_error,
     parse_request,
     request_fingerprint,
 )
 from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
+from agentq.protocol import queue as queue_protocol
 from agentq.protocol import records
 from agentq.protocol.keys import marker_field
 from agentq.protocol.queue import CancelState, Enqueued, Queue
+from agentq.schedules import Schedule
 from agentq.settings import Settings, get_settings
 from agentq.sources import source_names
 from producer import jobs
@@ -80,7 +84,7 @@ from producer.waiters import Mailbox, Waiters
 Status = Literal["queued", "deferred", "in_progress", "complete"]
 _RECHECK_S = 1.0
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
-PRIORITY_RANK = jobs.PRIORITY_RANK
+PRIORITY_RANK = queue_protocol.PRIORITY_RANK
 #: The furthest a listing pages (a queue this long is read in chunks, but no one pages through it).
 MAX_OFFSET = 1_000_000
 #: The ``status`` of a listing of unfinished jobs, and the state it lists.
@@ -167,10 +171,14 @@ class Client:
         analysis: str | None = None,
         priority: Priority = "normal",
         dedup: bool = True,
+        not_before: float | None = None,
     ) -> Enqueued:
         """Validate, then queue the question, or join an identical one in flight (unless ``dedup=False``).
 
         ``analysis`` names the analysis to run (default: the worker's ``AGENTQ_DEFAULT_ANALYSIS``).
+        ``not_before`` (epoch seconds) defers the job until then: it is ``deferred`` until that time,
+        then waits in line as a job enqueued then (its priority counts from then). A deferred job is
+        always a job of its own (no deduplication: an identical question asked now must not move it).
         """
         request = self.validate(
             question,
@@ -180,7 +188,7 @@ class Client:
             no_cache=no_cache,
             analysis=analysis,
         )
-        return await self.submit_request(request, priority=priority, dedup=dedup)
+        return await self.submit_request(request, priority=priority, dedup=dedup, not_before=not_before)
 
     async def enqueue(
         self,
@@ -193,6 +201,7 @@ class Client:
         analysis: str | None = None,
         priority: Priority = "normal",
         dedup: bool = True,
+        not_before: float | None = None,
     ) -> str:
         """Like :meth:`submit`, returning just the job id."""
         enqueued = await self.submit(
@@ -204,6 +213,7 @@ class Client:
             analysis=analysis,
             priority=priority,
             dedup=dedup,
+            not_before=not_before,
         )
         return enqueued.job_id
 
@@ -221,9 +231,11 @@ class Client:
         priority: Priority = "normal",
         dedup: bool = True,
         retry_of: str | None = None,
+        not_before: float | None = None,
     ) -> Enqueued:
-        """Queue an already validated request at ``priority``, or join an identical one in flight."""
-        return await self._submit(uuid.uuid4().hex, request, priority, dedup, retry_of)
+        """Queue an already validated request at ``priority``, or join an identical one in flight;
+        ``not_before`` defers it (see :meth:`submit`)."""
+        return await self._submit(uuid.uuid4().hex, request, priority, dedup, retry_of, not_before)
 
     async def ask(
         self,
@@ -247,7 +259,13 @@ class Client:
         return await self.result(enqueued.job_id, timeout=None if deadline is None else deadline - time.monotonic())
 
     async def _submit(
-        self, job_id: str, request: QuestionRequest, priority: Priority, dedup: bool, retry_of: str | None = None
+        self,
+        job_id: str,
+        request: QuestionRequest,
+        priority: Priority,
+        dedup: bool,
+        retry_of: str | None = None,
+        not_before: float | None = None,
     ) -> Enqueued:
         """Write the job (the enqueue script: ``producer.enqueue``), or join the one its marker names.
 
@@ -263,6 +281,8 @@ class Client:
         # A fractional score keeps first-come-first-served within a priority for jobs enqueued in
         # the same millisecond (a sorted set would order those ties by their random ids).
         score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
+        if not_before is not None and not_before > now:  # deferred: due then, as if enqueued then
+            score, dedup = not_before * 1000, False
         marker = marker_field(request_fingerprint(request)) if dedup else None
         # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
         with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
@@ -484,6 +504,40 @@ class Client:
         stored_priority = jobs.figures_of(final).get("priority")
         chosen: Priority = priority or (stored_priority if stored_priority in PRIORITY_RANK else "normal")
         return await self.submit_request(request, priority=chosen, dedup=True, retry_of=job_id)
+
+    # ---------------------------------------------------------------------------- schedules
+    async def schedule(
+        self,
+        name: str,
+        question: object,
+        *,
+        cron: str | None = None,
+        every_s: float | None = None,
+        sources: Sequence[str] | None = None,
+        analysis: str | None = None,
+        priority: Priority = "normal",
+    ) -> int:
+        """Add (or replace) the recurring question ``name``: ``cron`` (five fields, UTC) or ``every_s``.
+        Returns its next tick (epoch ms). The workers enqueue each tick once (``agentq.schedules``)."""
+        request = self.validate(question, sources=sources, analysis=analysis)
+        data = request.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        try:
+            rule = Schedule(name=name, cron=cron, every_s=every_s, request=data, priority=priority)
+        except pydantic.ValidationError as exc:
+            raise InvalidRequest(describe_validation_error(exc)) from None
+        with self._redis_errors():
+            return await schedule_store.add(self.redis, self.keys, rule, time.time() * 1000)
+
+    async def schedules(self) -> list[tuple[str, Schedule | None, int | None]]:
+        """Every schedule: its name, the schedule (None if what Redis holds does not read as one), its next tick."""
+        with self._redis_errors():
+            return await schedule_store.listed(self.redis, self.keys)
+
+    async def unschedule(self, name: str) -> None:
+        """Remove the schedule ``name`` (jobs its ticks enqueued stay); ``JobNotFound`` if there is none."""
+        with self._redis_errors():
+            if not await schedule_store.remove(self.redis, self.keys, name):
+                raise JobNotFound(f"no schedule {name!r}")
 
     # ---------------------------------------------------------------------------- workers
     async def workers(self) -> list[dict[str, Any]]:

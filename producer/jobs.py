@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agentq.contract import JOB_FUNCTION, JobResult, JobStatus
 from agentq.protocol import records
 from agentq.protocol.keys import INDEXED_STATUSES, Field, field
-from agentq.protocol.queue import CancelState, Queue, now_ms
+from agentq.protocol.queue import PRIORITY_RANK, CancelState, Queue, now_ms
 from agentq.summary import figures
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 #: Final statuses, as listings filter them.
 FINAL_STATUSES: tuple[JobStatus, ...] = ("ok", "partial", "failed", "cancelled")
 Unfinished = Literal["queued", "deferred", "in_progress"]
-#: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
-PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
 #: Entries read from Redis per round trip when a whole queue is read.
 CHUNK = 1000
 

@@ -20,6 +20,8 @@ Redis Cluster slot and a script may touch any of them at once. With the defaults
 ``agentq:{default}:failed`` ...    zset      recent jobs that ended ``failed``, ``partial`` or
                                              ``cancelled``, by finish ms, capped
 ``agentq:{default}:fence``         string    the counter written before each ``WAIT``
+``agentq:{default}:schedules``     hash      recurring questions: name -> JSON (``agentq.schedules``)
+``agentq:{default}:ticks``         zset      each schedule's next tick, by epoch ms
 ``agentq:{default}:done:<id>``     channel   the stored result, once (pub/sub, not a key)
 ``agentq:{default}:cancel``        channel   ids of running jobs to cancel
 =================================  ========  ==================================================
@@ -90,6 +92,10 @@ class Keys:
         """Every recent job, scored by enqueue ms; capped at ``jobs_index_size``."""
         self.fence = f"{tag}:fence"
         """A counter incremented right before each ``WAIT`` (``agentq.connection.wait_for_replicas``)."""
+        self.schedules = f"{tag}:schedules"
+        """Recurring questions, by name (``agentq.schedules``)."""
+        self.ticks = f"{tag}:ticks"
+        """Each schedule's next tick (epoch ms): what the workers' tickers take, once each."""
         self.cancel_channel = f"{tag}:cancel"
         """Pub/sub channel every worker follows: a message is the id of a running job to cancel."""
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+#: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
+PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
 CancelState = Literal["cancelled", "cancelling", "finished", "running", "not_found"]
 #: How many queue entries beyond those it wants a claim looks at (leases of its own it renews on
 #: the way are not counted).
@@ -153,6 +155,29 @@ class Queue:
         args += [index_size, trim, priority, retry_of or ""]
         reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell], args=args)
         return Enqueued(_text(reply[0]), bool(reply[1]))
+
+    async def enqueue_tick(
+        self,
+        job_id: str,
+        record: bytes,
+        *,
+        schedule: str,
+        tick_ms: int,
+        next_tick_ms: int,
+        index_ms: int,
+        score: float,
+        index_size: int,
+        priority: str,
+    ) -> bool:
+        """Write ``schedule``'s job and move its tick to ``next_tick_ms``, if its tick is still ``tick_ms``
+        (no other worker took it); whether this call wrote it. The job's index score is ``index_ms``, the
+        tick it answers."""
+        k = self.keys
+        now = now_ms()
+        args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, ""]
+        args += [schedule, tick_ms, next_tick_ms]
+        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell, k.ticks], args=args)
+        return int(reply[1]) != 2
 
     async def cancel(
         self,

@@ -5,6 +5,7 @@ A job's result is :class:`agentq.contract.JobResult` itself; everything else is 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
@@ -53,12 +54,25 @@ def job_create_model(settings: Settings, source_names: tuple[str, ...]) -> type[
     spec says exactly what is accepted; the job contract then checks it again (``parse_request``)."""
     timeout = Annotated[float, Field(strict=True, gt=0, le=settings.max_source_timeout_s)]
     deadline = Annotated[float, Field(strict=True, gt=0, le=settings.max_deadline_s)]
-    source: Any = Literal[source_names] if source_names else str
-    sources: Any = list[source] | None
     return create_model(
         "JobCreate",
         __base__=JobCreateBase,
-        question=(
+        **_question_fields(settings, source_names),
+        source_timeout_s=(timeout | None, Field(None, description="per-source fetch timeout, seconds")),
+        deadline_s=(deadline | None, Field(None, description="whole-query deadline, seconds")),
+    )
+
+
+def schedule_model(settings: Settings, source_names: tuple[str, ...]) -> type[ScheduleBody]:
+    """The body of PUT /api/schedules/{name}: its question and sources with the limits of POST /api/jobs."""
+    return create_model("ScheduleCreate", __base__=ScheduleBody, **_question_fields(settings, source_names))
+
+
+def _question_fields(settings: Settings, source_names: tuple[str, ...]) -> dict[str, Any]:
+    source: Any = Literal[source_names] if source_names else str
+    sources: Any = list[source] | None
+    return {
+        "question": (
             str,
             Field(
                 strict=True,
@@ -68,13 +82,11 @@ def job_create_model(settings: Settings, source_names: tuple[str, ...]) -> type[
                 description="the question: not blank, no control characters but newline and tab",
             ),
         ),
-        sources=(
+        "sources": (
             sources,
             Field(None, min_length=1, description="sources to ask; default: the workers' default set"),
         ),
-        source_timeout_s=(timeout | None, Field(None, description="per-source fetch timeout, seconds")),
-        deadline_s=(deadline | None, Field(None, description="whole-query deadline, seconds")),
-    )
+    }
 
 
 class JobCreated(BaseModel):
@@ -161,6 +173,33 @@ class QueueInfo(BaseModel):
     oldest_queued_s: float | None = Field(
         description="how long the job queued longest has waited (null: none is queued)"
     )
+
+
+class ScheduleBody(BaseModel):
+    """A recurring question: when (``cron`` or ``every``) and what it asks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str | None = Field(None, description="five cron fields, minute first, in UTC: '0 8 * * 1-5' (or every)")
+    every: float | None = Field(None, ge=1, description="or an interval in seconds, at least 1")
+    question: str
+    sources: list[str] | None = None
+    analysis: str | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+class ScheduleInfo(BaseModel):
+    """One schedule and its next tick."""
+
+    name: str
+    rule: str | None = Field(description="'cron 0 8 * * *' or 'every 600s'; null if Redis holds no readable schedule")
+    next_tick: datetime | None
+    request: dict[str, Any] | None = Field(description="the question request each tick enqueues")
+    priority: str | None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleInfo]
 
 
 class PurgeReply(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security, status
@@ -19,6 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentq.contract import JobResult
 from agentq.errors import InvalidRequest
+from agentq.schedules import NAME_PATTERN
 from agentq.settings import Settings
 from agentq.sources import source_names
 from producer.api.models import (
@@ -33,11 +35,15 @@ from producer.api.models import (
     ListStatus,
     PurgeReply,
     QueueInfo,
+    ScheduleBody,
+    ScheduleInfo,
+    ScheduleList,
     SourceStats,
     SourceStatsList,
     WorkerInfo,
     WorkerList,
     job_create_model,
+    schedule_model,
 )
 from producer.client import MAX_OFFSET, Client
 
@@ -58,7 +64,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "the body is not JSON in UTF-8",
         401: "no API key, or an unknown one",
         403: "the key lacks this route's scope",
-        404: "no such job (unknown id, or its result expired)",
+        404: "no such job (unknown id, or its result expired), or no such schedule",
         409: "the job has no result yet, or (re-run) it did not fail",
         413: "the request body is too large",
         429: "the key's rate limit is exceeded",
@@ -108,6 +114,32 @@ def create_router(settings: Settings) -> APIRouter:
     create_job.__annotations__["body"] = body_model  # FastAPI validates and documents with this one
     creating.post("/jobs", status_code=status.HTTP_201_CREATED, responses=_errors(400), summary="Create a job")(
         create_job
+    )
+
+    async def put_schedule(name: ScheduleName, body: ScheduleBody, client: ClientDep) -> ScheduleInfo:
+        """Each tick is enqueued once, whatever the number of workers; 422 for a bad rule or question."""
+        tick = await client.schedule(
+            name,
+            body.question,
+            cron=body.cron,
+            every_s=body.every,
+            sources=body.sources,
+            analysis=body.analysis,
+            priority=body.priority,
+        )
+        request = {k: v for k, v in {"question": body.question, "sources": body.sources}.items() if v is not None}
+        rule = f"cron {body.cron}" if body.cron is not None else f"every {body.every:g}s"
+        return ScheduleInfo(
+            name=name,
+            rule=rule,
+            next_tick=datetime.fromtimestamp(tick / 1000, UTC),
+            request=request,
+            priority=body.priority,
+        )
+
+    put_schedule.__annotations__["body"] = schedule_model(settings, source_names())
+    creating.put("/schedules/{name}", responses=_errors(400), summary="Add or replace a recurring question")(
+        put_schedule
     )
     return creating
 
@@ -191,6 +223,33 @@ async def retry_job(job_id: JobId, client: ClientDep) -> JobCreated:
     except InvalidRequest as exc:  # the job is fine, or holds no request: a conflict with its state
         return _json_error(409, str(exc))  # type: ignore[return-value]
     return JobCreated(job_id=enqueued.job_id, deduplicated=enqueued.deduplicated, retry_of=job_id)
+
+
+ScheduleName = Annotated[str, Path(pattern=NAME_PATTERN, description="a schedule's name")]
+
+
+@router.get("/schedules", responses=_errors(), summary="The recurring questions")
+async def list_schedules(client: ClientDep) -> ScheduleList:
+    """Every schedule: when it recurs, its next tick, what it asks."""
+    return ScheduleList(
+        schedules=[
+            ScheduleInfo(
+                name=name,
+                rule=rule.rule if rule else None,
+                next_tick=datetime.fromtimestamp(tick / 1000, UTC) if tick is not None else None,
+                request=rule.request if rule else None,
+                priority=rule.priority if rule else None,
+            )
+            for name, rule, tick in await client.schedules()
+        ]
+    )
+
+
+@router.delete("/schedules/{name}", responses=_errors(404), summary="Remove a recurring question")
+async def delete_schedule(name: ScheduleName, client: ClientDep) -> dict[str, str]:
+    """The jobs its ticks enqueued stay."""
+    await client.unschedule(name)
+    return {"removed": name}
 
 
 @router.get("/workers", responses=_errors(), summary="The live workers")

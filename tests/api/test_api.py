@@ -233,3 +233,21 @@ def test_the_queue_by_priority_its_waiting_jobs_in_order_and_a_purge(start_api: 
     assert purged.status_code == 200 and purged.json() == {"cancelled": 3, "left_to_run": 0}
     assert httpx.get(f"{api.url}/api/queue", headers=api.headers()).json()["queued"] == 0
     assert wait_for_result(api, made[1]["job_id"])["result"]["status"] == "cancelled"
+
+
+def test_schedules_through_the_api(start_api: StartApi) -> None:
+    """PUT adds (422 for a rule that cannot be), GET lists with the next tick, DELETE removes (404 after)."""
+    api = start_api()
+    url = f"{api.url}/api/schedules"
+    made = httpx.put(f"{url}/nightly", headers=api.headers(), json={"cron": "0 2 * * *", "question": "Anything new?"})
+    assert made.status_code == 200 and made.json()["rule"] == "cron 0 2 * * *"
+    assert made.json()["next_tick"].endswith("T02:00:00Z")
+    bad = httpx.put(f"{url}/bad", headers=api.headers(), json={"every": 0.1, "question": "q"})
+    assert bad.status_code == 422, bad.text
+    assert (
+        httpx.put(f"{url}/x", headers=api.headers(api.read_key), json={"every": 60, "question": "q"}).status_code == 403
+    )
+    listed = httpx.get(url, headers=api.headers()).json()["schedules"]
+    assert [(s["name"], s["request"]["question"]) for s in listed] == [("nightly", "Anything new?")]
+    assert httpx.delete(f"{url}/nightly", headers=api.headers()).status_code == 200
+    assert httpx.delete(f"{url}/nightly", headers=api.headers()).status_code == 404

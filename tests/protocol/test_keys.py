@@ -32,6 +32,8 @@ def test_every_key_of_a_queue_falls_on_its_tag() -> None:
         k.final("j"),
         k.progress("j"),
         k.by_status("failed"),
+        k.schedules,
+        k.ticks,
     ]
     assert {slot_tag(key) for key in keys} == {"reports"}
     assert {slot_tag(key) for key in (k.cancel_channel, k.done_channel("j"))} == {"reports"}

@@ -44,6 +44,7 @@ from agentq.connection import open_redis
 from agentq.errors import REDIS_DOWN
 from agentq.protocol.queue import Claim, ClaimedJob, Queue
 from agentq.protocol.records import JobRecord, RecordError, decode_job
+from worker.engine import scheduler
 from worker.engine.admission import Admission, Shape
 from worker.engine.doorbell import Doorbell
 from worker.engine.finisher import Finisher
@@ -147,9 +148,11 @@ class Worker:
         self._runner = Runner(self.ctx, self.functions, finisher, s)
         if self.on_startup is not None:
             await self.on_startup(self.ctx)
+        await scheduler.declare(self._queue, s)
 
     async def serve(self) -> None:
         """The loop, with the lease renewer beside it; returns once stopped and every job has ended."""
+        helpers = [] if self.burst else [asyncio.create_task(scheduler.tick_forever(self.queue, self.settings))]
         renewer = asyncio.create_task(
             renew_leases_forever(
                 self.queue, self.worker_id, self._running, self.settings.lease_s, on_failure=self.outage.noticed
@@ -164,9 +167,10 @@ class Worker:
             if self.tasks:
                 await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            for helper in (renewer, *helpers):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
 
     async def redis_zcard(self) -> int:
         return int(await self.queue.redis.zcard(self.keys.queue))

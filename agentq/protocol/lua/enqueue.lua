@@ -1,10 +1,15 @@
 -- Put a job on the queue, or join the unfinished job that answers the same request.
 --
--- KEYS: [1] queue, [2] jobs, [3] index, [4] bell
+-- KEYS: [1] queue, [2] jobs, [3] index, [4] bell, [5] schedule ticks (only for a tick's job)
 -- ARGV: [1] job id, [2] job record, [3] queue score, [4] now ms, [5] marker field or '' (no dedup),
 --       [6] index score, [7] index size, [8] '1' to trim the index to its size now, [9] priority,
---       [10] the id of the job this one re-runs or ''
--- Returns {job id, 1 if an unfinished job was joined else 0}.
+--       [10] the id of the job this one re-runs or '',
+--       with KEYS[5]: [11] schedule name, [12] the tick this worker read, [13] the tick after it
+-- Returns {job id, 1 if an unfinished job was joined else 0}, or {'', 2} when the tick had moved.
+--
+-- A tick's job (agentq.schedules) is written only if the schedule's tick is still the one the
+-- worker read, and the tick moves on in the same step: of the workers that saw the tick come, one
+-- enqueues it, whatever their number.
 --
 -- With a marker, the job it names is unfinished while it is in the queue (queued, deferred or
 -- running: a job leaves the queue in the step that stores its result). The caller then joins it,
@@ -13,6 +18,10 @@
 -- written, the marker names it, it joins the recent-jobs index, and the bell rings.
 local queue, jobs, index, bell = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, marker, now = ARGV[1], ARGV[5], tonumber(ARGV[4])
+if KEYS[5] then
+  if tonumber(redis.call('ZSCORE', KEYS[5], ARGV[11])) ~= tonumber(ARGV[12]) then return {'', 2} end
+  redis.call('ZADD', KEYS[5], 'XX', ARGV[13], ARGV[11])
+end
 if marker ~= '' then
   local current = redis.call('HGET', jobs, marker)
   if current then
