@@ -155,6 +155,22 @@ async def test_a_pass_waits_out_an_outage_with_a_growing_backoff_then_gives_up(
     assert raised.value is error
 
 
+async def test_a_pass_that_hangs_ends_the_worker_once_the_budget_is_spent(make_worker: MakeWorker) -> None:
+    """An attempt that never answers (a name lookup that hangs, redis-py retrying inside one call) fails when
+    the budget is spent, counted from its start: the worker gives up at the budget, not an attempt later."""
+    w = await make_worker(redis_outage_s=0.3, poll_delay_s=0.1)
+
+    async def hang() -> tuple[None, Next]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    w._pickup = hang  # type: ignore[method-assign]
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await w._pass()
+    assert 0.3 <= time.monotonic() - started < 2.0
+
+
 async def test_a_pass_that_reaches_redis_restarts_the_outage_budget(
     make_worker: MakeWorker, clock: FakeClock, sleeps: FakeSleep
 ) -> None:

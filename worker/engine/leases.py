@@ -70,13 +70,29 @@ class OutageBudget:
         self.last_failure: float | None = None
         """When Redis last failed this worker (monotonic), in the loop or elsewhere."""
 
-    def failed(self, exc: BaseException) -> float:
-        """Note a failure; return how long to wait before the next attempt, or re-raise past the budget."""
+    def clock(self) -> float:
+        """Now, on the clock the budget is kept by."""
+        return time.monotonic()
+
+    def allowance(self) -> float:
+        """How long an attempt may take before it counts as failed: the budget left (all of it, while up)."""
+        if self.down_since is None:
+            return self.budget_s
+        return max(0.1, self.budget_s - (time.monotonic() - self.down_since))
+
+    def failed(self, exc: BaseException, since: float | None = None) -> float:
+        """Note a failure of an attempt begun at ``since`` (:meth:`clock`; default now); return how long to
+        wait before the next attempt, or re-raise once Redis has been unreachable past the budget.
+
+        The outage counts from the start of the first failed attempt: one attempt can take long (a
+        name that no longer resolves, redis-py's own retries), and the budget is the outage's, not
+        the time since the first error surfaced (that made a 30 s budget end a worker at ~64 s).
+        """
         now = self.last_failure = time.monotonic()
         if self.down_since is None:
-            self.down_since = now
+            self.down_since = now if since is None else min(since, now)
             log.warning("Redis unreachable (%s); retrying for up to %gs", exc, self.budget_s)
-        elif now - self.down_since > self.budget_s:
+        if now - self.down_since > self.budget_s:
             log.error("Redis unreachable for %.1fs; giving up", now - self.down_since)
             raise exc
         return min(1.0, 0.05 * 2.0 ** min(10, int(now - self.down_since)))

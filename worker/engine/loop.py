@@ -245,12 +245,16 @@ class Worker:
         Returns True if the pass found nothing to do (for ``burst``). A Redis outage shorter than
         ``redis_outage_s`` is waited out.
         """
+        started = self.outage.clock()
         try:
             self._nudge.clear()
-            claim, after = await self._pickup()
-            await self._wait(after, claim)
+            # No pass outlasts the outage budget left (its wait at most poll_delay_s more): an
+            # attempt that hangs in a name lookup or in redis-py's retries fails in time.
+            async with asyncio.timeout(self.outage.allowance() + self.settings.poll_delay_s):
+                claim, after = await self._pickup()
+                await self._wait(after, claim)
         except REDIS_DOWN as exc:
-            await asyncio.sleep(self.outage.failed(exc))
+            await asyncio.sleep(self.outage.failed(exc, since=started))
             return False
         self.outage.succeeded()
         return after is Next.BELL and (claim is None or not claim.jobs)
