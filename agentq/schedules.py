@@ -106,7 +106,13 @@ class Schedule(BaseModel):
     @property
     def rule(self) -> str:
         """When it recurs, as a person reads it."""
-        return f"cron {self.cron}" if self.cron is not None else f"every {self.every_s:g}s"
+        if self.cron is not None:
+            return f"cron {self.cron}"
+        assert self.every_s is not None
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if self.every_s >= size and self.every_s % size == 0:
+                return f"every {self.every_s / size:g}{unit}"
+        return f"every {self.every_s:g}s"
 
 
 async def add(redis: Redis, keys: Keys, schedule: Schedule, now_ms: float, *, keep_tick: bool = False) -> int:

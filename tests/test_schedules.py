@@ -29,6 +29,12 @@ QUESTION = {"question": "Will it rain?"}
 def test_an_every_schedule_ticks_on_whole_multiples_so_every_worker_agrees() -> None:
     every = Schedule(name="s", every_s=10, request=QUESTION)
     assert every.next_after(1_000) == 10_000 and every.next_after(10_000) == 20_000
+    assert [Schedule(name="s", every_s=s, request=QUESTION).rule for s in (90, 600, 7200, 1.5)] == [
+        "every 90s",
+        "every 10m",
+        "every 2h",
+        "every 1.5s",
+    ]
     assert every.latest_due(10_000, 10_500) == 10_000  # the tick itself: nothing missed
     assert every.latest_due(10_000, 45_000) == 40_000  # 10, 20, 30, 40 missed: one job, for 40
 

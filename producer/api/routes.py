@@ -127,13 +127,12 @@ def create_router(settings: Settings) -> APIRouter:
             analysis=body.analysis,
             priority=body.priority,
         )
-        request = {k: v for k, v in {"question": body.question, "sources": body.sources}.items() if v is not None}
-        rule = f"cron {body.cron}" if body.cron is not None else f"every {body.every:g}s"
+        stored = next(rule for found, rule, _ in await client.schedules() if found == name)
         return ScheduleInfo(
             name=name,
-            rule=rule,
+            rule=stored.rule if stored else None,
             next_tick=datetime.fromtimestamp(tick / 1000, UTC),
-            request=request,
+            request=stored.request if stored else None,
             priority=body.priority,
         )
 
