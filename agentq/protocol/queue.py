@@ -71,6 +71,9 @@ class ClaimedJob:
     """The dedup marker field of the job's request, if it has one (the run whose result is stored deletes it)."""
     priority: str = "normal"
     retry_of: str | None = None
+    held: bool = False
+    """This worker held its lease already (renewed by the claim): it runs the job still, or lost the reply
+    to the claim that took it and never started it."""
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,9 @@ class Queue:
                 marker=_text(reply[i + 7]) or None,
                 priority=_text(reply[i + 8]) or "normal",
                 retry_of=_text(reply[i + 9]) or None,
+                held=_text(reply[i + 10]) == "1",
             )
-            for i in range(6, len(reply), 10)
+            for i in range(6, len(reply), 11)
         ]
         due = float(next_due) if next_due else None
         return Claim(jobs, bool(more), due, int(renewed), bool(read_all), bool(held_back), int(spared))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from agentq.protocol.keys import Keys
+from agentq.protocol.keys import STATE_FIELDS, Keys
 from agentq_tools.embedded import find_redis_server
 from agentq_tools.netlab import NetLab, sweep
 from agentq_tools.processes import worker_command
@@ -66,8 +67,8 @@ class Cluster:
         for host in ("w1", "w2"):
             self.logs[host] = self.dir / f"{host}-{time.monotonic_ns()}.log"
             with open(self.logs[host], "wb") as log:
-                self.workers[host] = self.lab.popen(
-                    host, worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT
+                self.workers[host] = self.lab.popen(  # DEBUG: each job's start is in the log
+                    host, [*worker_command(), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT
                 )
         pattern = Keys("agentq").workers_pattern
         client = self.control()
@@ -86,6 +87,19 @@ class Cluster:
 
     def log(self, host: str) -> str:
         return self.logs[host].read_text(errors="replace")
+
+    def what_became_of(self, text: str) -> str:
+        """For each job id in ``text``: its state fields and queue score in Redis, and every worker log
+        line that names it; then the logs' last lines (a failure explains itself)."""
+        keys = Keys("agentq")
+        lines = []
+        with self.control() as control:
+            for job_id in dict.fromkeys(re.findall(r"\b[0-9a-f]{32}\b", text)):
+                state = control.hmget(keys.jobs, [f"{job_id}:{f}" for f in STATE_FIELDS])
+                score = control.zscore(keys.queue, job_id)
+                lines.append(f"{job_id}: {dict(zip(STATE_FIELDS, state, strict=True))}, queue score {score}")
+                lines += [f"  {h}: {line}" for h in self.logs for line in self.log(h).splitlines() if job_id in line]
+        return "\n".join(lines) + "\n" + self.log_tails()
 
     def log_tails(self) -> str:
         return "\n".join(f"--- {h}\n{self.log(h)[-2000:]}" for h in self.logs)
@@ -116,7 +130,7 @@ class Cluster:
             kind,
         ]
         done = self.lab.run("producer", argv, env=self.env(AGENTQ_REDIS_URL=self.url()), timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, f"{done.stderr[-3000:]}\n{self.what_became_of(done.stderr)}"
         return dict(json.loads(done.stdout))
 
 

@@ -107,6 +107,25 @@ async def test_a_worker_that_lost_redis_within_the_lease_spares_lapsed_leases_th
     assert claim is not None and claim.spared == 0 and list(w.tasks) == ["theirs"] and w.alone == "theirs"
 
 
+async def test_a_job_held_here_but_never_started_starts_when_its_lease_lapses(
+    make_worker: MakeWorker, fake: Any
+) -> None:
+    """The claim ran in Redis but its reply was lost (the connection broke; the retried claim found the job
+    leased): the worker holds a job it does not run. When the lease lapses its own claim hands it back
+    marked held, and the worker starts it; a held job it does run is not started twice."""
+    w = await make_worker(admission=False)
+    await queue_jobs(fake, "lost", "running")
+    await w.queue.claim(w.worker_id, want=2, lease_ms=60_000, idle=True)  # a claim whose reply never came
+    w.tasks["running"] = asyncio.create_task(asyncio.Event().wait())  # this one it does run
+    await fake.zadd(KEYS.queue, {"lost": 1, "running": 2})  # both leases lapse
+    claim, _ = await w._pickup()
+    assert claim is not None and sorted(j.job_id for j in claim.jobs if j.held) == ["lost", "running"]
+    assert set(w.tasks) == {"lost", "running"} and await fake.hget(KEYS.jobs, field("lost", Field.RUNS)) == b"1"
+    for task in w.tasks.values():
+        task.cancel()
+    await asyncio.gather(*w.tasks.values(), return_exceptions=True)
+
+
 # ------------------------------------------------------------------------------ outages
 DOWN_ERRORS = [
     redis.exceptions.ConnectionError("Error 111 connecting"),

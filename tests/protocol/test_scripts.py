@@ -111,13 +111,15 @@ async def test_a_claim_takes_no_more_than_wanted_and_rings_for_the_rest(queue: Q
 
 
 async def test_a_lapsed_lease_this_worker_holds_is_renewed_with_no_new_run_and_no_try(queue: Queue, r: Any) -> None:
-    """The worker still runs the job (its loop stalled past the lease): the claim renews it, counts no try,
-    and does not hand it over again."""
+    """The worker still runs the job (its loop stalled past the lease), or lost the reply to the claim that
+    took it: the claim renews it, counts no run and no try, and hands it back marked held for the worker
+    to tell which."""
     await put(queue, "a")
     await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
     await r.zadd(KEYS.queue, {"a": now_ms() - 1})  # the lease ran out
     claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=False)
-    assert claim.jobs == [] and claim.renewed == 1
+    assert [(j.job_id, j.held, j.job_try, j.tries, j.record) for j in claim.jobs] == [("a", True, 1, 1, RECORD)]
+    assert claim.renewed == 1
     assert (await state(r, "a"))["n"] == "1" and (await score(r, "a") or 0) > now_ms()
 
 

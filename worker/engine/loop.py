@@ -282,6 +282,12 @@ class Worker:
         refused: list[ClaimedJob] = []
         self._refused = None
         for job in claim.jobs:
+            if job.held:
+                if job.job_id in self.tasks:
+                    continue  # it runs here still: the claim renewed its lease
+                log.warning(
+                    "job %s: held here but never started (the reply to its claim was lost); starting it", job.job_id
+                )
             record = _decode(job)
             shape = admission.shape_of(record, self.ctx.get("sources", {})) if admission is not None else None
             if refused or not self._admit(job, shape):

@@ -5,12 +5,15 @@
 --       [6] '1' if this worker runs nothing now (only then may it take a job that must run alone),
 --       [7] '1' if this worker lost Redis itself within the last lease (it cannot tell a death)
 -- Returns {more, next due score or '', leases of its own renewed, read all, held back,
---          other workers' lapsed leases spared, then per job taken: id, score, record or '', run number, tries counted, cancel requested
---          or '', alone, marker field or '', priority or '', the job it re-runs or ''}.
+--          other workers' lapsed leases spared, then per job taken: id, score, record or '', run
+--          number, tries counted, cancel requested or '', alone, marker field or '', priority or '',
+--          the job it re-runs or '', '1' if this worker held it already or '0'}.
 --
 -- The head is read by rank, lowest score first, so priorities hold. A due entry is a queued job,
 -- or a running job whose lease lapsed: its worker died, or stalls. A lease this worker holds is
--- its own job still running here: renewed, and neither a new run nor a try. Another worker's
+-- renewed, neither a new run nor a try, and the job is handed back marked as held: the worker
+-- runs it still (its loop stalled), or never did because the reply to the claim that took it was
+-- lost; only the worker knows which, and starts it in the second case. Another worker's
 -- lapsed lease is a death, and makes the job a suspect, to run alone from now on: a run alone
 -- died of itself and keeps its try; a run in company may have died of another job, so its try is
 -- given back. A suspect is taken only by a worker that runs nothing, as its only job; a busy
@@ -37,6 +40,11 @@ for i = 1, #head, 2 do
   if holder == me then
     redis.call('ZADD', queue, 'XX', now + lease, id)
     out[3] = out[3] + 1
+    local runs, solo = f[10] or '1', '0'
+    if alone == '1' then solo = '1' end
+    for _, v in ipairs({id, score, record or '', runs, tries, cancel or '', solo, f[7] or '', f[8] or '', f[9] or '', '1'}) do
+      out[#out + 1] = v
+    end
   elseif holder and unsure then
     redis.call('ZADD', queue, 'XX', now + lease, id)
     out[6] = out[6] + 1
@@ -58,7 +66,7 @@ for i = 1, #head, 2 do
     if suspect == '1' then solo = '1' end
     redis.call('HSET', jobs, id .. ':t', tries, id .. ':n', runs, id .. ':w', me, id .. ':a', solo, id .. ':s', '')
     redis.call('ZADD', queue, 'XX', now + lease, id)
-    for _, v in ipairs({id, score, record or '', runs, tries, cancel or '', solo, f[7] or '', f[8] or '', f[9] or ''}) do
+    for _, v in ipairs({id, score, record or '', runs, tries, cancel or '', solo, f[7] or '', f[8] or '', f[9] or '', '0'}) do
       out[#out + 1] = v
     end
     taken = taken + 1
