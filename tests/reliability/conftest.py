@@ -65,8 +65,9 @@ class Workers:
             return wait_for(holder, timeout)
 
     def runs_of(self, job_id: str) -> list[tuple[str, int]]:
-        """``(time, try)`` of every finished run of ``job_id``, from the workers' own log lines."""
-        pattern = re.compile(rf"^(\S+ \S+) .*job {re.escape(job_id)} \w+ in [\d.]+s \(try (\d+)\)$", re.M)
+        """``(time, try)`` of every finished run of ``job_id``, from the workers' own log lines (a run whose
+        result was dropped for an earlier one says so on the same line)."""
+        pattern = re.compile(rf"^(\S+ \S+) .*job {re.escape(job_id)} \w+ in [\d.]+s \(try (\d+)\)(?:,|$)", re.M)
         return sorted((m[1], int(m[2])) for p in self.started for m in pattern.finditer(self.log(p)))
 
 

@@ -31,7 +31,7 @@ async def test_a_job_run_twice_keeps_the_first_complete_result(client: Client, w
     assert first.status == "ok" and first.job_try == runs[0][1]  # the stored result is the earlier finisher's
     stored = await client.fetch_result(job_id)
     assert stored == first  # the later run did not overwrite it
-    # The later run logs its line (worker.job.answer) before arq stores its result and finds one there.
+    # The later run's line says its result was dropped: an earlier one was stored.
     discarded = wait_for(lambda: [p for p in workers.started if "already had a result" in workers.log(p)], timeout=30)
     assert len(discarded) == 1 and first.worker_id is not None and str(discarded[0].pid) not in first.worker_id
 
