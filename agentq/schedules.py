@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 #: The shortest interval an ``every`` schedule may have.
 MIN_EVERY_S = 1.0
-#: How far a catch-up looks for the latest missed tick of a cron schedule, in ticks.
-MAX_CATCH_UP_STEPS = 100_000
 
 
 class Schedule(BaseModel):
@@ -81,13 +79,9 @@ class Schedule(BaseModel):
         if self.every_s is not None:
             step = round(self.every_s * 1000)
             return max(tick_ms, math.floor(now_ms / step) * step)
-        latest = tick_ms
-        for _ in range(MAX_CATCH_UP_STEPS):  # a minutely cron missed for a month is 43,200 steps
-            following = self.next_after(latest)
-            if following > now_ms:
-                break
-            latest = following
-        return latest
+        assert self.cron is not None
+        just_after = datetime.fromtimestamp(math.floor(now_ms / 1000) + 1, UTC)  # reverse: strictly before it
+        return max(tick_ms, round(next(CronSim(self.cron, just_after, reverse=True)).timestamp() * 1000))
 
     @classmethod
     def declared(cls, name: str, spec: ScheduleSettings) -> Schedule:

@@ -44,6 +44,11 @@ def test_a_cron_schedule_ticks_in_utc_and_coalesces_missed_ticks() -> None:
     monday_7 = 1_796_540_400_000  # 2026-12-07 07:00 UTC
     assert daily.next_after(monday_7) == monday_7 + 3_600_000
     assert daily.latest_due(monday_7 + 3_600_000, monday_7 + 3 * 86_400_000) == monday_7 + 3_600_000 + 2 * 86_400_000
+    eight = monday_7 + 3_600_000
+    assert daily.latest_due(eight, eight) == eight  # due this very second: itself
+    minutely = Schedule(name="m", cron="* * * * *", request=QUESTION)
+    month_later = eight + 30 * 86_400_000 + 59_999
+    assert minutely.latest_due(eight, month_later) == eight + 30 * 86_400_000  # at once, not 43,200 steps
 
 
 @pytest.mark.parametrize(
@@ -90,6 +95,14 @@ async def test_of_two_workers_at_one_tick_one_enqueues_it(fake_redis: Any) -> No
     ((_, tick),) = await fake_redis.zrange(settings.keys.index, 0, -1, withscores=True)
     assert before <= tick <= after  # one job, for the latest tick missed
     assert await fake_redis.zscore(settings.keys.ticks, "s") > after
+
+
+async def test_a_tick_without_its_schedule_is_looked_at_later_not_in_a_loop(fake_redis: Any) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    await fake_redis.zadd(settings.keys.ticks, {"gone": 1_000})
+    assert await scheduler.tick_once(Queue(fake_redis, settings.keys), settings) == 0.0
+    assert await fake_redis.zscore(settings.keys.ticks, "gone") > time.time() * 1000 + 50_000
+    assert await fake_redis.zcard(settings.keys.queue) == 0
 
 
 async def test_a_schedule_declared_badly_stops_the_worker_with_its_name(fake_redis: Any) -> None:

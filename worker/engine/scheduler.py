@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 #: How many of the earliest ticks one look reads.
 LOOK = 32
-#: How long a schedule that does not read as one waits before it is looked at again.
+#: How long a tick whose schedule is gone or does not read as one waits before it is looked at again
+#: (a schedule added again meanwhile sets its own tick).
 UNREADABLE_RETRY_MS = 60_000
 
 
@@ -72,7 +73,8 @@ async def tick_once(queue: Queue, settings: Settings) -> float:
 
 async def _take(queue: Queue, settings: Settings, name: str, tick: int, now: int) -> None:
     raw = await queue.redis.hget(queue.keys.schedules, name)  # type: ignore[misc]
-    if raw is None:  # removed since the tick was read
+    if raw is None:  # removed since the tick was read, or a tick left without its schedule: look later
+        await queue.redis.zadd(queue.keys.ticks, {name: now + UNREADABLE_RETRY_MS}, xx=True)
         return
     try:
         schedule = Schedule.model_validate_json(raw)
