@@ -127,7 +127,7 @@ def create_router(settings: Settings) -> APIRouter:
             analysis=body.analysis,
             priority=body.priority,
         )
-        stored = next(rule for found, rule, _ in await client.schedules() if found == name)
+        stored = next((rule for found, rule, _ in await client.schedules() if found == name), None)
         return ScheduleInfo(
             name=name,
             rule=stored.rule if stored else None,
