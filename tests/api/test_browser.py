@@ -74,6 +74,7 @@ def test_the_dashboard_shows_a_job_and_draws_its_timeline(
         assert overflowing == [], (width, overflowing)
     page.set_viewport_size({"width": 1280, "height": 900})
     assert page.inner_text("[data-tile='oldest wait'] b") == "-"  # nothing waits
+    assert page.locator("[data-tile='queued'] small").count() == 1  # its split by priority (empty: none)
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#purge")
     page.wait_for_selector("#purge-result:has-text('purged: 0 cancelled')", timeout=10_000)

@@ -19,10 +19,13 @@ async function refresh() {
       agentq.api("/api/workers"), agentq.api("/api/queue"), agentq.api("/api/jobs?limit=15"),
       agentq.api("/api/jobs?status=failed&limit=10"), agentq.api("/api/sources"),
     ]);
+    const split = (state) => Object.entries(queue.by_priority[state]).filter(([, n]) => n).map(([p, n]) => p + " " + n).join(", ");
     document.getElementById("queue").replaceChildren(
-      ...[["queued", queue.queued], ["deferred", queue.deferred], ["running", queue.running], ["workers", queue.workers],
-          ["oldest wait", queue.oldest_queued_s == null ? "-" : secs(queue.oldest_queued_s)]]
-        .map(([name, n]) => el("div", { "data-tile": name }, el("span", {}, name), el("b", { class: "big" }, n))));
+      ...[["queued", queue.queued, split("queued")], ["deferred", queue.deferred, split("deferred")],
+          ["running", queue.running, split("running")], ["workers", queue.workers, ""],
+          ["oldest wait", queue.oldest_queued_s == null ? "-" : secs(queue.oldest_queued_s), ""]]
+        .map(([name, n, by]) => el("div", { "data-tile": name }, el("span", {}, name), el("b", { class: "big" }, n),
+          el("small", { class: "note" }, by))));
     fill("workers", workers.workers.map((w) => el("tr", {},
       el("td", { class: "q" }, w.id), el("td", {}, w.executor + " x" + w.pool_size),
       el("td", { class: "num" }, w.jobs_in_flight), el("td", { class: "num" }, w.jobs_done), el("td", {}, ago(w.beat_at)))));
