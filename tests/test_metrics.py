@@ -160,7 +160,12 @@ async def test_worker_serves_metrics_and_json_logs_for_a_real_job(
     assert values[("agentq_jobs_in_flight", ())] == 0
     assert values[("agentq_pool_queue_depth", ())] == 0
 
-    lines = [json.loads(line) for line in (tmp_path / "worker-0.log").read_text().splitlines() if line.startswith("{")]
+    # The job's line is logged just after its result is stored: wait for it rather than race it.
+    give_up = time.monotonic() + 10
+    while f"job {job_id} partial" not in (log := (tmp_path / "worker-0.log").read_text()):
+        assert time.monotonic() < give_up, log[-3000:]
+        await asyncio.sleep(0.05)
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     mine = [r for r in lines if r["job_id"] == job_id]
     assert any(f"job {job_id} partial" in r["message"] for r in mine)
     assert all(r["worker_id"].split(":")[1] == str(proc.pid) for r in lines)

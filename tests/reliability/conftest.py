@@ -64,9 +64,16 @@ class Workers:
 
             return wait_for(holder, timeout)
 
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every worker (SIGTERM, then SIGKILL after ``grace``): their logs are then complete."""
+        stop_workers(self.started, grace=grace)
+
     def runs_of(self, job_id: str) -> list[tuple[str, int]]:
         """``(time, try)`` of every finished run of ``job_id``, from the workers' own log lines (a run whose
-        result was dropped for an earlier one says so on the same line)."""
+        result was dropped for an earlier one says so on the same line).
+
+        A worker logs the line just after it stores the result, so a caller can hold the result before the
+        line is written: count runs after ``stop()`` or wait for the line, never straight after a result."""
         pattern = re.compile(rf"^(\S+ \S+) .*job {re.escape(job_id)} \w+ in [\d.]+s \(try (\d+)\)(?:,|$)", re.M)
         return sorted((m[1], int(m[2])) for p in self.started for m in pattern.finditer(self.log(p)))
 
