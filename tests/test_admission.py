@@ -220,6 +220,7 @@ DEADLINE_FACTOR = 2.5
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 @pytest.mark.slow
 async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
     client: Client, start_worker_processes: StartWorkers

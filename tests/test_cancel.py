@@ -97,6 +97,7 @@ def test_the_cancelled_result_record_reads_back() -> None:
 
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_a_cancelled_queued_job_never_starts(
     client: Client, worker_env: dict[str, str], start_worker_processes: StartWorkers
 ) -> None:
@@ -115,6 +116,7 @@ async def test_a_cancelled_queued_job_never_starts(
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_a_running_jobs_fetches_stop_at_once_whichever_worker_runs_it(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
@@ -145,6 +147,7 @@ async def test_a_running_jobs_fetches_stop_at_once_whichever_worker_runs_it(
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_an_inference_under_way_is_discarded(client: Client, start_worker_processes: StartWorkers) -> None:
     """Cancelled during a long inference, the job answers at once and the source's output is discarded."""
     start_worker_processes(1, AGENTQ_INFERENCE_UNITS="200000")  # 4,000 units: about 5 s of CPU
@@ -165,6 +168,7 @@ async def test_an_inference_under_way_is_discarded(client: Client, start_worker_
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_a_worker_that_missed_the_message_sees_the_cancel_field(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:

@@ -39,6 +39,7 @@ def test_only_python_before_3_12_gets_the_cancellable_send() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_a_task_looping_on_redis_calls_always_ends_when_cancelled(redis_url: str) -> None:
     """300 tasks, each sending PING after PING, cancelled at varied points of the loop: every one ends.
     (Through plain redis-py on Python 3.11, about 1 in 30 ran on: its cancellation was lost.)"""

@@ -15,7 +15,7 @@ import redis
 
 from agentq.contract import JobResult
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interpreter]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 StartWorkers = Callable[..., list[Popen[bytes]]]
 

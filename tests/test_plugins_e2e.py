@@ -18,7 +18,7 @@ from agentq_tools import plugins
 from agentq_tools.processes import start_workers, stop_workers
 from producer.client import Client
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interpreter]
 StartWorkers = Callable[..., list[Popen[bytes]]]
 #: A worker's settings to run the tools' numpy analysis beside the built-in one.
 WITH_NUMPY = {**plugins.ENV, "AGENTQ_ENABLED_ANALYSES": json.dumps(["bag_of_words", "numpy_similarity"])}

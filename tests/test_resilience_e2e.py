@@ -22,7 +22,7 @@ from agentq_tools.processes import stop_workers
 from agentq_tools.sources import TICKS_KEY
 from producer.client import Client
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interpreter]
 #: A worker's settings to serve the reference sources plus two of the tools' test sources.
 WITH_TEST_SOURCES = {
     **plugins.ENV,

@@ -32,6 +32,7 @@ PRODUCER = str(Path(sys.executable).with_name("producer"))
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_poison_job_fails_for_good_after_max_tries(
     client: Client, workers: Workers, worker_env: dict[str, str]
 ) -> None:
@@ -80,6 +81,7 @@ async def test_poison_job_fails_for_good_after_max_tries(
 
 
 @pytest.mark.e2e
+@pytest.mark.interpreter
 async def test_a_broken_inference_pool_is_an_error_then_replaced(client: Client, workers: Workers) -> None:
     """Pool processes killed mid-inference: those sources are `error`, the job completes, the next job runs."""
     (worker,) = workers.start(1, AGENTQ_EXECUTOR="process", AGENTQ_INFERENCE_UNITS="40000")  # ~1 s per inference

@@ -12,7 +12,7 @@ from producer.client import Client
 from tests.helpers import lose_lease, progress_reached
 from tests.reliability.conftest import ONE_SECOND, Workers, alive, descendants, kill_group, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.interpreter]
 
 SLOW = json.dumps(dict.fromkeys(("weather", "news", "knowledge_base"), ONE_SECOND))
 

@@ -13,7 +13,7 @@ import pytest
 from producer.client import Client
 from tests.reliability.conftest import ONE_SECOND, Workers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.interpreter]
 STOPS = 20
 GRACE_S = 2
 #: Beyond the grace period: the pool's shutdown (it waits for its interpreters or processes) and
