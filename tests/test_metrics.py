@@ -143,11 +143,19 @@ async def test_worker_serves_metrics_and_json_logs_for_a_real_job(
     result = await client.result(job_id, timeout=60)
     assert result.status == "partial"
 
+    # The worker hears that its result is stored a round trip after the caller does; then it logs the
+    # job's line and counts the job out of flight. Wait for both rather than race them.
+    give_up = time.monotonic() + 10
+    while f"job {job_id} partial" not in (log := (tmp_path / "worker-0.log").read_text()):
+        assert time.monotonic() < give_up, log[-3000:]
+        await asyncio.sleep(0.05)
+
     # A deferred job stays in the queue's sorted set: the gauge must show it.
     await enqueue_raw(client, {"question": "later"}, defer_s=60)
     give_up = time.monotonic() + 10
-    while (values := await asyncio.to_thread(scrape, port))[("agentq_queue_depth", ())] != 1:
-        assert time.monotonic() < give_up, "queue depth gauge never showed the deferred job"
+    depth, in_flight = ("agentq_queue_depth", ()), ("agentq_jobs_in_flight", ())
+    while (values := await asyncio.to_thread(scrape, port))[depth] != 1 or values[in_flight] != 0:
+        assert time.monotonic() < give_up, f"queue depth {values[depth]} (1 expected), in flight {values[in_flight]}"
         await asyncio.sleep(0.1)
 
     assert values[("agentq_jobs_total", (("status", "partial"),))] == 1
@@ -160,11 +168,6 @@ async def test_worker_serves_metrics_and_json_logs_for_a_real_job(
     assert values[("agentq_jobs_in_flight", ())] == 0
     assert values[("agentq_pool_queue_depth", ())] == 0
 
-    # The job's line is logged just after its result is stored: wait for it rather than race it.
-    give_up = time.monotonic() + 10
-    while f"job {job_id} partial" not in (log := (tmp_path / "worker-0.log").read_text()):
-        assert time.monotonic() < give_up, log[-3000:]
-        await asyncio.sleep(0.05)
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     mine = [r for r in lines if r["job_id"] == job_id]
     assert any(f"job {job_id} partial" in r["message"] for r in mine)

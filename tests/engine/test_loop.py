@@ -227,6 +227,71 @@ async def test_a_stop_without_grace_puts_running_jobs_back_in_line_with_their_tr
     assert w.runner.requeued == 1 and await w._pickup() == (None, Next.SLOT)
 
 
+async def test_a_stop_during_the_claim_gives_the_claimed_jobs_back_at_once(make_worker: MakeWorker, fake: Any) -> None:
+    """SIGTERM while the claim is on its way: what it took goes back in line now, its try given back."""
+    w = await make_worker(shutdown_grace_s=30)
+    await queue_jobs(fake, "a", score=42)
+    claim = w.queue.claim
+
+    async def claim_then_stop(*args: Any, **kwargs: Any) -> Any:
+        taken = await claim(*args, **kwargs)
+        w.stop()  # the signal came while the reply was on its way
+        return taken
+
+    w.queue.claim = claim_then_stop  # type: ignore[method-assign]
+    _, after = await w._pickup()
+    assert after is Next.SLOT and not w.tasks  # nothing started
+    assert await fake.zscore(KEYS.queue, "a") == 42 and await fake.hget(KEYS.jobs, field("a", Field.TRIES)) == b"0"
+    assert await fake.hget(KEYS.jobs, field("a", Field.HOLDER)) is None and w.runner.requeued == 1
+
+
+async def test_a_job_cancelled_by_a_stop_before_its_task_began_goes_back_in_line(
+    make_worker: MakeWorker, fake: Any
+) -> None:
+    """A stop between a job's start and its task's first step: the runner never sees it; close gives it back."""
+    w = await make_worker(shutdown_grace_s=0)
+    await queue_jobs(fake, "a", score=42)
+    await w._pickup()
+    (task,) = w.tasks.values()
+    w.stop()  # before the task's first step: it ends cancelled without running a line of the runner
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and "a" not in w.runner.begun
+    await w.close()
+    assert await fake.zscore(KEYS.queue, "a") == 42 and await fake.hget(KEYS.jobs, field("a", Field.TRIES)) == b"0"
+    assert await fake.hget(KEYS.jobs, field("a", Field.HOLDER)) is None and w.runner.requeued == 1
+
+
+async def test_a_stop_lets_a_run_that_is_storing_its_result_end_stored_and_counted(
+    make_worker: MakeWorker, fake: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop without grace does not cancel a run whose result is on its way to Redis: it ends with its line."""
+
+    async def job(ctx: dict[str, Any], *args: Any) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    w = await make_worker(job=job, shutdown_grace_s=0)
+    gate, real = asyncio.Event(), w.runner.finisher
+
+    async def slow_finisher(ending: Any) -> bool:
+        await gate.wait()
+        return await real(ending)
+
+    w.runner.finisher = slow_finisher  # type: ignore[assignment]
+    await queue_jobs(fake, "a")
+    await w._pickup()
+    for _ in range(100):
+        if w.runner.storing:
+            break
+        await asyncio.sleep(0)
+    assert w.runner.storing == {"a"}
+    caplog.set_level(logging.INFO, logger="worker")
+    w.stop()
+    gate.set()
+    await asyncio.gather(*w.tasks.values())  # not cancelled: raises if it was
+    assert await fake.exists(KEYS.result("a")) and (w.runner.done, w.runner.requeued) == (1, 0)
+    assert any(r.getMessage().startswith("job a ok in ") for r in caplog.records)
+
+
 async def test_a_stop_with_grace_lets_the_job_finish_and_a_second_stop_cuts_it_short(
     make_worker: MakeWorker, fake: Any
 ) -> None:

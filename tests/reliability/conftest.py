@@ -7,7 +7,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
@@ -23,6 +24,8 @@ from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbe
 
 #: Latency of every simulated source, before scaling: at the test time scale (0.02) 50 is 1 s.
 ONE_SECOND = 50.0
+#: A worker's line for each finished run: ``job <id> <status> in <s>s (try <n>)``.
+RUN_LINE = re.compile(r"^\S+ \S+ .*job (\w+) \w+ in [\d.]+s \(try \d+\)(?:,|$)", re.M)
 T = TypeVar("T")
 
 
@@ -64,18 +67,29 @@ class Workers:
 
             return wait_for(holder, timeout)
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop every worker (SIGTERM, then SIGKILL after ``grace``): their logs are then complete."""
-        stop_workers(self.started, grace=grace)
-
-    def runs_of(self, job_id: str) -> list[tuple[str, int]]:
+    def runs_of(self, job_id: str, at_least: int = 0, timeout: float = 30.0) -> list[tuple[str, int]]:
         """``(time, try)`` of every finished run of ``job_id``, from the workers' own log lines (a run whose
-        result was dropped for an earlier one says so on the same line).
+        result was dropped for an earlier one says so on the same line); with ``at_least``, once that many
+        are logged.
 
-        A worker logs the line just after it stores the result, so a caller can hold the result before the
-        line is written: count runs after ``stop()`` or wait for the line, never straight after a result."""
+        A worker logs the line a round trip after the caller can see the result, so a test that holds a
+        result waits for the line (``at_least``); stopping the worker instead could cancel it unlogged."""
         pattern = re.compile(rf"^(\S+ \S+) .*job {re.escape(job_id)} \w+ in [\d.]+s \(try (\d+)\)(?:,|$)", re.M)
-        return sorted((m[1], int(m[2])) for p in self.started for m in pattern.finditer(self.log(p)))
+
+        def runs() -> list[tuple[str, int]] | None:
+            found = sorted((m[1], int(m[2])) for p in self.started for m in pattern.finditer(self.log(p)))
+            return found if len(found) >= at_least else None
+
+        return wait_for(runs, timeout) if at_least else runs() or []
+
+    def run_counts(self, job_ids: Collection[str], timeout: float = 60.0) -> Counter[str]:
+        """How many finished runs each job logged, once each of ``job_ids`` has logged one (see ``runs_of``)."""
+
+        def counts() -> Counter[str] | None:
+            found = Counter(m[1] for p in self.started for m in RUN_LINE.finditer(self.log(p)))
+            return found if all(found[j] for j in job_ids) else None
+
+        return wait_for(counts, timeout)
 
 
 @pytest.fixture

@@ -73,7 +73,6 @@ async def test_chaos_costs_no_job(workers: Workers, tmp_path: Path) -> None:
                 await asyncio.to_thread(workers.start, 1, **env)
             took = time.monotonic() - started
 
-        workers.stop()  # every run has logged its line
         completed = Counter(
             m[1]
             for p in workers.started

@@ -20,8 +20,9 @@ worker, its claims spare other workers' lapsed leases instead of judging them de
 
 **Stopping.** SIGINT or SIGTERM stops the claims. With ``shutdown_grace_s`` the running jobs get
 that long to finish; whatever still runs then (or at once, without a grace period, or on a second
-signal) is cancelled and put back in line with its try given back (``lua/finish.lua``). Then the
-worker's parts are shut down and the process exits 0.
+signal) is cancelled and put back in line with its try given back (``lua/finish.lua``). A run
+already storing its result is let end, as Redis may hold it finished; a second signal cancels it
+too. Then the worker's parts are shut down and the process exits 0.
 
 **Redis outages.** A pass that cannot reach Redis is retried with back-off for up to
 ``redis_outage_s`` (``worker.engine.leases.OutageBudget``); past that the error ends the worker.
@@ -106,6 +107,7 @@ class Worker:
         self._grace: asyncio.Task[None] | None = None
         self._queue: Queue | None = None
         self._runner: Runner | None = None
+        self._unstarted: list[ClaimedJob] = []  # cancelled by a stop before their task began
         if self.admission is not None:
             self.admission.on_change = self._nudge.set
 
@@ -183,7 +185,7 @@ class Worker:
         name = sig.name if sig is not None else "request"
         if self.stopping:
             log.info("shutdown on %s again: cancelling %d running jobs now", name, len(self.tasks))
-            self._cancel_jobs()
+            self._cancel_jobs(force=True)
             return
         self.stopping = True
         grace = self.settings.shutdown_grace_s
@@ -212,17 +214,21 @@ class Worker:
             log.info("grace period over: cancelling %d running jobs (they go back in line)", len(self.tasks))
             self._cancel_jobs()
 
-    def _cancel_jobs(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
+    def _cancel_jobs(self, force: bool = False) -> None:
+        """Cancel the running jobs but those storing their result (they end within a round trip), or all."""
+        storing = self.runner.storing if self._runner is not None and not force else set()
+        for job_id, task in self.tasks.items():
+            if job_id not in storing:
+                task.cancel()
 
     async def close(self) -> None:
         """Shut the worker's parts down (``on_shutdown``), whatever state Redis is in, and disconnect."""
         if self._grace is not None:
             self._grace.cancel()
         if self.tasks:
-            self._cancel_jobs()
+            self._cancel_jobs(force=True)
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self._give_back(self._unstarted)
         await self.doorbell.aclose()
         try:
             if self.on_shutdown is not None and self._runner is not None:
@@ -234,6 +240,19 @@ class Worker:
         if self._runner is not None:
             r = self._runner
             log.info("stopped: %d jobs done, %d failed, %d put back", r.done, r.failed, r.requeued)
+
+    async def _give_back(self, jobs: list[ClaimedJob]) -> None:
+        """Put claimed jobs that never started here back in line now, rather than when their lease lapses
+        (a stop that came while their claim was on its way, or before their task began)."""
+        if not jobs:
+            return
+        try:
+            await self.queue.release(self.worker_id, jobs)
+        except REDIS_DOWN as exc:
+            log.warning("%d claimed jobs not given back (%s): they come due when their lease lapses", len(jobs), exc)
+        else:
+            self.runner.requeued += len(jobs)
+        jobs.clear()
 
     def _running(self) -> list[str]:
         return [job_id for job_id, task in self.tasks.items() if not task.done()]
@@ -279,6 +298,9 @@ class Worker:
             log.info(
                 "spared %d lapsed leases of other workers: Redis was lost here too, within the lease", claim.spared
             )
+        if self.stopping:  # stopped while the claim was on its way: nothing more starts here
+            await self._give_back([job for job in claim.jobs if job.job_id not in self.tasks])
+            return claim, Next.SLOT
         refused: list[ClaimedJob] = []
         self._refused = None
         for job in claim.jobs:
@@ -321,10 +343,15 @@ class Worker:
         if job.alone:
             self.alone = job.job_id
         task = asyncio.create_task(self.runner.run(job, record), name=f"job {job.job_id}")
-        task.add_done_callback(lambda _: self._job_done(job.job_id))
+        task.add_done_callback(lambda t: self._job_done(job, t))
         self.tasks[job.job_id] = task
 
-    def _job_done(self, job_id: str) -> None:
+    def _job_done(self, job: ClaimedJob, task: asyncio.Task[None]) -> None:
+        job_id = job.job_id
+        if job_id in self.runner.begun:
+            self.runner.begun.discard(job_id)
+        elif task.cancelled():  # cancelled before its first step: the runner never saw it to put it back
+            self._unstarted.append(job)
         self.tasks.pop(job_id, None)
         if self.alone == job_id:
             self.alone = None

@@ -50,9 +50,15 @@ class Runner:
     ) -> None:
         self.ctx, self.functions, self.finisher, self.settings = ctx, functions, finisher, settings
         self.done = self.failed = self.requeued = self.discarded = 0
+        #: Jobs whose result is on its way to Redis: a stop lets them end (a round trip) rather than
+        #: cancel a run that Redis may already hold as finished.
+        self.storing: set[str] = set()
+        #: Jobs whose run has begun (the loop puts back those a stop cancelled before they began).
+        self.begun: set[str] = set()
 
     async def run(self, job: ClaimedJob, record: JobRecord | RecordError | None) -> None:
         """Run ``job`` to its end (a stored result, or back in line)."""
+        self.begun.add(job.job_id)
         start_ms = now_ms()
         if record is None:
             return await self._not_run(job, None, "the job's record had gone from Redis when a worker took it")
@@ -148,6 +154,7 @@ class Runner:
             status=status,
             finished_ms=finished_ms,
         )
+        self.storing.add(job.job_id)
         try:
             stored = await self.finisher(ending)
         except Exception as exc:
@@ -155,6 +162,8 @@ class Runner:
                 "job %s: its result could not be stored (%s); it runs again when its lease lapses", job.job_id, exc
             )
             return
+        finally:
+            self.storing.discard(job.job_id)
         if success and status != "failed":
             self.done += 1
         else:
