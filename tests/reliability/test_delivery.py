@@ -71,6 +71,7 @@ async def test_sigterm_with_grace_lets_the_running_job_finish(client: Client, wo
     (worker,) = workers.start(1, AGENTQ_SOURCE_LATENCY_S=SLOW, AGENTQ_SHUTDOWN_GRACE_S="10", AGENTQ_EXECUTOR="process")
     job_id = await client.enqueue("finish me first")
     workers.running(job_id)
+    await progress_reached(client, job_id, "fetch_start", count=3)  # it has begun (one not begun goes back)
     children = descendants(worker.pid)
     assert children, "a process pool has child processes"
     worker.send_signal(signal.SIGTERM)
@@ -85,6 +86,7 @@ async def test_sigterm_without_grace_requeues_and_another_worker_finishes(client
     (first,) = workers.start(1, AGENTQ_SOURCE_LATENCY_S=SLOW, AGENTQ_EXECUTOR="process")
     job_id = await client.enqueue("requeue me")
     workers.running(job_id)
+    await progress_reached(client, job_id, "fetch_start", count=3)  # it has begun: its run is cut short
     children = descendants(first.pid)
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
