@@ -15,6 +15,10 @@ the latest tick it missed, then goes on from the first tick after now. Catching 
 tick after an outage of a day would flood the queue with questions nobody is waiting for any more;
 this is what Celery beat and Kubernetes CronJobs do by default.
 
+**Tenants.** A schedule belongs to a tenant (its jobs are that tenant's): the default tenant's is
+stored under its name, another tenant's under ``<tenant>/<name>`` (:attr:`Schedule.key`), so two
+tenants may each have a schedule of one name.
+
 The recent-jobs index scores a tick's job by its tick (not the moment it was written), so a listing
 shows when it was due.
 """
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from agentq import tenants
 from agentq.contract import Priority, describe_validation_error
 from agentq.durations import parse_duration
 from agentq.settings import ScheduleSettings
@@ -53,6 +58,12 @@ class Schedule(BaseModel):
     every_s: float | None = Field(None, ge=MIN_EVERY_S, description="or an interval in seconds")
     request: dict[str, Any] = Field(description="the question request each tick enqueues (the job contract's)")
     priority: Priority = "normal"
+    tenant: str = Field(tenants.DEFAULT, pattern=tenants.NAME_PATTERN, description="whose jobs its ticks make")
+
+    @property
+    def key(self) -> str:
+        """Where it is stored (its field in the schedules hash, its member in the ticks)."""
+        return key_of(self.name, self.tenant)
 
     @model_validator(mode="after")
     def _one_rule(self) -> Schedule:
@@ -109,6 +120,11 @@ class Schedule(BaseModel):
         return f"every {self.every_s:g}s"
 
 
+def key_of(name: str, tenant: str = tenants.DEFAULT) -> str:
+    """The stored key of ``tenant``'s schedule ``name``."""
+    return name if tenant == tenants.DEFAULT else f"{tenant}/{name}"
+
+
 async def add(redis: Redis, keys: Keys, schedule: Schedule, now_ms: float, *, keep_tick: bool = False) -> int:
     """Store ``schedule`` (replacing one of its name) and set its next tick; return that tick (epoch ms).
 
@@ -117,18 +133,18 @@ async def add(redis: Redis, keys: Keys, schedule: Schedule, now_ms: float, *, ke
     """
     tick = schedule.next_after(now_ms)
     async with redis.pipeline(transaction=True) as tr:
-        tr.hset(keys.schedules, schedule.name, schedule.model_dump_json(exclude_none=True))
+        tr.hset(keys.schedules, schedule.key, schedule.model_dump_json(exclude_none=True))
         if keep_tick:
-            tr.zadd(keys.ticks, {schedule.name: tick}, nx=True)
+            tr.zadd(keys.ticks, {schedule.key: tick}, nx=True)
         else:
-            tr.zadd(keys.ticks, {schedule.name: tick})
-        tr.zscore(keys.ticks, schedule.name)
+            tr.zadd(keys.ticks, {schedule.key: tick})
+        tr.zscore(keys.ticks, schedule.key)
         *_, kept = await tr.execute()
     return round(float(kept))
 
 
 async def remove(redis: Redis, keys: Keys, name: str) -> bool:
-    """Delete a schedule and its tick; whether there was one."""
+    """Delete the schedule stored as ``name`` (:func:`key_of`) and its tick; whether there was one."""
     async with redis.pipeline(transaction=True) as tr:
         tr.hdel(keys.schedules, name)
         tr.zrem(keys.ticks, name)
@@ -137,7 +153,8 @@ async def remove(redis: Redis, keys: Keys, name: str) -> bool:
 
 
 async def listed(redis: Redis, keys: Keys) -> list[tuple[str, Schedule | None, int | None]]:
-    """Every schedule by name: its name, the schedule (None if what is stored does not read as one), its next tick."""
+    """Every schedule by key (:func:`key_of`): its key, the schedule (None if what is stored does not read as
+    one), its next tick."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.schedules)
         pipe.zrange(keys.ticks, 0, -1, withscores=True)

@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from agentq.policies import SourcePolicies
 from agentq.protocol.keys import Keys
+from agentq.tenants import NAME_PATTERN as TENANT_PATTERN
 
 ExecutorKind = Literal["auto", "interpreter", "process", "thread"]
 
@@ -188,6 +189,11 @@ class Settings(BaseSettings):
     )
     key_prefix: str = Field(
         "agentq", min_length=1, pattern=r"^[^{}\s]+$", description="namespace of every Redis key (no braces)"
+    )
+    tenant: str = Field(
+        "default",
+        pattern=TENANT_PATTERN,
+        description="the tenant the CLI and the client enqueue as (the API takes its key's): 1 to 31 of a-z, 0-9, -",
     )
 
     # --- timeouts and the simulated workload ---------------------------------------------------
@@ -379,11 +385,12 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=0, le=65535, description="port the API listens on")
     api_keys: EnvList = Field(
         (),
-        description="API keys, hashed: a JSON or comma list of 'name:scope,scope:sha256-hex' (scopes: read, submit,"
-        " cancel); 'agentq-api keygen' makes one. Also read from a secret file agentq_api_keys",
+        description="API keys, hashed: a JSON or comma list of 'name:scope,scope:sha256-hex[:tenant]' (scopes: read,"
+        " submit, cancel, admin; tenant: default); 'agentq-api keygen' makes one. Also read from a secret file"
+        " agentq_api_keys",
     )
     api_keys_file: str | None = Field(
-        None, description="a file of more API keys, one 'name:scopes:sha256-hex' a line (# comments)"
+        None, description="a file of more API keys, one 'name:scopes:sha256-hex[:tenant]' a line (# comments)"
     )
     api_rate_limit: str = Field(
         "600/minute", description="requests one API key may make, e.g. '10/second' (per API process)"

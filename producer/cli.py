@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn, TypeVar, cast
 import pydantic
 import typer
 
-from agentq import console, tracing
+from agentq import console, tenants, tracing
 from agentq.console import version_option
 from agentq.contract import JobResult, Priority, describe_validation_error
 from agentq.durations import parse_duration
@@ -286,6 +286,17 @@ STATUS_OPTION = typer.Option(
     help="queued, running or deferred: those jobs in queue order; a final status: recent jobs that ended so.",
 )
 RETRY_PRIORITY_OPTION = typer.Option(None, "--priority", help="Default: the job's own.")
+TENANT_OPTION = typer.Option(None, "--tenant", help="Only this tenant's jobs (default: every tenant's).")
+
+
+def _tenant(name: str | None) -> str | None:
+    """A ``--tenant`` that can be one, refused (exit 2) before anything reaches Redis."""
+    if name is not None:
+        try:
+            tenants.check(name)
+        except ValueError as exc:
+            _usage(f"--tenant: {exc}")
+    return name
 
 
 @app.command()
@@ -295,10 +306,12 @@ def jobs(
     offset: int = typer.Option(
         0, "--offset", min=0, max=MAX_OFFSET, help="How many to skip first (the next page: --offset 20)."
     ),
+    tenant: str | None = TENANT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List recent jobs, newest first; --status queued, running or deferred lists those in queue order."""
-    listed = _run(lambda client: client.jobs(status=status.value, limit=limit, offset=offset))
+    only = _tenant(tenant)
+    listed = _run(lambda client: client.jobs(status=status.value, limit=limit, offset=offset, tenant=only))
     if as_json:
         print(json.dumps([j.as_dict() for j in listed], indent=2))
         return
@@ -366,11 +379,13 @@ def _retried(old: str, new: Enqueued | Exception) -> dict[str, Any]:
 
 
 @app.command()
-def queue(as_json: bool = JSON_OPTION) -> None:
-    """Show the queue: jobs queued, running and deferred by priority, the oldest queued job's wait, live workers."""
+def queue(tenant: str | None = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Show the queue: jobs queued, running and deferred by priority, the oldest queued job's wait, live
+    workers, and each tenant's jobs and share of those running."""
+    only = _tenant(tenant)
 
     async def body(client: Client) -> tuple[QueueDepth, int]:
-        return await client.queue_depth(), len(await client.workers())
+        return await client.queue_depth(tenant=only), len(await client.workers())
 
     depth, live = _run(body)
     if as_json:
@@ -386,25 +401,34 @@ def queue(as_json: bool = JSON_OPTION) -> None:
         out.print(line(name, counts), highlight=False)
     if depth.oldest_queued_s is not None:
         out.print(f"oldest queued job has waited {depth.oldest_queued_s:.1f}s", highlight=False)
+    if set(depth.tenants) - {tenants.DEFAULT} or only:
+        out.print(f"{'tenant':<20}{'queued':>8}{'running':>9}{'deferred':>10}{'share':>7}", highlight=False)
+        for name, row in sorted(depth.tenants.items()):
+            figures = f"{row['queued']:>8.0f}{row['running']:>9.0f}{row['deferred']:>10.0f}{row['share']:>7.0%}"
+            out.print(f"{name:<20}{figures}", highlight=False)
 
 
 @app.command()
 def purge(
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."), as_json: bool = JSON_OPTION
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    tenant: str | None = TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Cancel every job that waits in the queue (queued or deferred); running jobs run on.
+    """Cancel every job that waits in the queue (queued or deferred; --tenant: that tenant's); running jobs
+    run on.
 
     Each purged job ends cancelled, with a result that says so. Asks first, unless --yes.
     """
+    only = _tenant(tenant)
     if not yes:
         if not sys.stdin.isatty():
             _usage("purge cancels every waiting job: add --yes to do it without a terminal to confirm at")
-        depth = _run(lambda client: client.queue_depth())
+        depth = _run(lambda client: client.queue_depth(tenant=only))
         waiting = sum(depth.queued.values()) + sum(depth.deferred.values())
         if not typer.confirm(f"cancel {waiting} waiting jobs of queue {depth.queue}?"):
             err.print("nothing purged", highlight=False)
             raise typer.Exit(1)
-    cancelled, left = _run(lambda client: client.purge())
+    cancelled, left = _run(lambda client: client.purge(tenant=only))
     if as_json:
         print(json.dumps({"cancelled": len(cancelled), "left_to_run": left}))
         return

@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal, Self
 
@@ -56,7 +56,7 @@ import pydantic
 from redis.asyncio import Redis
 
 from agentq import schedules as schedule_store
-from agentq import tracing
+from agentq import tenants, tracing
 from agentq.analyses import analysis_names
 from agentq.connection import open_redis, redis_client, wait_for_replicas
 from agentq.contract import (
@@ -95,15 +95,47 @@ __all__ = ["Client", "Enqueued", "Status"]
 
 
 class Client:
-    """Talks to the queue. Use as an async context manager; one instance per event loop."""
+    """Talks to the queue. Use as an async context manager; one instance per event loop.
 
-    def __init__(self, settings: Settings | None = None, *, ping: bool = True) -> None:
+    Jobs it makes belong to ``tenant`` (default: ``AGENTQ_TENANT``). A client holds Redis's
+    credentials, so it reads every tenant's jobs; :meth:`for_tenant` gives a view on the same
+    connection that sees only one tenant's (what the API gives each key).
+    """
+
+    def __init__(self, settings: Settings | None = None, *, ping: bool = True, tenant: str | None = None) -> None:
         self.settings = settings or get_settings()
         self.keys = self.settings.keys
+        self.tenant = tenants.check(tenant or self.settings.tenant)
+        self.sees: str | None = None
+        """The one tenant whose jobs this client sees; None: every tenant's."""
         self._redis: Redis | None = None
         self._ping = ping
         self._queue: Queue | None = None
         self._waiters: Waiters | None = None
+        self._view = False
+
+    def for_tenant(self, tenant: str, *, every_tenant: bool = False) -> Client:
+        """This client's connection, making ``tenant``'s jobs and seeing only them (``every_tenant``: all).
+
+        Another tenant's job is unknown to the view: ``JobNotFound``, as for an id that never was.
+        The view is not entered or closed: it lives as long as this client.
+        """
+        view = copy.copy(self)
+        view.tenant = tenants.check(tenant)
+        view.sees = None if every_tenant else tenant
+        view._queue, view._waiters = self.queue, self._shared_waiters()
+        view._view = True
+        return view
+
+    def _shared_waiters(self) -> Waiters:
+        if self._waiters is None:
+            self._waiters = Waiters(self.redis)
+        return self._waiters
+
+    def _own(self, job_id: str) -> None:
+        """Raise ``JobNotFound`` for another tenant's job, if this client sees one tenant only."""
+        if self.sees is not None and tenants.of(job_id) != self.sees:
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
 
     async def __aenter__(self) -> Self:
         """Connect; with ``ping=False`` (a long-lived server) connections open on first use instead."""
@@ -112,6 +144,8 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._view:
+            raise RuntimeError("a tenant's view closes with the client it came from")
         if self._waiters is not None:
             await self._waiters.aclose()
         self._queue = self._waiters = None  # both belong to the connection closed here
@@ -235,7 +269,7 @@ class Client:
     ) -> Enqueued:
         """Queue an already validated request at ``priority``, or join an identical one in flight;
         ``not_before`` defers it (see :meth:`submit`)."""
-        return await self._submit(uuid.uuid4().hex, request, priority, dedup, retry_of, not_before)
+        return await self._submit(tenants.new_job_id(self.tenant), request, priority, dedup, retry_of, not_before)
 
     async def ask(
         self,
@@ -251,7 +285,7 @@ class Client:
         look at Redis: one round trip fewer than ``submit_request`` then ``result``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        job_id = uuid.uuid4().hex
+        job_id = tenants.new_job_id(self.tenant)
         async with self._watch(job_id) as mailbox:
             enqueued = await self._submit(job_id, request, priority, dedup)
             if enqueued.job_id == job_id:
@@ -283,7 +317,7 @@ class Client:
         score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
         if not_before is not None and not_before > now:  # deferred: due then, as if enqueued then
             score, dedup = not_before * 1000, False
-        marker = marker_field(request_fingerprint(request)) if dedup else None
+        marker = marker_field(request_fingerprint(request), tenants.of(job_id)) if dedup else None
         # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
         with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
             trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
@@ -322,6 +356,7 @@ class Client:
     # ---------------------------------------------------------------------------- results
     async def status(self, job_id: str) -> Status:
         """Where the job is now; raise ``JobNotFound`` for an unknown (or expired) id."""
+        self._own(job_id)
         with self._redis_errors():
             state = await self._state(job_id)
         if state == "not_found":
@@ -330,6 +365,7 @@ class Client:
 
     async def fetch_result(self, job_id: str) -> JobResult | None:
         """The stored result, or None while the job is queued or running."""
+        self._own(job_id)
         with self._redis_errors():
             raw = await self.redis.get(self.keys.result(job_id))
         if raw is None:
@@ -341,6 +377,7 @@ class Client:
 
         Raises ``JobNotFound`` if no such job exists and ``WaitTimeout`` if time runs out.
         """
+        self._own(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         async with self._watch(job_id) as mailbox:
             return await self._wait(job_id, mailbox, deadline, timeout, look=True)
@@ -387,6 +424,7 @@ class Client:
         source, then ``job_done``. Raises ``JobNotFound`` for an unknown id and ``WaitTimeout``
         after ``timeout`` seconds.
         """
+        self._own(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         key = self.keys.progress(job_id)
         last: bytes | str = "0-0"
@@ -440,15 +478,29 @@ class Client:
     async def cancel(self, job_id: str) -> CancelState:
         """Cancel a job: ``cancelled`` (it was queued and never starts), ``cancelling`` (its worker was
         told; its result will say ``cancelled``), ``finished`` (too late). Raise ``JobNotFound``."""
+        self._own(job_id)
         with self._redis_errors():
             state = await jobs.cancel(self.queue, self.settings, job_id)
         if state == "not_found":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or its result expired)")
         return state
 
-    async def jobs(self, *, status: str | None = None, limit: int = 20, offset: int = 0) -> list[JobSummary]:
+    def _tenant_seen(self, tenant: str | None) -> str | None:
+        """Whose jobs a listing shows: this view's tenant; else ``tenant`` if one is named; else everyone's."""
+        if tenant is not None:
+            tenants.check(tenant)
+        return self.sees if self.sees is not None else tenant
+
+    async def jobs(
+        self, *, status: str | None = None, limit: int = 20, offset: int = 0, tenant: str | None = None
+    ) -> list[JobSummary]:
         """Recent jobs, newest first; with a final ``status``, recent finished jobs of that status; with
-        ``queued``, ``deferred`` or ``running``, the jobs in that state in queue order. ``offset`` pages."""
+        ``queued``, ``deferred`` or ``running``, the jobs in that state in queue order. ``offset`` pages.
+        Only ``tenant``'s jobs, if one is named (a view of one tenant lists only its own)."""
+        try:
+            seen = self._tenant_seen(tenant)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         if status not in (None, "all", *jobs.FINAL_STATUSES, *WAITING):
             known = ", ".join(("all", *jobs.FINAL_STATUSES, *WAITING))
             raise InvalidRequest(f"status: must be one of {known}; got {status!r}")
@@ -457,33 +509,49 @@ class Client:
         with self._redis_errors():
             if status in WAITING:
                 state = WAITING[status]
-                return await jobs.list_waiting(self.queue, self.settings, status=state, limit=limit, offset=offset)
+                return await jobs.list_waiting(
+                    self.queue, self.settings, status=state, limit=limit, offset=offset, tenant=seen
+                )
             limit = min(limit, self.settings.jobs_index_size)  # no index holds more
-            return await jobs.list_jobs(self.queue, status=status, limit=limit, offset=offset)
+            return await jobs.list_jobs(self.queue, status=status, limit=limit, offset=offset, tenant=seen)
 
-    async def queue_depth(self) -> QueueDepth:
-        """How many jobs wait, run and are deferred, by priority, and how long the oldest queued one has waited."""
+    async def queue_depth(self, *, tenant: str | None = None) -> QueueDepth:
+        """How many jobs wait, run and are deferred, by priority, how long the oldest queued one has waited,
+        and each tenant's part (only ``tenant``'s, if one is named; a view's own only)."""
+        try:
+            seen = self._tenant_seen(tenant)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         with self._redis_errors():
-            return QueueDepth.of(self.settings.queue_name, await jobs.snapshot(self.queue, self.settings))
+            entries = await jobs.snapshot(self.queue, self.settings)
+        return QueueDepth.of(self.settings.queue_name, entries, tenant=seen)
 
-    async def purge(self) -> tuple[list[str], int]:
-        """Cancel every job that waits (queued or deferred; running ones run on): the ids cancelled, and how
-        many a worker took (or that finished) before their turn came."""
+    async def purge(self, *, tenant: str | None = None) -> tuple[list[str], int]:
+        """Cancel every job that waits (queued or deferred; running ones run on; only ``tenant``'s, if one is
+        named; a view's own only): the ids cancelled, and how many a worker took (or that finished) before
+        their turn came."""
+        try:
+            seen = self._tenant_seen(tenant)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         with self._redis_errors():
-            return await jobs.purge(self.queue, self.settings)
+            return await jobs.purge(self.queue, self.settings, seen)
 
     async def failed_since(self, seconds: float) -> list[str]:
         """The ids of the jobs that ended ``failed`` within the last ``seconds``, oldest first (their results kept)."""
         since = time.time() * 1000 - seconds * 1000
+        index = (self.keys.tenant_index(self.sees, "failed") if self.sees else "") or self.keys.by_status("failed")
         with self._redis_errors():
-            ids = await self.redis.zrangebyscore(self.keys.by_status("failed"), since, "+inf")
-        return [i.decode() for i in ids]
+            ids = await self.redis.zrangebyscore(index, since, "+inf")
+        return [i.decode() for i in ids if self.sees is None or tenants.of(i.decode()) == self.sees]
 
     async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:
         """Queue a finished ``failed`` or ``cancelled`` job's request again, as a new job; return it.
 
-        Raise ``JobNotFound`` if its result is gone and ``InvalidRequest`` if it did not fail.
+        Raise ``JobNotFound`` if its result is gone and ``InvalidRequest`` if it did not fail. The new job
+        is the failed one's tenant's.
         """
+        self._own(job_id)
         with self._redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.get(self.keys.result(job_id))
@@ -503,7 +571,8 @@ class Client:
         request = self.validate_data(args[0])
         stored_priority = jobs.figures_of(final).get("priority")
         chosen: Priority = priority or (stored_priority if stored_priority in PRIORITY_RANK else "normal")
-        return await self.submit_request(request, priority=chosen, dedup=True, retry_of=job_id)
+        new_id = tenants.new_job_id(tenants.of(job_id))
+        return await self._submit(new_id, request, chosen, True, retry_of=job_id)
 
     # ---------------------------------------------------------------------------- schedules
     async def schedule(
@@ -518,25 +587,40 @@ class Client:
         priority: Priority = "normal",
     ) -> int:
         """Add (or replace) the recurring question ``name``: ``cron`` (five fields, UTC) or ``every_s``.
-        Returns its next tick (epoch ms). The workers enqueue each tick once (``agentq.schedules``)."""
+        Returns its next tick (epoch ms). The workers enqueue each tick once (``agentq.schedules``), as
+        jobs of this client's tenant; another tenant's schedule of that name is another schedule."""
         request = self.validate(question, sources=sources, analysis=analysis)
         data = request.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         try:
-            rule = Schedule(name=name, cron=cron, every_s=every_s, request=data, priority=priority)
+            rule = Schedule(name=name, cron=cron, every_s=every_s, request=data, priority=priority, tenant=self.tenant)
         except pydantic.ValidationError as exc:
             raise InvalidRequest(describe_validation_error(exc)) from None
         with self._redis_errors():
             return await schedule_store.add(self.redis, self.keys, rule, time.time() * 1000)
 
     async def schedules(self) -> list[tuple[str, Schedule | None, int | None]]:
-        """Every schedule: its name, the schedule (None if what Redis holds does not read as one), its next tick."""
+        """Every schedule: its name, the schedule (None if what Redis holds does not read as one), its next tick.
+
+        A view of one tenant lists that tenant's by name; a client of every tenant lists each by its key
+        (``<tenant>/<name>`` for a tenant but the default)."""
         with self._redis_errors():
-            return await schedule_store.listed(self.redis, self.keys)
+            found = await schedule_store.listed(self.redis, self.keys)
+        if self.sees is None:
+            return found
+        own: list[tuple[str, Schedule | None, int | None]] = []
+        for key, rule, tick in found:
+            if rule is not None and rule.tenant == self.sees and rule.key == key:
+                own.append((rule.name, rule, tick))
+        return own
 
     async def unschedule(self, name: str) -> None:
-        """Remove the schedule ``name`` (jobs its ticks enqueued stay); ``JobNotFound`` if there is none."""
+        """Remove this client's tenant's schedule ``name`` (jobs its ticks enqueued stay); ``JobNotFound`` if
+        there is none. A client of every tenant may also name another tenant's as ``<tenant>/<name>``."""
+        key = schedule_store.key_of(name, self.tenant)
+        if "/" in name and self.sees is None:
+            key = name
         with self._redis_errors():
-            if not await schedule_store.remove(self.redis, self.keys, name):
+            if not await schedule_store.remove(self.redis, self.keys, key):
                 raise JobNotFound(f"no schedule {name!r}")
 
     # ---------------------------------------------------------------------------- workers
@@ -586,10 +670,9 @@ class Client:
     @contextlib.asynccontextmanager
     async def _watch(self, job_id: str) -> AsyncIterator[Mailbox]:
         """The job's done messages, on the client's one pub/sub connection, while the block runs."""
-        if self._waiters is None:
-            self._waiters = Waiters(self.redis)
+        waiters = self._shared_waiters()
         with self._redis_errors():
-            async with self._waiters.watch(self.keys.done_channel(job_id)) as mailbox:
+            async with waiters.watch(self.keys.done_channel(job_id)) as mailbox:
                 yield mailbox
 
     @contextlib.contextmanager

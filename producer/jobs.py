@@ -11,6 +11,11 @@ that stores its result, and expire with it, and jobs that end ``failed``,
 ``partial`` or ``cancelled`` enter an index of their status too (an ``ok`` job is found through
 the recent index). An unfinished job is described from its record and state in the ``jobs`` hash.
 An index entry whose job has left every trace is skipped and dropped when read.
+
+**Tenants** (``agentq.tenants``). Each tenant but the default has indexes of its own, written in the
+same steps; the default tenant's jobs are read from the indexes of all, skipping other tenants' ids
+(so jobs from before tenants existed are listed as they were). Listings of the queue itself (queued,
+running, deferred, the depth, a purge) read the whole queue and keep one tenant's ids.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from dataclasses import field as field_
 from typing import TYPE_CHECKING, Any, Literal
 
+from agentq import tenants
 from agentq.contract import JOB_FUNCTION, JobResult, JobStatus
 from agentq.protocol import records
 from agentq.protocol.keys import INDEXED_STATUSES, Field, field
@@ -154,15 +161,22 @@ def _unfinished(
     )
 
 
-async def list_jobs(queue: Queue, *, status: str | None = None, limit: int = 20, offset: int = 0) -> list[JobSummary]:
-    """The most recent jobs (newest first), or the most recent finished with ``status``; ``offset`` of them skipped."""
+async def list_jobs(
+    queue: Queue, *, status: str | None = None, limit: int = 20, offset: int = 0, tenant: str | None = None
+) -> list[JobSummary]:
+    """The most recent jobs (newest first), or the most recent finished with ``status``; ``offset`` of them
+    skipped; only ``tenant``'s, if one is named."""
     limit += offset
     k, redis = queue.keys, queue.redis
-    index = k.by_status(str(status)) if status in INDEXED_STATUSES else k.index
+    by_status = str(status) if status in INDEXED_STATUSES else None
+    index = (k.tenant_index(tenant, by_status) if tenant else "") or (k.by_status(by_status) if by_status else k.index)
+    mixed = tenant == tenants.DEFAULT  # the default tenant's jobs are among every tenant's
     wanted = None if status in (None, "all") else str(status)
     # Read more than asked: entries whose job has gone, or (through the recent index) of another status, drop out.
-    depth = max(0, limit * 2 + 10) if wanted is None or status in INDEXED_STATUSES else -1
+    depth = max(0, limit * 2 + 10) if (wanted is None or by_status) and not mixed else -1
     ids = [i.decode() for i in await redis.zrevrange(index, 0, depth)]
+    if mixed:
+        ids = [j for j in ids if tenants.of(j) == tenant][: (limit * 2 + 10) if wanted is None or by_status else None]
     if not ids:
         return []
     fields = [f for j in ids for f in (j, field(j, Field.HOLDER), field(j, Field.PRIORITY), field(j, Field.RETRY_OF))]
@@ -204,10 +218,12 @@ class Entry:
     priority: str
     enqueued_ms: float
     """From the score: its enqueue time, the priority's head start taken off again."""
+    tenant: str = tenants.DEFAULT
 
 
-async def snapshot(queue: Queue, settings: Settings) -> list[Entry]:
-    """Every job in the queue, in queue order (next to start first), with its state and priority.
+async def snapshot(queue: Queue, settings: Settings, tenant: str | None = None) -> list[Entry]:
+    """Every job in the queue (only ``tenant``'s, if one is named), in queue order (next to start first),
+    with its state and priority.
 
     Read in chunks of :data:`CHUNK` (a queue of any length costs Redis no long command); a job that
     ends between two reads is simply not there.
@@ -219,16 +235,17 @@ async def snapshot(queue: Queue, settings: Settings) -> list[Entry]:
     start = 0
     while True:
         page = await redis.zrange(k.queue, start, start + CHUNK - 1, withscores=True)
-        if not page:
-            return found
-        ids = [member.decode() for member, _ in page]
-        state = await redis.hmget(k.jobs, [f for j in ids for f in (field(j, Field.HOLDER), field(j, Field.PRIORITY))])  # type: ignore[misc]
-        for n, (job_id, (_, score)) in enumerate(zip(ids, page, strict=True)):
+        entries = [(member.decode(), score) for member, score in page]
+        if tenant is not None:
+            entries = [(j, score) for j, score in entries if tenants.of(j) == tenant]
+        fields = [f for j, _ in entries for f in (field(j, Field.HOLDER), field(j, Field.PRIORITY))]
+        state = await redis.hmget(k.jobs, fields) if fields else []  # type: ignore[misc]
+        for n, (job_id, score) in enumerate(entries):
             holder, raw_priority = state[2 * n], state[2 * n + 1]
             priority = raw_priority.decode() if raw_priority else "normal"
             unfinished: Unfinished = records.job_state(False, holder is not None, score, now)  # type: ignore[assignment]
             enqueued = score + PRIORITY_RANK.get(priority, 1) * step_ms
-            found.append(Entry(job_id, score, unfinished, priority, enqueued))
+            found.append(Entry(job_id, score, unfinished, priority, enqueued, tenants.of(job_id)))
         if len(page) < CHUNK:
             return found
         start += CHUNK
@@ -244,9 +261,24 @@ class QueueDepth:
     deferred: dict[str, int]
     oldest_queued_s: float | None
     """How long the job queued longest has waited since it was enqueued (None: nothing is queued)."""
+    tenants: dict[str, dict[str, float]] = field_(default_factory=dict)
+    """Per tenant with jobs in the queue: ``queued``, ``running``, ``deferred``, and ``share``, its part
+    of the jobs running now (0 to 1)."""
 
     @classmethod
-    def of(cls, name: str, entries: list[Entry]) -> QueueDepth:
+    def of(cls, name: str, entries: list[Entry], *, tenant: str | None = None) -> QueueDepth:
+        """The depth of ``entries`` (the whole queue): all of it, or only ``tenant``'s, with that tenant's
+        share of what runs."""
+        per_tenant: dict[str, dict[str, float]] = {}
+        for e in entries:
+            row = per_tenant.setdefault(e.tenant, {"queued": 0, "running": 0, "deferred": 0, "share": 0.0})
+            row["running" if e.state == "in_progress" else e.state] += 1
+        running = sum(row["running"] for row in per_tenant.values())
+        for row in per_tenant.values():
+            row["share"] = round(row["running"] / running, 4) if running else 0.0
+        if tenant is not None:
+            entries = [e for e in entries if e.tenant == tenant]
+            per_tenant = {tenant: per_tenant[tenant]} if tenant in per_tenant else {}
         counts: dict[str, dict[str, int]] = {
             s: dict.fromkeys(PRIORITY_RANK, 0) for s in ("queued", "in_progress", "deferred")
         }
@@ -255,7 +287,7 @@ class QueueDepth:
             by_priority[e.priority] = by_priority.get(e.priority, 0) + 1
         waiting = [e.enqueued_ms for e in entries if e.state == "queued"]
         oldest = max(0.0, time.time() - min(waiting) / 1000) if waiting else None
-        return cls(name, counts["queued"], counts["in_progress"], counts["deferred"], oldest)
+        return cls(name, counts["queued"], counts["in_progress"], counts["deferred"], oldest, per_tenant)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -264,14 +296,16 @@ class QueueDepth:
             "running": self.running,
             "deferred": self.deferred,
             "oldest_queued_s": self.oldest_queued_s,
+            "tenants": self.tenants,
         }
 
 
 async def list_waiting(
-    queue: Queue, settings: Settings, *, status: Unfinished, limit: int, offset: int = 0
+    queue: Queue, settings: Settings, *, status: Unfinished, limit: int, offset: int = 0, tenant: str | None = None
 ) -> list[JobSummary]:
-    """Unfinished jobs of one state, in queue order (the next to start first), ``limit`` from ``offset``."""
-    page = [e for e in await snapshot(queue, settings) if e.state == status][offset : offset + limit]
+    """Unfinished jobs of one state (only ``tenant``'s, if one is named), in queue order (the next to start
+    first), ``limit`` from ``offset``."""
+    page = [e for e in await snapshot(queue, settings, tenant) if e.state == status][offset : offset + limit]
     if not page:
         return []
     k = queue.keys
@@ -285,14 +319,15 @@ async def list_waiting(
     return found
 
 
-async def purge(queue: Queue, settings: Settings) -> tuple[list[str], int]:
-    """Cancel every job that waits (queued or deferred); running jobs are left alone.
+async def purge(queue: Queue, settings: Settings, tenant: str | None = None) -> tuple[list[str], int]:
+    """Cancel every job that waits (queued or deferred; only ``tenant``'s, if one is named); running jobs
+    are left alone.
 
     Each job is cancelled by the cancel script, only if it still waits at that moment (a job a
     worker has just taken runs on). Returns the ids cancelled and how many were left because a
     worker took them or they finished meanwhile.
     """
-    waiting = [e.job_id for e in await snapshot(queue, settings) if e.state != "in_progress"]
+    waiting = [e.job_id for e in await snapshot(queue, settings, tenant) if e.state != "in_progress"]
     cancelled, left = [], 0
     for start in range(0, len(waiting), 100):  # 100 at a time over the pool's connections
         chunk = waiting[start : start + 100]

@@ -116,3 +116,38 @@ async def test_retry_takes_several_ids_or_every_recent_failure(
     for args, says in [((), "give the ids"), (("--failed", "--since", "soon"), "--since: 'soon' is not a duration")]:
         bad = producer("retry", *args, env=settings_env)
         assert bad.returncode == 2 and bad.stderr.startswith(f"error: {says}"), bad.stderr
+
+
+@pytest.mark.e2e
+def test_the_cli_enqueues_as_its_tenant_and_lists_queues_and_purges_one_tenant(settings_env: dict[str, str]) -> None:
+    """``AGENTQ_TENANT`` makes the CLI's jobs that tenant's; ``queue`` shows each tenant's part; ``--tenant``
+    narrows ``jobs``, ``queue`` and ``purge`` to one tenant; a tenant that cannot be one is refused (exit 2,
+    one line) before anything is queued."""
+    a_env, b_env = {**settings_env, "AGENTQ_TENANT": "team-a"}, {**settings_env, "AGENTQ_TENANT": "team-b"}
+    a_ids = [producer("ask", f"a question {i}", env=a_env).stdout.strip() for i in range(2)]
+    b_id = producer("ask", "a question 0", env=b_env).stdout.strip()
+    assert all(j.startswith("team-a_") for j in a_ids) and b_id.startswith("team-b_")
+
+    depth = as_json(producer("queue", "--json", env=settings_env))
+    assert sum(depth["queued"].values()) == 3
+    assert {t: row["queued"] for t, row in depth["tenants"].items()} == {"team-a": 2, "team-b": 1}
+    text = producer("queue", env=settings_env).stdout
+    assert "team-a                     2        0         0     0%" in text, text
+    only_b = as_json(producer("queue", "--tenant", "team-b", "--json", env=settings_env))
+    assert sum(only_b["queued"].values()) == 1 and list(only_b["tenants"]) == ["team-b"]
+    listed = as_json(producer("jobs", "--tenant", "team-a", "--status", "queued", "--json", env=settings_env))
+    assert [j["job_id"] for j in listed] == a_ids
+
+    assert as_json(producer("purge", "--yes", "--tenant", "team-b", "--json", env=settings_env)) == {
+        "cancelled": 1,
+        "left_to_run": 0,
+    }
+    assert [j["job_id"] for j in as_json(producer("jobs", "--status", "queued", "--json", env=settings_env))] == a_ids
+
+    for args, env in [
+        (("queue", "--tenant", "Team_B"), settings_env),
+        (("ask", "q"), {**settings_env, "AGENTQ_TENANT": "A B"}),
+    ]:
+        bad = producer(*args, env=env)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "tenant" in bad.stderr.lower(), bad.stderr
+    assert sum(as_json(producer("queue", "--json", env=settings_env))["queued"].values()) == 2

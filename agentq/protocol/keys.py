@@ -19,6 +19,9 @@ Redis Cluster slot and a script may touch any of them at once. With the defaults
                                              its result
 ``agentq:{default}:failed`` ...    zset      recent jobs that ended ``failed``, ``partial`` or
                                              ``cancelled``, by finish ms, capped
+``agentq:{default}:t:<t>:index``   zset      tenant ``<t>``'s recent jobs, as ``index`` (every tenant but
+                                             the default, whose jobs are listed from ``index``)
+``agentq:{default}:t:<t>:failed``  zset      tenant ``<t>``'s ``failed``, ``partial``, ``cancelled``
 ``agentq:{default}:fence``         string    the counter written before each ``WAIT``
 ``agentq:{default}:schedules``     hash      recurring questions: name -> JSON (``agentq.schedules``)
 ``agentq:{default}:ticks``         zset      each schedule's next tick, by epoch ms
@@ -33,6 +36,8 @@ Keys that belong to no queue are shared by every queue of the prefix: each worke
 from __future__ import annotations
 
 from enum import StrEnum
+
+from agentq import tenants
 
 #: Final statuses that have an index of their own (an ``ok`` job is found through the recent index).
 INDEXED_STATUSES = ("failed", "partial", "cancelled")
@@ -70,9 +75,10 @@ def field(job_id: str, name: Field) -> str:
     return f"{job_id}:{name}"
 
 
-def marker_field(fingerprint: str) -> str:
-    """The ``jobs`` hash field naming the unfinished job that answers a request fingerprint."""
-    return f"m:{fingerprint}"
+def marker_field(fingerprint: str, tenant: str = tenants.DEFAULT) -> str:
+    """The ``jobs`` hash field naming the unfinished job that answers a request fingerprint: one per
+    tenant (a question is joined only within its tenant)."""
+    return f"m:{fingerprint}" if tenant == tenants.DEFAULT else f"m:{tenant}:{fingerprint}"
 
 
 class Keys:
@@ -118,6 +124,13 @@ class Keys:
     def by_status(self, status: str) -> str:
         """Recent finished jobs of one indexed final status (:data:`INDEXED_STATUSES`), by finish ms."""
         return f"{self.tag}:{status}"
+
+    def tenant_index(self, tenant: str, status: str | None = None) -> str:
+        """A tenant's own recent-jobs index (``status`` None), or its index of one final status; ``''``
+        for the default tenant, whose jobs are found in the indexes of all (``agentq.tenants``)."""
+        if tenant == tenants.DEFAULT:
+            return ""
+        return f"{self.tag}:t:{tenant}:{status or 'index'}"
 
     # ------------------------------------------------------------------ keys of no queue
     def worker(self, worker_id: str) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from redis.exceptions import NoScriptError
 
+from agentq import tenants
 from agentq.protocol import scripts
 from agentq.protocol.keys import INDEXED_STATUSES, Field, Keys
 from agentq.protocol.records import JobState, job_state
@@ -156,7 +157,8 @@ class Queue:
         trim = "1" if self._enqueued % TRIM_EVERY == 0 else "0"
         args: list[Any] = [job_id, record, repr(score), now or now_ms(), marker or "", repr(index_score)]
         args += [index_size, trim, priority, retry_of or ""]
-        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell], args=args)
+        own = k.tenant_index(tenants.of(job_id))
+        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell, own], args=args)
         return Enqueued(_text(reply[0]), bool(reply[1]))
 
     async def enqueue_tick(
@@ -179,7 +181,8 @@ class Queue:
         now = now_ms()
         args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, ""]
         args += [schedule, tick_ms, next_tick_ms]
-        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell, k.ticks], args=args)
+        own = k.tenant_index(tenants.of(job_id))
+        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell, own, k.ticks], args=args)
         return int(reply[1]) != 2
 
     async def cancel(
@@ -198,7 +201,10 @@ class Queue:
         """
         k = self.keys
         reply = await self.script("cancel")(
-            keys=[k.queue, k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")],
+            keys=[
+                *(k.queue, k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")),
+                k.tenant_index(tenants.of(job_id), "cancelled"),
+            ],
             args=[
                 *(job_id, result, result_px, k.cancel_channel, k.done_channel(job_id), final, now_ms(), index_size),
                 "1" if queued_only else "0",
@@ -283,9 +289,11 @@ class Queue:
         self, worker_id: str, e: Ending, *, progress_ttl_s: int, index_size: int
     ) -> tuple[list[str], list[Any]]:
         k = self.keys
-        index = k.by_status(e.status) if e.final and e.status in INDEXED_STATUSES else ""
+        indexed = bool(e.final) and e.status in INDEXED_STATUSES
+        index = k.by_status(e.status) if indexed else ""
+        own = k.tenant_index(tenants.of(e.job_id), e.status) if indexed else ""
         progress = k.progress(e.job_id) if e.logged else ""
-        keys = [k.queue, k.jobs, k.result(e.job_id), progress, k.bell, k.final(e.job_id), index]
+        keys = [k.queue, k.jobs, k.result(e.job_id), progress, k.bell, k.final(e.job_id), index, own]
         args: list[Any] = [
             e.job_id,
             e.mode,

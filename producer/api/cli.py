@@ -52,13 +52,16 @@ def serve(ctx: typer.Context, version: bool = version_option("agentq-api")) -> N
 @app.command()
 def keygen(
     name: str = typer.Option(..., "--name", help="Who the key is for (shown in logs and 403s)."),
-    scopes: str = typer.Option("read,submit,cancel", "--scopes", help="Comma-separated: read, submit, cancel."),
+    scopes: str = typer.Option(
+        "read,submit,cancel", "--scopes", help="Comma-separated: read, submit, cancel, admin (every tenant)."
+    ),
+    tenant: str = typer.Option("default", "--tenant", help="The tenant whose jobs the key makes and sees."),
     env: bool = typer.Option(False, "--env", help="Print the entry as a .env line: AGENTQ_API_KEYS=[...]."),
 ) -> None:
     """Print a new random API key (stderr: give it to its user) and its hashed entry (stdout: configure it)."""
     chosen = tuple(s.strip() for s in scopes.split(",") if s.strip())
     try:
-        key, entry = apikeys.new_key(name, chosen)
+        key, entry = apikeys.new_key(name, chosen, tenant)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -5,7 +5,8 @@ One ASGI middleware, in front of everything, so a refused request never reaches 
 - a body over ``api_max_body_bytes`` is 413 (a declared ``Content-Length`` at once, a chunked body
   as soon as it passes the cap);
 - ``/api/*`` needs a key, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``: none or an
-  unknown one is 401; a key without the route's scope is 403 (:func:`scope_for`);
+  unknown one is 401; a key without the route's scope is 403 (:func:`scope_for`); the key goes on
+  to the route in the request's state (``request.state.api_key``): its tenant bounds what it sees;
 - each key may make ``api_rate_limit`` requests (a moving window, in this process's memory, so
   counting writes nothing to Redis): past it, 429 with ``Retry-After``.
 
@@ -65,13 +66,15 @@ class Guard:
         path = scope.get("path", "")
         if path.startswith("/api/") or path == "/api":
             refusal = self._refusal(scope["method"], path, headers)
-            if refusal is not None:
+            if not isinstance(refusal, ApiKey):
                 status, detail, extra = refusal
                 await _reply(send, status, detail, extra)
                 return
+            scope.setdefault("state", {})["api_key"] = refusal
         await self.app(scope, self._capped(receive), send)
 
-    def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
+    def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | ApiKey:
+        """Why the request is refused (status, detail, headers), or the key that may make it."""
         presented = headers.get("x-api-key", "")
         auth = headers.get("authorization", "")
         if not presented and auth[:7].lower() == "bearer ":
@@ -87,9 +90,9 @@ class Guard:
             wait = max(1, math.ceil(reset - time.time()))
             return 429, f"rate limit of {self.limit} exceeded for key {key.name!r}", {"retry-after": str(wait)}
         needed = scope_for(method, path)
-        if needed not in key.scopes:
+        if not key.allows(needed):
             return 403, f"key {key.name!r} lacks the {needed!r} scope", {}
-        return None
+        return key
 
     def _capped(self, receive: Receive) -> Receive:
         """``receive``, refusing a body (chunked, or lying about its length) once it passes the cap."""

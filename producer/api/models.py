@@ -159,6 +159,15 @@ class WorkerList(BaseModel):
     workers: list[WorkerInfo]
 
 
+class TenantDepth(BaseModel):
+    """One tenant's part of the queue."""
+
+    queued: int
+    running: int
+    deferred: int
+    share: float = Field(description="its part of the jobs running now, 0 to 1")
+
+
 class QueueInfo(BaseModel):
     """The queue now."""
 
@@ -172,6 +181,10 @@ class QueueInfo(BaseModel):
     )
     oldest_queued_s: float | None = Field(
         description="how long the job queued longest has waited (null: none is queued)"
+    )
+    tenant: str = Field(description="the key's tenant: the counts above are its jobs' (an admin key: every tenant's)")
+    tenants: dict[str, TenantDepth] = Field(
+        description="per tenant with jobs in the queue (a key's own only, unless it is an admin key)"
     )
 
 

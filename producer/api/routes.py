@@ -18,9 +18,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from agentq.apikeys import ApiKey
 from agentq.contract import JobResult
 from agentq.errors import InvalidRequest
-from agentq.schedules import NAME_PATTERN
+from agentq.schedules import NAME_PATTERN, key_of
 from agentq.settings import Settings
 from agentq.sources import source_names
 from producer.api.models import (
@@ -40,6 +41,7 @@ from producer.api.models import (
     ScheduleList,
     SourceStats,
     SourceStatsList,
+    TenantDepth,
     WorkerInfo,
     WorkerList,
     job_create_model,
@@ -91,9 +93,11 @@ JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job id, as cr
 
 
 def client_of(request: Request) -> Client:
-    """The app's one connected client (``producer.api.app``)."""
+    """The app's one connected client (``producer.api.app``), as the request's key sees it: its tenant's
+    jobs only, or (the ``admin`` scope) every tenant's. The guard put the key in the request's state."""
     client: Client = request.app.state.client
-    return client
+    key: ApiKey = request.state.api_key
+    return client.for_tenant(key.tenant, every_tenant=key.admin)
 
 
 ClientDep = Annotated[Client, Depends(client_of)]
@@ -127,7 +131,8 @@ def create_router(settings: Settings) -> APIRouter:
             analysis=body.analysis,
             priority=body.priority,
         )
-        stored = next((rule for found, rule, _ in await client.schedules() if found == name), None)
+        key = key_of(name, client.tenant)
+        stored = next((rule for _, rule, _ in await client.schedules() if rule is not None and rule.key == key), None)
         return ScheduleInfo(
             name=name,
             rule=stored.rule if stored else None,
@@ -269,6 +274,8 @@ async def queue(client: ClientDep) -> QueueInfo:
         workers=len(await client.workers()),
         by_priority={"queued": depth.queued, "running": depth.running, "deferred": depth.deferred},
         oldest_queued_s=depth.oldest_queued_s,
+        tenant=client.tenant,
+        tenants={name: TenantDepth.model_validate(row) for name, row in depth.tenants.items()},
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,9 +77,16 @@ def test_the_dashboard_shows_a_job_and_draws_its_timeline(
     page.set_viewport_size({"width": 1280, "height": 900})
     assert page.inner_text("[data-tile='oldest wait'] b") == "-"  # nothing waits
     assert page.locator("[data-tile='queued'] small").count() == 1  # its split by priority (empty: none)
+    # A job deferred by an hour waits in the queue: the key's tenant's row counts it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")} | {"AGENTQ_REDIS_URL": api.redis_url}
+    producer = str(Path(sys.executable).with_name("producer"))
+    subprocess.run([producer, "ask", "Later?", "--in", "1h"], env=env, check=True, capture_output=True, timeout=60)
+    row = "#tenants tr[data-tenant='default']"
+    page.wait_for_selector(f"{row} td:nth-child(4):has-text('1')", timeout=10_000)  # deferred 1
+    assert page.inner_text(f"{row} td:nth-child(2)") == "0" and page.inner_text(f"{row} td:nth-child(5)") == "0%"
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#purge")
-    page.wait_for_selector("#purge-result:has-text('purged: 0 cancelled')", timeout=10_000)
+    page.wait_for_selector("#purge-result:has-text('purged: 1 cancelled')", timeout=10_000)
 
     page.click(f"#recent tr[data-job='{job_id}'] a")
     page.wait_for_url(f"**/jobs/{job_id}")

@@ -52,7 +52,8 @@ def test_keys_are_read_from_a_secret_file(tmp_path: Path) -> None:
 
 
 def test_keygen_prints_the_key_apart_from_its_entry() -> None:
-    """keygen: the key on stderr (once), the entry (or the .env line) on stdout; bad scopes exit 2."""
+    """keygen: the key on stderr (once), the entry (or the .env line) on stdout; bad scopes or a bad tenant
+    exit 2 with one line."""
     done = CliRunner().invoke(app, ["keygen", "--name", "me", "--scopes", "read", "--env"])
     assert done.exit_code == 0
     line = done.stdout.strip()
@@ -60,7 +61,29 @@ def test_keygen_prints_the_key_apart_from_its_entry() -> None:
     [entry] = json.loads(line.split("=", 1)[1])
     key = done.stderr.rsplit(": ", 1)[1].strip()
     assert apikeys.parse_entry(entry).sha256 == apikeys.digest(key)
-    assert CliRunner().invoke(app, ["keygen", "--name", "me", "--scopes", "admin"]).exit_code == 2
+    assert CliRunner().invoke(app, ["keygen", "--name", "me", "--scopes", "owner"]).exit_code == 2
+    refused = CliRunner().invoke(app, ["keygen", "--name", "me", "--tenant", "Acme_Corp"])
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "tenant 'Acme_Corp'" in refused.stderr
+    made = CliRunner().invoke(app, ["keygen", "--name", "me", "--scopes", "read", "--tenant", "acme"])
+    assert made.exit_code == 0 and apikeys.parse_entry(made.stdout.strip()).tenant == "acme"
+
+
+def test_an_entry_names_its_tenant_and_an_old_entry_is_the_default_tenants() -> None:
+    """'name:scopes:sha256:tenant'; the three-field entries made before tenants read as the default tenant;
+    admin allows every scope; a tenant that cannot be one is refused naming the key."""
+    _, old = apikeys.new_key("old", ("read",))
+    assert old.count(":") == 2 and apikeys.parse_entry(old).tenant == "default"
+    _, new = apikeys.new_key("new", ("read", "submit"), "team-a")
+    key = apikeys.parse_entry(new)
+    assert (key.tenant, key.admin, key.allows("submit"), key.allows("cancel")) == ("team-a", False, True, False)
+    _, admin = apikeys.new_key("ops", ("admin",))
+    assert all(apikeys.parse_entry(admin).allows(s) for s in ("read", "submit", "cancel"))
+    for tenant in ("", "Team", "a_b", "-a", "x" * 32):
+        with pytest.raises(ValueError, match="key 'new': tenant"):
+            apikeys.parse_entry(new.rsplit(":", 1)[0] + ":" + tenant)
+    with pytest.raises(ValueError, match="an API key entry is"):
+        apikeys.parse_entry(new + ":extra")
 
 
 def test_each_route_needs_its_scope() -> None:

@@ -344,3 +344,27 @@ async def test_a_jobs_state_follows_its_marks(queue: Queue, r: Any) -> None:
     await r.set(KEYS.result("c"), b"r")
     states = [await queue.state(j) for j in ("q", "d", "p", "c", "x")]
     assert states == ["queued", "deferred", "in_progress", "complete", "not_found"]
+
+
+# ------------------------------------------------------------------------------------------ tenants
+async def test_a_tenants_jobs_enter_its_own_indexes_as_well_as_those_of_all(queue: Queue, r: Any) -> None:
+    """A tenant's job (``acme_...``) is indexed for every tenant and for its own, by each script that
+    indexes: enqueue (recent), finish (its status), cancel; a default-tenant job enters no tenant's index;
+    a request's marker is per tenant, so another tenant's identical question is a job of its own."""
+    assert (await put(queue, "acme_1", marker=marker_field("f", "acme"))).deduplicated is False
+    assert (await put(queue, "plain", marker=marker_field("f"))).deduplicated is False
+    assert (await put(queue, "acme_2", marker=marker_field("f", "acme"))).job_id == "acme_1"
+    await put(queue, "acme_3")
+    assert await r.zrange(KEYS.tenant_index("acme"), 0, -1) == [b"acme_1", b"acme_3"]
+    assert set(await r.zrange(KEYS.index, 0, -1)) == {b"acme_1", b"plain", b"acme_3"}
+    claim = await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
+    assert {j.job_id for j in claim.jobs} == {"acme_1", "plain"}
+    for job_id in ("acme_1", "plain"):
+        await queue.finish(
+            "w1", [ending(job_id, final="{}", status="failed", finished_ms=5)], progress_ttl_s=60, index_size=9
+        )
+    await queue.cancel("acme_3", result=b"c", result_px=60_000, final="{}", index_size=9)
+    assert await r.zrange(KEYS.tenant_index("acme", "failed"), 0, -1) == [b"acme_1"]
+    assert set(await r.zrange(KEYS.by_status("failed"), 0, -1)) == {b"acme_1", b"plain"}
+    assert await r.zrange(KEYS.tenant_index("acme", "cancelled"), 0, -1) == [b"acme_3"]
+    assert KEYS.tenant_index("default") == "" and not await r.keys(f"{KEYS.tag}:t:default:*")

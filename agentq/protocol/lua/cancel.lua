@@ -1,6 +1,7 @@
 -- Cancel a job, atomically: a job is never both started and cancelled.
 --
--- KEYS: [1] queue, [2] jobs, [3] result, [4] the job's listing figures, [5] cancelled index
+-- KEYS: [1] queue, [2] jobs, [3] result, [4] the job's listing figures, [5] cancelled index,
+--       [6] its tenant's cancelled index or '' (the default tenant has none of its own)
 -- ARGV: [1] job id, [2] result record (status cancelled), [3] result px, [4] cancel channel,
 --       [5] done channel, [6] listing figures (JSON), [7] now ms, [8] index size,
 --       [9] '1' to cancel only a job that waits (a purge): one a worker holds is left to run
@@ -29,6 +30,10 @@ if redis.call('ZREM', queue, id) == 1 then
   redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[3])
   redis.call('ZADD', KEYS[5], ARGV[7], id)
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[8]))
+  if KEYS[6] ~= '' then
+    redis.call('ZADD', KEYS[6], ARGV[7], id)
+    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -1 - tonumber(ARGV[8]))
+  end
   redis.call('PUBLISH', ARGV[5], ARGV[2])
   return 'cancelled'
 end

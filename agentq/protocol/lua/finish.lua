@@ -2,7 +2,8 @@
 -- end its progress log, file its listing figures and wake whoever waits. One atomic step.
 --
 -- KEYS: [1] queue, [2] jobs, [3] result, [4] progress log or '' (nothing logged yet), [5] bell,
---       [6] the job's listing figures, [7] status index or '' (the status has none)
+--       [6] the job's listing figures, [7] status index or '' (the status has none), [8] the same
+--       index of the job's tenant, or '' (the status has none, or the tenant is the default)
 -- ARGV: [1] job id, [2] 'finish' or 'requeue', [3] result record, [4] result px or '' (forever),
 --       [5] worker id, [6] requeue score, [7] '1' to give the try back on requeue,
 --       [8] pending events (JSON objects joined by ','), [9] job_done event, [10] requeued event,
@@ -59,6 +60,10 @@ if stored == 1 and ARGV[15] ~= '' then
   if KEYS[7] ~= '' then
     redis.call('ZADD', KEYS[7], ARGV[16], id)
     redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -1 - tonumber(ARGV[17]))
+  end
+  if KEYS[8] ~= '' then
+    redis.call('ZADD', KEYS[8], ARGV[16], id)
+    redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -1 - tonumber(ARGV[17]))
   end
 end
 if ARGV[2] == 'finish' then

@@ -3,7 +3,8 @@
 
 const { el, secs, ago } = agentq;
 
-function jobLink(id) { return el("a", { href: "/jobs/" + id }, id.slice(0, 8)); }
+// A tenant's ids begin "<tenant>_": the link shows the id's own first 8 characters.
+function jobLink(id) { return el("a", { href: "/jobs/" + id, title: id }, id.slice(id.indexOf("_") + 1, id.indexOf("_") + 9)); }
 function statusCell(s) { return el("td", { class: "status s-" + s }, s); }
 
 function fill(tableId, rows) {
@@ -26,6 +27,9 @@ async function refresh() {
           ["oldest wait", queue.oldest_queued_s == null ? "-" : secs(queue.oldest_queued_s), ""]]
         .map(([name, n, by]) => el("div", { "data-tile": name }, el("span", {}, name), el("b", { class: "big" }, n),
           el("small", { class: "note" }, by))));
+    fill("tenants", Object.entries(queue.tenants).map(([name, t]) => el("tr", { "data-tenant": name },
+      el("td", {}, name), el("td", { class: "num" }, t.queued), el("td", { class: "num" }, t.running),
+      el("td", { class: "num" }, t.deferred), el("td", { class: "num" }, Math.round(t.share * 100) + "%"))));
     fill("workers", workers.workers.map((w) => el("tr", {},
       el("td", { class: "q" }, w.id), el("td", {}, w.executor + " x" + w.pool_size),
       el("td", { class: "num" }, w.jobs_in_flight), el("td", { class: "num" }, w.jobs_done), el("td", {}, ago(w.beat_at)))));
