@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from agentq.policies import SourcePolicies
 from agentq.protocol.keys import Keys
 from agentq.tenants import NAME_PATTERN as TENANT_PATTERN
+from agentq.tenants import check as check_tenant
 
 ExecutorKind = Literal["auto", "interpreter", "process", "thread"]
 
@@ -189,6 +190,10 @@ class Settings(BaseSettings):
     )
     key_prefix: str = Field(
         "agentq", min_length=1, pattern=r"^[^{}\s]+$", description="namespace of every Redis key (no braces)"
+    )
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="fair-share weight per tenant, a JSON object: {\"team-a\": 3} (a tenant not named: 1)",
     )
     tenant: str = Field(
         "default",
@@ -438,6 +443,15 @@ class Settings(BaseSettings):
 
         for entry in value:
             parse_entry(entry)
+        return value
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _tenant_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            check_tenant(name)
+            if not 0.01 <= weight <= 1000:
+                raise ValueError(f"tenant {name!r}: a weight is a number from 0.01 to 1000, not {weight!r}")
         return value
 
     @field_validator("api_rate_limit")

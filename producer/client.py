@@ -407,7 +407,7 @@ class Client:
         """
         with self._redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zscore(self.keys.queue, job_id)
+                pipe.zscore(self.keys.job_queue(job_id), job_id)
                 pipe.get(self.keys.result(job_id))
                 score, raw = await pipe.execute()
         if raw is not None:

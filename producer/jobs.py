@@ -14,8 +14,9 @@ An index entry whose job has left every trace is skipped and dropped when read.
 
 **Tenants** (``agentq.tenants``). Each tenant but the default has indexes of its own, written in the
 same steps; the default tenant's jobs are read from the indexes of all, skipping other tenants' ids
-(so jobs from before tenants existed are listed as they were). Listings of the queue itself (queued,
-running, deferred, the depth, a purge) read the whole queue and keep one tenant's ids.
+(so jobs from before tenants existed are listed as they were). Each tenant has a queue of its own
+(``lua/claim.lua``: fair share); listings of the queue itself (queued, running, deferred, the depth,
+a purge) read one tenant's queue, or every tenant's merged by score.
 """
 
 from __future__ import annotations
@@ -180,11 +181,21 @@ async def list_jobs(
     if not ids:
         return []
     fields = [f for j in ids for f in (j, field(j, Field.HOLDER), field(j, Field.PRIORITY), field(j, Field.RETRY_OF))]
+    by_queue: dict[str, list[str]] = {}
+    for j in ids:
+        by_queue.setdefault(k.job_queue(j), []).append(j)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.mget([k.final(j) for j in ids])
         pipe.hmget(k.jobs, fields)
-        pipe.zmscore(k.queue, ids)
-        finals, state, scores = await pipe.execute()
+        for queue_key, members in by_queue.items():
+            pipe.zmscore(queue_key, members)
+        finals, state, *per_queue = await pipe.execute()
+    score_of = {
+        j: sc
+        for members, got in zip(by_queue.values(), per_queue, strict=True)
+        for j, sc in zip(members, got, strict=True)
+    }
+    scores = [score_of[j] for j in ids]
     now = time.time() * 1000
     found, gone = [], []
     for n, job_id in enumerate(ids):
@@ -222,8 +233,8 @@ class Entry:
 
 
 async def snapshot(queue: Queue, settings: Settings, tenant: str | None = None) -> list[Entry]:
-    """Every job in the queue (only ``tenant``'s, if one is named), in queue order (next to start first),
-    with its state and priority.
+    """Every job in the queue (only ``tenant``'s, if one is named), in queue order (next to start first;
+    several tenants' queues merged by score), with its state and priority.
 
     Read in chunks of :data:`CHUNK` (a queue of any length costs Redis no long command); a job that
     ends between two reads is simply not there.
@@ -232,23 +243,24 @@ async def snapshot(queue: Queue, settings: Settings, tenant: str | None = None) 
     now = time.time() * 1000
     step_ms = round(settings.priority_step_s * 1000)
     found: list[Entry] = []
-    start = 0
-    while True:
-        page = await redis.zrange(k.queue, start, start + CHUNK - 1, withscores=True)
-        entries = [(member.decode(), score) for member, score in page]
-        if tenant is not None:
-            entries = [(j, score) for j, score in entries if tenants.of(j) == tenant]
-        fields = [f for j, _ in entries for f in (field(j, Field.HOLDER), field(j, Field.PRIORITY))]
-        state = await redis.hmget(k.jobs, fields) if fields else []  # type: ignore[misc]
-        for n, (job_id, score) in enumerate(entries):
-            holder, raw_priority = state[2 * n], state[2 * n + 1]
-            priority = raw_priority.decode() if raw_priority else "normal"
-            unfinished: Unfinished = records.job_state(False, holder is not None, score, now)  # type: ignore[assignment]
-            enqueued = score + PRIORITY_RANK.get(priority, 1) * step_ms
-            found.append(Entry(job_id, score, unfinished, priority, enqueued, tenants.of(job_id)))
-        if len(page) < CHUNK:
-            return found
-        start += CHUNK
+    queues = [k.queue_of(tenant)] if tenant is not None else await queue.queues()
+    for queue_key in queues:
+        start = 0
+        while True:
+            page = await redis.zrange(queue_key, start, start + CHUNK - 1, withscores=True)
+            entries = [(member.decode(), score) for member, score in page]
+            fields = [f for j, _ in entries for f in (field(j, Field.HOLDER), field(j, Field.PRIORITY))]
+            state = await redis.hmget(k.jobs, fields) if fields else []  # type: ignore[misc]
+            for n, (job_id, score) in enumerate(entries):
+                holder, raw_priority = state[2 * n], state[2 * n + 1]
+                priority = raw_priority.decode() if raw_priority else "normal"
+                unfinished: Unfinished = records.job_state(False, holder is not None, score, now)  # type: ignore[assignment]
+                enqueued = score + PRIORITY_RANK.get(priority, 1) * step_ms
+                found.append(Entry(job_id, score, unfinished, priority, enqueued, tenants.of(job_id)))
+            if len(page) < CHUNK:
+                break
+            start += CHUNK
+    return sorted(found, key=lambda e: e.score) if len(queues) > 1 else found
 
 
 @dataclass(frozen=True)

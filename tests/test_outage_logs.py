@@ -36,6 +36,10 @@ class DownRedis:
         self._call()
         return 0
 
+    async def zrange(self, *args: Any, **kwargs: Any) -> list[bytes]:
+        self._call()
+        return []
+
 
 def context(redis: DownRedis) -> dict[str, Any]:
     """Just what the heartbeat and the gauge read from a worker's ctx."""

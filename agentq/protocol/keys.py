@@ -6,7 +6,11 @@ Redis Cluster slot and a script may touch any of them at once. With the defaults
 
 =================================  ========  ==================================================
 ``agentq:{default}:queue``         zset      job ids by the epoch ms each may start; while a job
-                                             runs, by the end of its lease (the *lease score*)
+                                             runs, by the end of its lease (the *lease score*): the
+                                             default tenant's jobs
+``agentq:{default}:q:<t>``         zset      the same, of tenant ``<t>``'s jobs
+``agentq:{default}:tenants``       zset      the tenants with jobs queued and their fair-share pass;
+                                             ``~``: the virtual clock (``lua/claim.lua``)
 ``agentq:{default}:jobs``          hash      per job ``<id>``: the job record (arq's format,
                                              ``agentq.protocol.records``) and the fields of its
                                              state (:class:`Field`); per request fingerprint
@@ -89,7 +93,9 @@ class Keys:
         tag = f"{prefix}:{{{queue}}}"
         self.tag = tag
         self.queue = f"{tag}:queue"
-        """The queue: a sorted set of job ids."""
+        """The default tenant's queue: a sorted set of job ids (:meth:`queue_of` another tenant's)."""
+        self.tenants = f"{tag}:tenants"
+        """The tenants the claim serves, by fair-share pass (and ``~``, the virtual clock)."""
         self.jobs = f"{tag}:jobs"
         """Job records, their state fields and the dedup markers."""
         self.bell = f"{tag}:bell"
@@ -124,6 +130,14 @@ class Keys:
     def by_status(self, status: str) -> str:
         """Recent finished jobs of one indexed final status (:data:`INDEXED_STATUSES`), by finish ms."""
         return f"{self.tag}:{status}"
+
+    def queue_of(self, tenant: str) -> str:
+        """A tenant's queue (the default tenant's is :attr:`queue`)."""
+        return self.queue if tenant == tenants.DEFAULT else f"{self.tag}:q:{tenant}"
+
+    def job_queue(self, job_id: str) -> str:
+        """The queue of the job's tenant (``agentq.tenants.of``)."""
+        return self.queue_of(tenants.of(job_id))
 
     def tenant_index(self, tenant: str, status: str | None = None) -> str:
         """A tenant's own recent-jobs index (``status`` None), or its index of one final status; ``''``

@@ -126,10 +126,17 @@ class Ending:
 class Queue:
     """The scripts of one queue, registered on ``redis`` (each is loaded once, then called by digest)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, weights: dict[str, float] | None = None) -> None:
         self.redis, self.keys = redis, keys
         self._scripts: dict[scripts.ScriptName, AsyncScript] = {}
         self._enqueued = 0
+        self.weights = dict(weights or {})
+        """Each tenant's fair-share weight (1 if not named)."""
+        self.served: list[str] = []
+        """The tenants besides the default whose queues a claim reads, as the last claim found them."""
+
+    def weight(self, tenant: str) -> float:
+        return float(self.weights.get(tenant, 1.0))
 
     def script(self, name: scripts.ScriptName) -> AsyncScript:
         found = self._scripts.get(name)
@@ -152,13 +159,12 @@ class Queue:
         now: int | None = None,
     ) -> Enqueued:
         """Write job ``job_id`` (or join the unfinished one ``marker`` names) and ring the bell."""
-        k = self.keys
         self._enqueued += 1
         trim = "1" if self._enqueued % TRIM_EVERY == 0 else "0"
+        tenant = tenants.of(job_id)
         args: list[Any] = [job_id, record, repr(score), now or now_ms(), marker or "", repr(index_score)]
-        args += [index_size, trim, priority, retry_of or ""]
-        own = k.tenant_index(tenants.of(job_id))
-        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell, own], args=args)
+        args += [index_size, trim, priority, retry_of or "", tenant]
+        reply = await self.script("enqueue")(keys=self._enqueue_keys(tenant), args=args)
         return Enqueued(_text(reply[0]), bool(reply[1]))
 
     async def enqueue_tick(
@@ -179,11 +185,16 @@ class Queue:
         tick it answers."""
         k = self.keys
         now = now_ms()
-        args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, ""]
+        tenant = tenants.of(job_id)
+        args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, "", tenant]
         args += [schedule, tick_ms, next_tick_ms]
-        own = k.tenant_index(tenants.of(job_id))
-        reply = await self.script("enqueue")(keys=[k.queue, k.jobs, k.index, k.bell, own, k.ticks], args=args)
+        reply = await self.script("enqueue")(keys=[*self._enqueue_keys(tenant), k.ticks], args=args)
         return int(reply[1]) != 2
+
+    def _enqueue_keys(self, tenant: str) -> list[str]:
+        k = self.keys
+        served = k.tenants if tenant != tenants.DEFAULT else ""  # the default tenant's queue is always served
+        return [k.queue_of(tenant), k.jobs, k.index, k.bell, k.tenant_index(tenant), served]
 
     async def cancel(
         self,
@@ -202,7 +213,7 @@ class Queue:
         k = self.keys
         reply = await self.script("cancel")(
             keys=[
-                *(k.queue, k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")),
+                *(k.job_queue(job_id), k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")),
                 k.tenant_index(tenants.of(job_id), "cancelled"),
             ],
             args=[
@@ -225,17 +236,25 @@ class Queue:
         async with self.redis.pipeline(transaction=True) as tr:
             tr.exists(k.result(job_id))
             tr.hexists(k.jobs, f"{job_id}:{Field.HOLDER}")
-            tr.zscore(k.queue, job_id)
+            tr.zscore(k.job_queue(job_id), job_id)
             has_result, held, score = await tr.execute()
         return job_state(bool(has_result), bool(held), score, time.time() * 1000)
 
+    async def queues(self) -> list[str]:
+        """Every tenant's queue that may hold jobs: the default tenant's, and those of the tenants served."""
+        names = await self.redis.zrange(self.keys.tenants, 0, -1)
+        found = {_text(n) for n in names} - {"~", tenants.DEFAULT}
+        return [self.keys.queue, *(self.keys.queue_of(t) for t in sorted(found))]
+
     async def counts(self) -> tuple[int, int, int]:
-        """Jobs in the queue (queued, deferred and running), those deferred or running (score in the future)."""
-        k = self.keys
+        """Jobs in the queues (queued, deferred and running), those deferred or running (score in the future)."""
+        queues = await self.queues()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(k.queue)
-            pipe.zcount(k.queue, f"({time.time() * 1000}", "+inf")
-            total, later = await pipe.execute()
+            for queue in queues:
+                pipe.zcard(queue)
+                pipe.zcount(queue, f"({time.time() * 1000}", "+inf")
+            found = await pipe.execute()
+        total, later = sum(found[0::2]), sum(found[1::2])
         return int(total), int(later), int(total) - int(later)
 
     # ------------------------------------------------------------------ the worker's side
@@ -247,9 +266,17 @@ class Queue:
         """
         k = self.keys
         args: list[Any] = [now_ms(), want, lease_ms, want + LOOK_BEYOND, worker_id, "1" if idle else "0"]
-        args.append("1" if unsure else "0")
-        reply = await self.script("claim")(keys=[k.queue, k.jobs, k.bell], args=args)
-        more, next_due, renewed, read_all, held_back, spared = reply[:6]
+        args += ["1" if unsure else "0", repr(self.weight(tenants.DEFAULT))]
+        for tenant in self.served:
+            args += [tenant, repr(self.weight(tenant))]
+        keys = [k.queue, k.jobs, k.bell, k.tenants, *(k.queue_of(t) for t in self.served)]
+        reply = await self.script("claim")(keys=keys, args=args)
+        more, next_due, renewed, read_all, held_back, spared, now_served = reply[:7]
+        new_tenants = False  # a tenant this claim could not read: claim again at once, with it
+        if _text(now_served):
+            served = [t for t in _text(now_served).split(",") if t]
+            new_tenants = bool(set(served) - set(self.served))
+            self.served = served
         jobs = [
             ClaimedJob(
                 job_id=_text(reply[i]),
@@ -264,10 +291,10 @@ class Queue:
                 retry_of=_text(reply[i + 9]) or None,
                 held=_text(reply[i + 10]) == "1",
             )
-            for i in range(6, len(reply), 11)
+            for i in range(7, len(reply), 11)
         ]
         due = float(next_due) if next_due else None
-        return Claim(jobs, bool(more), due, int(renewed), bool(read_all), bool(held_back), int(spared))
+        return Claim(jobs, bool(more) or new_tenants, due, int(renewed), bool(read_all), bool(held_back), int(spared))
 
     async def release(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> None:
         """Give back claimed jobs that will not start here, and ring the bell for another worker."""
@@ -277,12 +304,14 @@ class Queue:
         args: list[Any] = [now_ms(), worker_id]
         for job in jobs:
             args += [job.job_id, job.score]
-        await self.script("release")(keys=[k.queue, k.jobs, k.bell], args=args)
+        keys = [k.jobs, k.bell, *(k.job_queue(job.job_id) for job in jobs)]
+        await self.script("release")(keys=keys, args=args)
 
     async def renew(self, worker_id: str, job_ids: Sequence[str], *, lease_ms: int) -> list[str]:
         """Push back the leases of ``job_ids``; the ids whose lease this worker no longer holds."""
         k = self.keys
-        lost = await self.script("renew")(keys=[k.queue, k.jobs], args=[lease_ms, now_ms(), worker_id, *job_ids])
+        keys = [k.jobs, *(k.job_queue(j) for j in job_ids)]
+        lost = await self.script("renew")(keys=keys, args=[lease_ms, now_ms(), worker_id, *job_ids])
         return [_text(v) for v in lost]
 
     def _finish_call(
@@ -293,7 +322,7 @@ class Queue:
         index = k.by_status(e.status) if indexed else ""
         own = k.tenant_index(tenants.of(e.job_id), e.status) if indexed else ""
         progress = k.progress(e.job_id) if e.logged else ""
-        keys = [k.queue, k.jobs, k.result(e.job_id), progress, k.bell, k.final(e.job_id), index, own]
+        keys = [k.job_queue(e.job_id), k.jobs, k.result(e.job_id), progress, k.bell, k.final(e.job_id), index, own]
         args: list[Any] = [
             e.job_id,
             e.mode,

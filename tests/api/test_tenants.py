@@ -84,7 +84,8 @@ def test_each_tenant_sees_and_acts_on_its_own_jobs_only_route_by_route(
     # A tenant named in a body never chooses the tenant: the body is refused, and nothing is queued.
     refused = b.post("/api/jobs", {**QUESTION, "tenant": "team-a"})
     assert refused.status_code == 422 and "tenant" in refused.text
-    assert r.zcard(keys.queue) == 4
+    queues = (keys.queue, keys.queue_of("team-a"), keys.queue_of("team-b"))
+    assert [r.zcard(q) for q in queues] == [1, 2, 1]  # each tenant's jobs in its own queue
 
     # Reading another tenant's job: 404 on every route, word for word the reply to an unknown id.
     unknown = "team-a_" + "0" * 32

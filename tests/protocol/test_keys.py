@@ -34,6 +34,11 @@ def test_every_key_of_a_queue_falls_on_its_tag() -> None:
         k.by_status("failed"),
         k.schedules,
         k.ticks,
+        k.tenants,
+        k.queue_of("team-a"),
+        k.job_queue("team-a_1"),
+        k.tenant_index("team-a"),
+        k.tenant_index("team-a", "failed"),
     ]
     assert {slot_tag(key) for key in keys} == {"reports"}
     assert {slot_tag(key) for key in (k.cancel_channel, k.done_channel("j"))} == {"reports"}
@@ -56,7 +61,8 @@ def test_no_script_builds_a_key_of_its_own() -> None:
         for command, first in calls:
             if command in ("TIME", "PUBLISH"):
                 continue
-            assert first.strip().startswith(("KEYS[", "queue", "jobs", "index", "bell", "final")), (
+            local = ("KEYS[", "queue", "jobs", "index", "bell", "final", "tenants", "source.key")
+            assert first.strip().startswith(local), (
                 name,
                 command,
                 first,

@@ -357,8 +357,9 @@ async def test_a_tenants_jobs_enter_its_own_indexes_as_well_as_those_of_all(queu
     await put(queue, "acme_3")
     assert await r.zrange(KEYS.tenant_index("acme"), 0, -1) == [b"acme_1", b"acme_3"]
     assert set(await r.zrange(KEYS.index, 0, -1)) == {b"acme_1", b"plain", b"acme_3"}
-    claim = await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
-    assert {j.job_id for j in claim.jobs} == {"acme_1", "plain"}
+    first = await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
+    second = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert [j.job_id for j in first.jobs + second.jobs] == ["plain", "acme_1"]
     for job_id in ("acme_1", "plain"):
         await queue.finish(
             "w1", [ending(job_id, final="{}", status="failed", finished_ms=5)], progress_ttl_s=60, index_size=9
@@ -368,3 +369,107 @@ async def test_a_tenants_jobs_enter_its_own_indexes_as_well_as_those_of_all(queu
     assert set(await r.zrange(KEYS.by_status("failed"), 0, -1)) == {b"acme_1", b"plain"}
     assert await r.zrange(KEYS.tenant_index("acme", "cancelled"), 0, -1) == [b"acme_3"]
     assert KEYS.tenant_index("default") == "" and not await r.keys(f"{KEYS.tag}:t:default:*")
+
+
+async def starts(queue: Queue, count: int, *, want: int = 1) -> list[str]:
+    """The ids ``count`` claims start, in order, each run finished at once (as a worker of ``want`` slots)."""
+    started: list[str] = []
+    for _ in range(count * 3):
+        claim = await queue.claim("w1", want=want, lease_ms=LEASE_MS, idle=True)
+        for job in claim.jobs:
+            started.append(job.job_id)
+            await queue.finish("w1", [ending(job.job_id)], progress_ttl_s=60, index_size=9)
+        if len(started) >= count:
+            return started[:count]
+    return started
+
+
+async def test_a_tenant_new_to_the_worker_is_learnt_from_the_claim_and_claimed_at_once(queue: Queue, r: Any) -> None:
+    """A claim reads the queues of the tenants its worker names; one it did not name comes back in the
+    reply, with ``more`` set, so the worker claims again at once and reads that tenant's queue too."""
+    await put(queue, "acme_1")
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert (claim.jobs, claim.more, queue.served) == ([], True, ["acme"])
+    again = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert [j.job_id for j in again.jobs] == ["acme_1"] and not again.more
+    assert await r.zscore(KEYS.queue_of("acme"), "acme_1") > now_ms()  # its lease score, in acme's queue
+
+
+async def test_a_backlog_of_one_tenant_does_not_hold_up_another_tenants_job(queue: Queue, r: Any) -> None:
+    """acme queues 20 jobs, then beta 3 (in first-in-first-out order, beta would wait behind all of
+    acme's): starts alternate while both have work, so beta's 3 are among the first 6."""
+    for i in range(20):
+        await put(queue, f"acme_{i:02}", score=1000 + i)
+    for i in range(3):
+        await put(queue, f"beta_{i}", score=2000 + i)
+    order = await starts(queue, 23)
+    assert [j[:4] for j in order[:6]] in (["acme", "beta"] * 3, ["beta", "acme"] * 3), order
+    assert [j for j in order if j.startswith("acme")] == [f"acme_{i:02}" for i in range(20)]  # FIFO within
+    assert await r.zrange(KEYS.tenants, 0, -1) == [b"~"] or not await r.zrange(KEYS.queue_of("acme"), 0, -1)
+
+
+async def test_weights_share_the_starts_while_both_tenants_have_a_backlog(queue: Queue) -> None:
+    """Weights 3:1: of 40 starts while both have a backlog, 30 are the heavier tenant's (a claim of
+    several jobs shares them the same way)."""
+    queue.weights = {"heavy": 3.0}
+    for i in range(60):
+        await put(queue, f"heavy_{i:02}", score=1000 + i)
+        await put(queue, f"light_{i:02}", score=1000 + i)
+    order = await starts(queue, 40, want=4)
+    assert sum(j.startswith("heavy") for j in order) == 30, order
+
+
+async def test_priorities_hold_within_a_tenant_and_the_default_tenant_takes_its_share(queue: Queue) -> None:
+    """A tenant's high-priority job goes before its own earlier jobs; the default tenant's queue is
+    one tenant among the others."""
+    queue.served = ["acme"]  # a worker that has met acme before
+    for i in range(4):
+        await put(queue, f"acme_n{i}", score=1000 + i)
+        await put(queue, f"plain{i}", score=1000 + i)
+    await put(queue, "acme_high", score=500)  # a high-priority job is scored ahead of its enqueue time
+    order = await starts(queue, 9)
+    assert next(j for j in order if j.startswith("acme")) == "acme_high"
+    assert sorted(j.startswith("acme") for j in order[:4]) == [False, False, True, True], order
+
+
+async def test_a_tenant_back_from_idle_gets_no_credit_for_its_idle_time(queue: Queue, r: Any) -> None:
+    """While one tenant runs alone no pass moves; when the other comes back the two alternate again,
+    the one back from idle taking no run of extra starts."""
+    for i in range(4):
+        await put(queue, f"acme_{i:02}", score=1000 + i)
+        await put(queue, f"beta_{i:02}", score=1000 + i)
+    for i in range(4, 24):
+        await put(queue, f"acme_{i:02}", score=1000 + i)
+    await starts(queue, 8)
+    clock = await r.zscore(KEYS.tenants, "~")
+    await starts(queue, 10)  # acme alone: beta, its queue empty, is no longer served, and no pass moves
+    assert await r.zscore(KEYS.tenants, "~") == clock and await r.zscore(KEYS.tenants, "beta") is None
+    for i in range(4, 10):
+        await put(queue, f"beta_{i:02}", score=5000 + i)
+    order = await starts(queue, 8)
+    assert sum(j.startswith("beta") for j in order) == 4, order
+
+
+async def test_a_tenant_whose_queue_is_empty_leaves_the_tenants_served(queue: Queue, r: Any) -> None:
+    """Its last job done, the next claim drops the tenant from the set and from the worker's list."""
+    await put(queue, "acme_1")
+    assert await starts(queue, 1) == ["acme_1"]
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert b"acme" not in await r.zrange(KEYS.tenants, 0, -1) and queue.served == []
+
+
+async def test_a_lapsed_lease_in_a_tenants_queue_is_a_death_as_in_the_default_queue(queue: Queue, r: Any) -> None:
+    """w1 takes acme's job and dies; once its lease lapses, w2 takes it as a suspect with its try back,
+    and renew and release find it in acme's queue."""
+    await put(queue, "acme_1")
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    taken = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert [j.job_id for j in taken.jobs] == ["acme_1"]
+    assert await queue.renew("w1", ["acme_1"], lease_ms=LEASE_MS) == []
+    await r.zadd(KEYS.queue_of("acme"), {"acme_1": now_ms() - 1})  # the lease lapses
+    other = Queue(r, KEYS)
+    other.served = ["acme"]
+    again = await other.claim("w2", want=2, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.alone, j.tries, j.job_try) for j in again.jobs] == [("acme_1", True, 1, 2)]
+    await other.release("w2", again.jobs)
+    assert await score(r, "acme_1") is None and await r.zscore(KEYS.queue_of("acme"), "acme_1") == again.jobs[0].score

@@ -145,7 +145,7 @@ class Worker:
         if self.redis is None:
             self.redis = await open_redis(s, connect_retries=s.redis_connect_retries)
         self.ctx["redis"] = self.redis
-        self._queue = Queue(self.redis, self.keys)
+        self._queue = Queue(self.redis, self.keys, weights=s.tenant_weights)
         finisher = Finisher(self._queue, self.worker_id, s)
         self._runner = Runner(self.ctx, self.functions, finisher, s)
         if self.on_startup is not None:
@@ -175,7 +175,9 @@ class Worker:
                     await helper
 
     async def redis_zcard(self) -> int:
-        return int(await self.queue.redis.zcard(self.keys.queue))
+        """Jobs in every tenant's queue (queued, deferred and running)."""
+        total, _, _ = await self.queue.counts()
+        return total
 
     def stop(self, sig: signal.Signals | None = None) -> None:
         """Stop claiming; give running jobs ``shutdown_grace_s`` to end, then cancel them (put back in line).

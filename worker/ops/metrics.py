@@ -15,7 +15,7 @@ Metrics:
 - ``agentq_pool_queue_depth``: inference tasks waiting for a free pool worker.
 - ``agentq_pool_size``: the inference pool's size.
 - ``agentq_jobs_in_flight``: jobs this worker runs right now.
-- ``agentq_queue_depth``: jobs in the arq queue (ZCARD: queued, deferred and running), read from
+- ``agentq_queue_depth``: jobs in every tenant's queue (ZCARD: queued, deferred and running), read from
   Redis every ``queue_depth_interval_s``; every worker reports the same number, take ``max()``.
 - ``agentq_redis_round_trips_total``: requests this worker process has sent to Redis (a command, a
   pipeline, a script: one each; ``agentq.roundtrips``).
@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from agentq.errors import REDIS_DOWN
+from agentq.protocol.queue import Queue
 from agentq.roundtrips import round_trips
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ async def refresh_queue_depth_forever(ctx: WorkerContext) -> None:
     s = ctx["settings"]
     while True:
         try:
-            QUEUE_DEPTH.set(await ctx["redis"].zcard(ctx["keys"].queue))
+            total, _, _ = await Queue(ctx["redis"], ctx["keys"]).counts()
+            QUEUE_DEPTH.set(total)
         except REDIS_DOWN as exc:  # one line, no traceback: Redis is down, not us
             log.warning("queue depth read failed: %s", exc)
         except Exception:

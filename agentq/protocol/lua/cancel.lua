@@ -1,6 +1,6 @@
 -- Cancel a job, atomically: a job is never both started and cancelled.
 --
--- KEYS: [1] queue, [2] jobs, [3] result, [4] the job's listing figures, [5] cancelled index,
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] the job's listing figures, [5] cancelled index,
 --       [6] its tenant's cancelled index or '' (the default tenant has none of its own)
 -- ARGV: [1] job id, [2] result record (status cancelled), [3] result px, [4] cancel channel,
 --       [5] done channel, [6] listing figures (JSON), [7] now ms, [8] index size,

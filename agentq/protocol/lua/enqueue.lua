@@ -1,11 +1,12 @@
 -- Put a job on the queue, or join the unfinished job that answers the same request.
 --
--- KEYS: [1] queue, [2] jobs, [3] index, [4] bell, [5] the tenant's own index or '' (the default
---       tenant's jobs are listed from the index of all), [6] schedule ticks (only for a tick's job)
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] index, [4] bell, [5] the tenant's own index or ''
+--       (the default tenant's jobs are listed from the index of all), [6] the tenants sorted set or
+--       '' (the default tenant's queue is always served), [7] schedule ticks (only for a tick's job)
 -- ARGV: [1] job id, [2] job record, [3] queue score, [4] now ms, [5] marker field or '' (no dedup),
 --       [6] index score, [7] index size, [8] '1' to trim the index to its size now, [9] priority,
---       [10] the id of the job this one re-runs or '',
---       with KEYS[6]: [11] schedule name, [12] the tick this worker read, [13] the tick after it
+--       [10] the id of the job this one re-runs or '', [11] the job's tenant,
+--       with KEYS[7]: [12] schedule name, [13] the tick this worker read, [14] the tick after it
 -- Returns {job id, 1 if an unfinished job was joined else 0}, or {'', 2} when the tick had moved.
 --
 -- A tick's job (agentq.schedules) is written only if the schedule's tick is still the one the
@@ -16,12 +17,13 @@
 -- running: a job leaves the queue in the step that stores its result). The caller then joins it,
 -- and a higher priority moves it up if it is due and waiting (ZADD LT: never down; a running
 -- job's lease score and a deferred job's time lie in the future and stay). Else a new job is
--- written, the marker names it, it joins the recent-jobs index (and its tenant's), and the bell rings.
+-- written, the marker names it, it joins the recent-jobs index (and its tenant's), its tenant joins
+-- the tenants the claim serves (agentq.protocol.lua.claim: fair share), and the bell rings.
 local queue, jobs, index, bell = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, marker, now = ARGV[1], ARGV[5], tonumber(ARGV[4])
-if KEYS[6] then
-  if tonumber(redis.call('ZSCORE', KEYS[6], ARGV[11])) ~= tonumber(ARGV[12]) then return {'', 2} end
-  redis.call('ZADD', KEYS[6], 'XX', ARGV[13], ARGV[11])
+if KEYS[7] then
+  if tonumber(redis.call('ZSCORE', KEYS[7], ARGV[12])) ~= tonumber(ARGV[13]) then return {'', 2} end
+  redis.call('ZADD', KEYS[7], 'XX', ARGV[14], ARGV[12])
 end
 if marker ~= '' then
   local current = redis.call('HGET', jobs, marker)
@@ -48,5 +50,6 @@ if KEYS[5] ~= '' then
   redis.call('ZADD', KEYS[5], ARGV[6], id)
   if ARGV[8] == '1' then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[7])) end
 end
+if KEYS[6] ~= '' then redis.call('ZADD', KEYS[6], 'NX', 0, ARGV[11]) end
 redis.call('ZADD', bell, now, 'ring')
 return {id, 0}

@@ -1,8 +1,8 @@
 -- End one run of a job: store its result (first complete result wins) or put it back in line,
 -- end its progress log, file its listing figures and wake whoever waits. One atomic step.
 --
--- KEYS: [1] queue, [2] jobs, [3] result, [4] progress log or '' (nothing logged yet), [5] bell,
---       [6] the job's listing figures, [7] status index or '' (the status has none), [8] the same
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] progress log or '' (nothing logged
+--       yet), [5] bell, [6] the job's listing figures, [7] status index or '' (the status has none), [8] the same
 --       index of the job's tenant, or '' (the status has none, or the tenant is the default)
 -- ARGV: [1] job id, [2] 'finish' or 'requeue', [3] result record, [4] result px or '' (forever),
 --       [5] worker id, [6] requeue score, [7] '1' to give the try back on requeue,
