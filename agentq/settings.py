@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     )
     tenant_weights: dict[str, float] = Field(
         default_factory=dict,
-        description="fair-share weight per tenant, a JSON object: {\"team-a\": 3} (a tenant not named: 1)",
+        description='fair-share weight per tenant, a JSON object: {"team-a": 3} (a tenant not named: 1)',
     )
     tenant: str = Field(
         "default",

@@ -94,6 +94,8 @@ class Claim:
     """A job that must run alone is next in line and this worker is busy: it takes nothing until it is idle."""
     spared: int = 0
     """Other workers' lapsed leases pushed back one lease, not taken: this worker had just lost Redis itself."""
+    learnt: bool = False
+    """Tenants this worker did not know have jobs (their queues were not read): claim again at once."""
 
 
 @dataclass
@@ -294,7 +296,9 @@ class Queue:
             for i in range(7, len(reply), 11)
         ]
         due = float(next_due) if next_due else None
-        return Claim(jobs, bool(more) or new_tenants, due, int(renewed), bool(read_all), bool(held_back), int(spared))
+        return Claim(
+            jobs, bool(more), due, int(renewed), bool(read_all), bool(held_back), int(spared), learnt=new_tenants
+        )
 
     async def release(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> None:
         """Give back claimed jobs that will not start here, and ring the bell for another worker."""

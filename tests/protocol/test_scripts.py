@@ -386,12 +386,12 @@ async def starts(queue: Queue, count: int, *, want: int = 1) -> list[str]:
 
 async def test_a_tenant_new_to_the_worker_is_learnt_from_the_claim_and_claimed_at_once(queue: Queue, r: Any) -> None:
     """A claim reads the queues of the tenants its worker names; one it did not name comes back in the
-    reply, with ``more`` set, so the worker claims again at once and reads that tenant's queue too."""
+    reply (``learnt``), so the worker claims again at once and reads that tenant's queue too."""
     await put(queue, "acme_1")
     claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
-    assert (claim.jobs, claim.more, queue.served) == ([], True, ["acme"])
+    assert (claim.jobs, claim.learnt, claim.more, queue.served) == ([], True, False, ["acme"])
     again = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
-    assert [j.job_id for j in again.jobs] == ["acme_1"] and not again.more
+    assert [j.job_id for j in again.jobs] == ["acme_1"] and not again.learnt
     assert await r.zscore(KEYS.queue_of("acme"), "acme_1") > now_ms()  # its lease score, in acme's queue
 
 
@@ -451,11 +451,19 @@ async def test_a_tenant_back_from_idle_gets_no_credit_for_its_idle_time(queue: Q
 
 
 async def test_a_tenant_whose_queue_is_empty_leaves_the_tenants_served(queue: Queue, r: Any) -> None:
-    """Its last job done, the next claim drops the tenant from the set and from the worker's list."""
+    """Its last job done, the next claim drops the tenant from the set; the worker keeps reading its queue
+    (no round trip to learn it again when its next job comes) until more than 16 it names are idle."""
     await put(queue, "acme_1")
     assert await starts(queue, 1) == ["acme_1"]
     await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
-    assert b"acme" not in await r.zrange(KEYS.tenants, 0, -1) and queue.served == []
+    assert b"acme" not in await r.zrange(KEYS.tenants, 0, -1) and queue.served == ["acme"]
+    await put(queue, "acme_2")
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert [j.job_id for j in claim.jobs] == ["acme_2"] and not claim.learnt
+    queue.served = [f"t{i}" for i in range(17)]
+    await put(queue, "live_1")
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert claim.learnt and sorted(queue.served) == ["acme", "live"]
 
 
 async def test_a_lapsed_lease_in_a_tenants_queue_is_a_death_as_in_the_default_queue(queue: Queue, r: Any) -> None:

@@ -324,6 +324,8 @@ class Worker:
             admission.refused += len(refused)
             await self.queue.release(self.worker_id, refused)
             return claim, Next.CAPACITY
+        if claim.learnt and self.alone is None and len(self.tasks) < self.settings.max_jobs:
+            return claim, Next.MORE  # tenants it had not read: their queues may hold due jobs
         if claim.more or claim.held_back or self.alone is not None:
             return claim, Next.SLOT
         if claim.read_all and (claim.jobs or claim.spared):

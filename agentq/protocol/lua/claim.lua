@@ -156,14 +156,18 @@ if moved then
   end
   redis.call('ZADD', tenants, unpack(passes))
 end
--- The tenants served now, if not those the worker named: those listed, less those just found empty.
-local now_served, same = {}, true
+-- The tenants served now, when the worker did not name one of them (a stranger), or when more than
+-- 16 of those it named had empty queues: those listed, less those just found empty. A tenant the
+-- worker names that has gone idle costs a read of its empty queue, not a round trip to learn it
+-- again when its next job comes.
+local now_served, strangers, idle_named = {}, 0, 0
 for _, name in ipairs(listed) do
-  if not (named[name] and named[name].gone) then
-    now_served[#now_served + 1] = name
-    if not named[name] then same = false end
-  end
+  if not (named[name] and named[name].gone) then now_served[#now_served + 1] = name end
+  if not named[name] then strangers = strangers + 1 end
 end
-if not same or #now_served ~= #sources - 1 then out[7] = ',' .. table.concat(now_served, ',') end
+for _, source in ipairs(sources) do
+  if source.gone then idle_named = idle_named + 1 end
+end
+if strangers > 0 or idle_named > 16 then out[7] = ',' .. table.concat(now_served, ',') end
 if out[1] == 1 or out[5] == 1 then redis.call('ZADD', bell, now, 'ring') end
 return out

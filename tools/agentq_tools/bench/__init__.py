@@ -14,7 +14,9 @@ One run measures, side by side on the same machine and interpreter:
                   reference query as each peer's reference design (``peer_apps``, a side venv);
 7. ``redisload``  Redis commands/s of 1, 4 and 16 idle workers, and enqueue→start with them;
 8. ``bursts``     bursts bigger than the cores serve in a deadline: goodput and throughput with
-                  admission, and with max_jobs 1 and 4.
+                  admission, and with max_jobs 1 and 4;
+9. ``fairness``   tenants sharing the fleet: a few jobs behind another tenant's backlog (fair
+                  share beside first in, first out), weights 3:1, a lone tenant's throughput.
 
 Each module measures one of these and returns a JSON-able dict plus its :class:`Figure` rows;
 ``runner`` runs them in order, ``report`` prints the table and writes the JSON, ``charts`` draws

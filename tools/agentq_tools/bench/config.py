@@ -50,6 +50,17 @@ class BenchConfig:
     burst_multiples: tuple[float, ...] = (1.0, 3.0, 6.0, 10.0)
     burst_headline: float = 3.0
     burst_deadline_s: float = 2.0
+    #: 9. fair share: jobs of one fetch (weather at fair_time_scale: 0.2 s) and no inference, on fair_workers
+    #: workers of fair_max_jobs each; a backlog of A's then a few of B's; fair_weighted each at 3:1; a lone
+    #: tenant's fair_lone_jobs zero-work jobs beside the default tenant's, fair_rounds rounds each.
+    fair_time_scale: float = 0.1
+    fair_workers: int = 2
+    fair_max_jobs: int = 8
+    fair_backlog: int = 1000
+    fair_few: int = 10
+    fair_weighted: int = 300
+    fair_lone_jobs: int = 1000
+    fair_rounds: int = 5
     pool_size: int = field(default_factory=usable_cpus)
 
     @classmethod
@@ -77,6 +88,12 @@ class BenchConfig:
             wake_jobs=20,
             burst_multiples=(1.0, 3.0),
             burst_deadline_s=0.5,
+            fair_time_scale=0.02,
+            fair_backlog=60,
+            fair_few=4,
+            fair_weighted=40,
+            fair_lone_jobs=50,
+            fair_rounds=1,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -94,6 +94,10 @@ def readme(summary: dict[str, Any], figures: Sequence[Figure], title: str) -> st
         "8. **bursts**: reference jobs at the workload's time_scale with a tight deadline, enqueued at once, in "
         "multiples of what the cores can serve within one deadline; goodput = share ending `ok`; throughput = "
         "`ok` jobs per second against cores / CPU-s per job.",
+        "9. **fairness**: jobs of one `weather` fetch at `fair_time_scale` and the no-op analysis, on 2 workers "
+        "running `fair_max_jobs` each: tenant A's backlog then tenant B's few (B's p99 enqueue -> start in job "
+        "lengths, fair share beside one first-in-first-out queue); two tenants weighted 3:1 (their starts while "
+        "both have a backlog); a lone tenant's zero-work jobs/s beside the default tenant's.",
         "",
         "## Figures against targets",
         "",

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 #: Bumped when a key of the JSON summary is renamed or removed (adding keys does not bump it).
-#: 2: "noop" became "peers" (ours beside arq, SAQ and streaq); "redis" and "bursts" added.
+#: 2: "noop" became "peers" (ours beside arq, SAQ and streaq); "redis" and "bursts" added; then "fairness".
 SCHEMA_VERSION = 2
 #: The top-level keys of the JSON summary, in order; the smoke test holds them stable.
 SUMMARY_KEYS = (
@@ -33,6 +33,7 @@ SUMMARY_KEYS = (
     "peers",
     "redis",
     "bursts",
+    "fairness",
     "figures",
     "duration_s",
 )

@@ -16,7 +16,18 @@ from typing import Any
 
 from rich.console import Console
 
-from agentq_tools.bench import bursts, executors, growth, peers, queue, redisload, report, throughput, workload
+from agentq_tools.bench import (
+    bursts,
+    executors,
+    fairness,
+    growth,
+    peers,
+    queue,
+    redisload,
+    report,
+    throughput,
+    workload,
+)
 from agentq_tools.bench.config import BenchConfig, machine_info
 from agentq_tools.embedded import EmbeddedRedis
 
@@ -82,6 +93,9 @@ def run_bench(
         figures += figs
         with _step("8. bursts, with and without admission"):
             summary["bursts"], figs = bursts.run(cfg, calibration, redis_url, log_dir)
+        figures += figs
+        with _step("9. fair share across tenants"):
+            summary["fairness"], figs = fairness.run(cfg, redis_url, log_dir)
         figures += figs
 
     summary["duration_s"] = time.monotonic() - started
