@@ -31,6 +31,8 @@ CancelState = Literal["cancelled", "cancelling", "finished", "running", "not_fou
 #: How many queue entries beyond those it wants a claim looks at (leases of its own it renews on
 #: the way are not counted).
 LOOK_BEYOND = 16
+#: An idle worker that knows no tenant reads the tenants unasked at least this often (``Queue.claim``).
+TENANTS_REFRESH_S = 30.0
 #: The enqueue trims the recent-jobs index once in this many enqueues (per client).
 TRIM_EVERY = 16
 
@@ -136,6 +138,7 @@ class Queue:
         """Each tenant's fair-share weight (1 if not named)."""
         self.served: list[str] = []
         """The tenants besides the default whose queues a claim reads, as the last claim found them."""
+        self._tenants_read_at = -TENANTS_REFRESH_S
 
     def weight(self, tenant: str) -> float:
         return float(self.weights.get(tenant, 1.0))
@@ -260,15 +263,24 @@ class Queue:
         return int(total), int(later), int(total) - int(later)
 
     # ------------------------------------------------------------------ the worker's side
-    async def claim(self, worker_id: str, *, want: int, lease_ms: int, idle: bool, unsure: bool = False) -> Claim:
-        """Claim up to ``want`` due jobs from the head of the queue (``lua/claim.lua``).
+    async def claim(
+        self, worker_id: str, *, want: int, lease_ms: int, idle: bool, unsure: bool = False, unasked: bool = False
+    ) -> Claim:
+        """Claim up to ``want`` due jobs from the heads of the tenants' queues (``lua/claim.lua``).
 
         ``unsure``: this worker lost Redis itself within the last lease, so another worker's lapsed
         lease may be that outage rather than a death: it is spared (pushed back), not taken.
+        ``unasked``: an idle worker's look at the queue that no ring asked for; knowing no tenant, it
+        leaves the tenants unread, unless it has not read them for :data:`TENANTS_REFRESH_S` (a new
+        tenant's enqueue rings the bell, and a busy worker reads them at every claim).
         """
         k = self.keys
         args: list[Any] = [now_ms(), want, lease_ms, want + LOOK_BEYOND, worker_id, "1" if idle else "0"]
-        args += ["1" if unsure else "0", repr(self.weight(tenants.DEFAULT))]
+        fresh = time.monotonic() - self._tenants_read_at < TENANTS_REFRESH_S
+        read_tenants = not (unasked and idle and fresh)
+        args += ["1" if unsure else "0", repr(self.weight(tenants.DEFAULT)), "1" if read_tenants else "0"]
+        if read_tenants or self.served:
+            self._tenants_read_at = time.monotonic()
         for tenant in self.served:
             args += [tenant, repr(self.weight(tenant))]
         keys = [k.queue, k.jobs, k.bell, k.tenants, *(k.queue_of(t) for t in self.served)]

@@ -481,3 +481,17 @@ async def test_a_lapsed_lease_in_a_tenants_queue_is_a_death_as_in_the_default_qu
     assert [(j.job_id, j.alone, j.tries, j.job_try) for j in again.jobs] == [("acme_1", True, 1, 2)]
     await other.release("w2", again.jobs)
     assert await score(r, "acme_1") is None and await r.zscore(KEYS.queue_of("acme"), "acme_1") == again.jobs[0].score
+
+
+async def test_an_idle_look_unasked_leaves_the_tenants_unread_until_they_are_stale(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker that knows no tenant and looks at the queue because its wait ran out (no ring) reads
+    only the default queue, as before tenants; a ring, a busy claim, or 30 s without a read, reads them."""
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)  # reads them: none yet
+    await put(queue, "acme_1")
+    unasked = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True, unasked=True)
+    assert (unasked.jobs, unasked.learnt, queue.served) == ([], False, [])
+    monkeypatch.setattr(queue_module, "TENANTS_REFRESH_S", 0.0)  # 30 s have passed
+    stale = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True, unasked=True)
+    assert stale.learnt and queue.served == ["acme"]

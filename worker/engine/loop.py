@@ -103,6 +103,7 @@ class Worker:
         self.stopping = False
         self._nudge = asyncio.Event()  # a job or a pool task ended, or a stop was asked for
         self._waiting: asyncio.Task[Any] | None = None
+        self._unasked = False  # the last wait was the bell's, and it ran out unrung (Queue.claim: unasked)
         self._refused: Shape | None = None  # the shape of the job admission last gave back
         self._grace: asyncio.Task[None] | None = None
         self._queue: Queue | None = None
@@ -295,6 +296,7 @@ class Worker:
             lease_ms=max(1, round(lease_s * 1000)),
             idle=not self.tasks,
             unsure=self.outage.within(lease_s),  # just cut off itself: a lapsed lease may be no death
+            unasked=self._unasked,
         )
         if claim.spared:
             log.info(
@@ -365,6 +367,7 @@ class Worker:
 
     async def _wait(self, after: Next, claim: Claim | None) -> None:
         """Wait for a reason to look at the queue again, never longer than ``poll_delay_s``."""
+        self._unasked = False
         if after is Next.MORE or self.stopping:
             return
         longest = self.settings.poll_delay_s
@@ -373,7 +376,8 @@ class Worker:
         wait: Awaitable[Any] = self.doorbell.wait(longest) if after is Next.BELL else self._nudged(longest)
         self._waiting = asyncio.ensure_future(wait)
         try:
-            await self._waiting
+            rang = await self._waiting
+            self._unasked = after is Next.BELL and rang is False  # the bell's wait ran out: no one rang
         except asyncio.CancelledError:
             if not self.stopping:  # the loop itself is being cancelled, not just its wait
                 raise

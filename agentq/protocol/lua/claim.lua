@@ -2,11 +2,13 @@
 -- tenants served by weighted fair share.
 --
 -- KEYS: [1] the default tenant's queue, [2] jobs, [3] bell, [4] tenants, [5...] the queue of each
---       tenant named in ARGV[9...], in that order
+--       tenant named in ARGV[10...], in that order
 -- ARGV: [1] now ms, [2] jobs wanted, [3] lease ms, [4] entries to read per queue, [5] worker id,
 --       [6] '1' if this worker runs nothing now (only then may it take a job that must run alone),
 --       [7] '1' if this worker lost Redis itself within the last lease (it cannot tell a death),
---       [8] the default tenant's weight, [9...] per other tenant this worker knows: name, weight
+--       [8] the default tenant's weight, [9] '1' to read the tenants (an idle worker's look unasked,
+--       knowing none, skips them: it costs no more than before tenants), [10...] per other tenant
+--       this worker knows: name, weight
 -- Returns {more, next due score or '', leases of its own renewed, read all, held back,
 --          other workers' lapsed leases spared, the tenants now (each name after a ',') if they
 --          are not those this worker named, else '', then per job taken: id, score, record or '', run
@@ -44,14 +46,15 @@ local idle, unsure = ARGV[6] == '1', ARGV[7] == '1'
 local look = tonumber(ARGV[4])
 local out = {0, '', 0, 0, 0, 0, ''}
 local sources, named = {{name = 'default', key = KEYS[1], weight = tonumber(ARGV[8]), pass = 0}}, {}
-for i = 9, #ARGV, 2 do
-  local source = {name = ARGV[i], key = KEYS[5 + (i - 9) / 2], weight = tonumber(ARGV[i + 1]), pass = 0}
+for i = 10, #ARGV, 2 do
+  local source = {name = ARGV[i], key = KEYS[5 + (i - 10) / 2], weight = tonumber(ARGV[i + 1]), pass = 0}
   sources[#sources + 1] = source
   named[source.name] = source
 end
 named['default'] = sources[1]
 local clock, listed = 0, {}
-local found = redis.call('ZRANGE', tenants, 0, -1, 'WITHSCORES')
+local found = {}
+if ARGV[9] == '1' or #sources > 1 then found = redis.call('ZRANGE', tenants, 0, -1, 'WITHSCORES') end
 for i = 1, #found, 2 do
   local name, pass = found[i], tonumber(found[i + 1])
   if name == '~' then clock = pass
