@@ -75,6 +75,8 @@ def pool_options(s: Settings) -> dict[str, Any]:
         "lib_name": None,
         "lib_version": None,
     }
+    if s.redis_max_connections is not None:
+        options["max_connections"] = s.redis_max_connections
     if scheme != "unix":
         options["socket_keepalive"] = True
     if scheme == "rediss":

@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field(
         "agentq", min_length=1, pattern=r"^[^{}\s]+$", description="namespace of every Redis key (no braces)"
     )
+    redis_max_connections: PositiveInt | None = Field(
+        None, description="connections one process opens to Redis at most (none: no cap; the API sets its own)"
+    )
     tenant_weights: dict[str, float] = Field(
         default_factory=dict,
         description='fair-share weight per tenant, a JSON object: {"team-a": 3} (a tenant not named: 1)',
@@ -401,6 +404,14 @@ class Settings(BaseSettings):
         "600/minute", description="requests one API key may make, e.g. '10/second' (per API process)"
     )
     api_max_body_bytes: PositiveInt = Field(65_536, description="largest request body the API reads")
+    api_max_streams: PositiveInt = Field(32, description="event streams (SSE) one API process holds open at most")
+    api_max_streams_per_key: PositiveInt = Field(4, description="event streams one API key may hold open at once")
+    api_stream_max_s: PositiveFloat = Field(
+        600.0, description="longest life of one event stream, seconds; then it ends with an error event"
+    )
+    api_redis_max_connections: PositiveInt = Field(
+        64, description="the API process's Redis connections at most (streams hold one each)"
+    )
     api_cors_origins: EnvList = Field(
         (), description="origins allowed to call the API from a browser (JSON or comma list); empty = CORS off"
     )

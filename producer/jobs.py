@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from dataclasses import field as field_
@@ -38,6 +39,7 @@ from agentq.summary import figures
 if TYPE_CHECKING:
     from agentq.settings import Settings
 
+log = logging.getLogger(__name__)
 #: Final statuses, as listings filter them.
 FINAL_STATUSES: tuple[JobStatus, ...] = ("ok", "partial", "failed", "cancelled")
 Unfinished = Literal["queued", "deferred", "in_progress"]
@@ -201,7 +203,11 @@ async def list_jobs(
     for n, job_id in enumerate(ids):
         record, holder, priority, retry_of = state[4 * n : 4 * n + 4]
         if finals[n] is not None:
-            summary = _finished(job_id, figures_of(finals[n]))
+            try:
+                summary = _finished(job_id, figures_of(finals[n]))
+            except (TypeError, ValueError, AttributeError) as exc:  # figures a listing cannot read: not a 500
+                log.warning("leaving job %s out of a listing: its figures do not read (%s)", job_id, exc)
+                continue
         elif record is not None and scores[n] is not None:
             unfinished = records.job_state(False, holder is not None, scores[n], now)
             summary = _unfinished(job_id, record, unfinished, priority, retry_of)  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ wrong field), ``JobNotFound`` 404, ``RedisUnavailable`` 503. The request guard
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,7 +26,7 @@ from agentq import __version__, apikeys
 from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable
 from agentq.settings import Settings
 from producer.api import dashboard, routes
-from producer.api.guard import Guard
+from producer.api.guard import Guard, SecurityHeaders, Streams
 from producer.api.models import Health
 from producer.client import Client
 
@@ -35,27 +37,72 @@ route's scope: `read` for GETs, `submit` to create or re-run jobs, `cancel` to c
 The dashboard is at `/`. See docs/api.md for curl examples."""
 
 
+#: The largest 422 body: a request of up to ``api_max_body_bytes`` never gets a reply much larger
+#: than this, whatever it holds (each error is cut short, and the errors past this are counted).
+MAX_ERROR_BYTES = 8192
+#: How long /health's last answer stands before Redis is asked again.
+HEALTH_FRESH_S = 1.0
+_MSG_CHARS = 300
+
+
+def capped(detail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``detail`` (each wrong field), cut to fit :data:`MAX_ERROR_BYTES`: each message and location
+    shortened, and the errors past the budget replaced by one that counts them."""
+    kept: list[dict[str, Any]] = []
+    used = 64
+    for n, error in enumerate(detail):
+        loc = [str(part)[:64] for part in error.get("loc", [])][:8]
+        short = {**error, "loc": loc, "msg": str(error.get("msg", ""))[:_MSG_CHARS]}
+        size = len(json.dumps(short)) + 1
+        if used + size > MAX_ERROR_BYTES - 200:
+            left = len(detail) - n
+            kept.append({"loc": [], "msg": f"and {left} more errors, not shown", "type": "too_many_errors"})
+            break
+        kept.append(short)
+        used += size
+    return kept
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``: the API under /api, the dashboard at /."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Client(settings, ping=False) as client:
+        bounded = settings.model_copy(update={"redis_max_connections": settings.api_redis_max_connections})
+        async with Client(bounded, ping=False) as client:
             app.state.client = client
             yield
 
-    app = FastAPI(title="agentq API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # No /docs or /redoc: FastAPI serves them from a CDN, and nothing from another origin may run on the
+    # dashboard's (it holds an API key). The spec is at /openapi.json, for any OpenAPI viewer.
+    app = FastAPI(
+        title="agentq API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(routes.create_router(settings))
     app.include_router(routes.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
 
+    app.state.streams = Streams(settings.api_max_streams, settings.api_max_streams_per_key)
+    last_ping: list[float | bool] = [-HEALTH_FRESH_S, False]  # when Redis was last asked, and its answer
+
     @app.get("/health", responses={503: {"model": Health}}, tags=["health"], summary="Is Redis reachable?")
     async def health(request: Request) -> Any:
-        """200 when Redis answers a PING; 503 when it does not (the compose health check)."""
-        try:
-            await request.app.state.client.redis.ping()
-        except REDIS_DOWN:
+        """200 when Redis answers a PING; 503 when it does not (the compose health check). Redis is asked at
+        most once a second: callers within it get the last answer."""
+        if time.monotonic() - float(last_ping[0]) >= HEALTH_FRESH_S:
+            try:
+                await request.app.state.client.redis.ping()
+                last_ping[1] = True
+            except REDIS_DOWN:
+                last_ping[1] = False
+            last_ping[0] = time.monotonic()
+        if not last_ping[1]:
             return JSONResponse(Health(ok=False, redis=False).model_dump(), status_code=503)
         return Health(ok=True, redis=True)
 
@@ -63,7 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
         where = ["body"] if request.method == "POST" and request.url.path == "/api/jobs" else []
         detail = [{**e, "loc": [*where, *e.get("loc", [])]} for e in exc.errors]  # type: ignore[misc]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": capped(detail)}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -71,7 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": capped(detail)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -97,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
         rate_limit=settings.api_rate_limit,
         max_body_bytes=settings.api_max_body_bytes,
     )
+    app.add_middleware(SecurityHeaders)
     if settings.api_cors_origins:  # added last: outermost, so a preflight needs no key
         app.add_middleware(
             CORSMiddleware,

@@ -8,10 +8,19 @@ One ASGI middleware, in front of everything, so a refused request never reaches 
   unknown one is 401; a key without the route's scope is 403 (:func:`scope_for`); the key goes on
   to the route in the request's state (``request.state.api_key``): its tenant bounds what it sees;
 - each key may make ``api_rate_limit`` requests (a moving window, in this process's memory, so
-  counting writes nothing to Redis): past it, 429 with ``Retry-After``.
+  counting writes nothing to Redis): past it, 429 with ``Retry-After``; requests with no key or an
+  unknown one count against the same limit per client address, so guessing keys is limited too.
+
+:class:`Streams` caps the event streams (SSE) open at once, per key and per process: each holds a
+Redis connection for as long as it lasts.
 
 The dashboard's pages, its static files, ``/health`` and the OpenAPI spec need no key; the pages
 ask for one and send it with every call they make.
+
+:class:`SecurityHeaders` puts the browser's protections on every reply: a Content-Security-Policy
+that lets the pages load only their own scripts, styles and images and no one frame them, with
+``nosniff`` and no referrer (the dashboard keeps a key in ``sessionStorage``: nothing from another
+origin may run beside it).
 """
 
 from __future__ import annotations
@@ -65,7 +74,8 @@ class Guard:
             return
         path = scope.get("path", "")
         if path.startswith("/api/") or path == "/api":
-            refusal = self._refusal(scope["method"], path, headers)
+            client = scope.get("client") or ("unknown", 0)
+            refusal = self._refusal(scope["method"], path, headers, str(client[0]))
             if not isinstance(refusal, ApiKey):
                 status, detail, extra = refusal
                 await _reply(send, status, detail, extra)
@@ -73,22 +83,31 @@ class Guard:
             scope.setdefault("state", {})["api_key"] = refusal
         await self.app(scope, self._capped(receive), send)
 
-    def _refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | ApiKey:
+    def _wait(self, name: str) -> dict[str, str]:
+        reset, _ = self.limiter.get_window_stats(self.limit, name)
+        return {"retry-after": str(max(1, math.ceil(reset - time.time())))}
+
+    def _refusal(
+        self, method: str, path: str, headers: dict[str, str], address: str
+    ) -> tuple[int, str, dict[str, str]] | ApiKey:
         """Why the request is refused (status, detail, headers), or the key that may make it."""
         presented = headers.get("x-api-key", "")
         auth = headers.get("authorization", "")
         if not presented and auth[:7].lower() == "bearer ":
             presented = auth[7:].strip()
         challenge = {"www-authenticate": 'Bearer realm="agentq"'}
-        if not presented:
-            return 401, "an API key is required (Authorization: Bearer <key>, or X-API-Key)", challenge
-        key = apikeys.find(self.keys, presented)
-        if key is None:
+        if not presented or (key := apikeys.find(self.keys, presented)) is None:
+            if not self.limiter.hit(self.limit, f"address:{address}"):
+                return (
+                    429,
+                    f"rate limit of {self.limit} exceeded for requests without a known key",
+                    self._wait(f"address:{address}"),
+                )
+            if not presented:
+                return 401, "an API key is required (Authorization: Bearer <key>, or X-API-Key)", challenge
             return 401, "unknown API key", challenge
         if not self.limiter.hit(self.limit, key.name):  # every request of a known key counts, refused or not
-            reset, _ = self.limiter.get_window_stats(self.limit, key.name)
-            wait = max(1, math.ceil(reset - time.time()))
-            return 429, f"rate limit of {self.limit} exceeded for key {key.name!r}", {"retry-after": str(wait)}
+            return 429, f"rate limit of {self.limit} exceeded for key {key.name!r}", self._wait(key.name)
         needed = scope_for(method, path)
         if not key.allows(needed):
             return 403, f"key {key.name!r} lacks the {needed!r} scope", {}
@@ -116,3 +135,72 @@ async def _reply(send: Send, status: int, detail: str, extra: dict[str, str] | N
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class StreamRefused(Exception):
+    """No stream may open now: the status (429 for the key, 503 for the process) and why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class Streams:
+    """How many event streams are open, in all and per key; :meth:`open` refuses past the caps."""
+
+    def __init__(self, most: int, most_per_key: int) -> None:
+        self.most, self.most_per_key = most, most_per_key
+        self.by_key: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_key.values())
+
+    def open(self, key: str) -> None:
+        """Count a stream of ``key`` in; ``StreamRefused`` if a cap is reached."""
+        if self.by_key.get(key, 0) >= self.most_per_key:
+            raise StreamRefused(429, f"key {key!r} holds {self.most_per_key} event streams open already")
+        if self.total >= self.most:
+            raise StreamRefused(503, f"this API process holds {self.most} event streams open already")
+        self.by_key[key] = self.by_key.get(key, 0) + 1
+
+    def close(self, key: str) -> None:
+        left = self.by_key.get(key, 0) - 1
+        if left > 0:
+            self.by_key[key] = left
+        else:
+            self.by_key.pop(key, None)
+
+
+#: Every reply's security headers (``SecurityHeaders``).
+SECURITY_HEADERS = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+class SecurityHeaders:
+    """The middleware that adds :data:`SECURITY_HEADERS` to every HTTP reply (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -68,6 +68,10 @@ def schedule_model(settings: Settings, source_names: tuple[str, ...]) -> type[Sc
     return create_model("ScheduleCreate", __base__=ScheduleBody, **_question_fields(settings, source_names))
 
 
+#: The most sources one request may name (more is refused at once, before each name is checked).
+MAX_REQUEST_SOURCES = 64
+
+
 def _question_fields(settings: Settings, source_names: tuple[str, ...]) -> dict[str, Any]:
     source: Any = Literal[source_names] if source_names else str
     sources: Any = list[source] | None
@@ -84,7 +88,12 @@ def _question_fields(settings: Settings, source_names: tuple[str, ...]) -> dict[
         ),
         "sources": (
             sources,
-            Field(None, min_length=1, description="sources to ask; default: the workers' default set"),
+            Field(
+                None,
+                min_length=1,
+                max_length=MAX_REQUEST_SOURCES,
+                description="sources to ask; default: the workers' default set",
+            ),
         ),
     }
 

@@ -9,21 +9,27 @@ by its model and then by the job contract's limits (422 naming each field), a jo
 
 from __future__ import annotations
 
+import json
+import logging
 import statistics
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request, Security, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.background import BackgroundTask
 
 from agentq.apikeys import ApiKey
 from agentq.contract import JobResult
-from agentq.errors import InvalidRequest
+from agentq.errors import InvalidRequest, JobNotFound, RedisUnavailable, WaitTimeout
 from agentq.schedules import NAME_PATTERN, key_of
 from agentq.settings import Settings
 from agentq.sources import source_names
+from producer.api.guard import StreamRefused, Streams
 from producer.api.models import (
     JOB_ID_PATTERN,
     CancelReply,
@@ -49,6 +55,7 @@ from producer.api.models import (
 )
 from producer.client import MAX_OFFSET, Client
 
+log = logging.getLogger(__name__)
 # Declared for the OpenAPI spec; the keys themselves are checked by producer.api.guard first.
 _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer <key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="or the key in X-API-Key")
@@ -160,7 +167,18 @@ async def list_jobs(
     """Recent jobs, newest first; with a final ``status``, recent jobs that ended so (``failed`` ...); with
     ``queued``, ``running`` or ``deferred``, those jobs in queue order (the next to start first)."""
     listed = await client.jobs(status=status, limit=limit, offset=offset)
-    return JobList(jobs=[JobListItem.model_validate(j.as_dict()) for j in listed])
+    return JobList(jobs=_items(listed))
+
+
+def _items(listed: list[Any]) -> list[JobListItem]:
+    """Each listed job as its reply's item; one that does not read as one is logged and left out."""
+    items = []
+    for job in listed:
+        try:
+            items.append(JobListItem.model_validate(job.as_dict()))
+        except pydantic.ValidationError as exc:
+            log.warning("leaving job %s out of a listing: its entry does not read (%s)", job.job_id, exc)
+    return items
 
 
 @router.get("/jobs/{job_id}", responses=_errors(404), summary="A job's status, and its result once it has one")
@@ -190,21 +208,56 @@ async def get_result(job_id: JobId, client: ClientDep) -> Any:
     response_class=StreamingResponse,
     summary="A job's progress, as Server-Sent Events, until its result",
 )
-async def job_events(job_id: JobId, client: ClientDep) -> StreamingResponse:
+async def job_events(job_id: JobId, client: ClientDep, request: Request) -> StreamingResponse:
     """``event: progress`` per step (an ``agentq.contract.ProgressEvent``: fetch_start, fetch_end,
     inference_start, done per source), then one ``event: result`` (the ``JobResult``), then the stream ends.
-    A watcher who connects late first gets every event so far."""
+    A watcher who connects late first gets every event so far. A stream that cannot go on (Redis is lost
+    under it, or it reached ``api_stream_max_s``) ends with one ``event: error`` (data: ``{"detail": ...}``).
+    Each key may hold ``api_max_streams_per_key`` streams open (past it, 429) and the process
+    ``api_max_streams`` (503)."""
     await client.status(job_id)  # 404 before the stream starts
+    streams: Streams = request.app.state.streams
+    key: ApiKey = request.state.api_key
+    try:
+        streams.open(key.name)
+    except StreamRefused as exc:
+        return _json_error(exc.status, exc.detail, {"retry-after": "5"})  # type: ignore[return-value]
+    lifetime = client.settings.api_stream_max_s
+    released = False
+
+    def release() -> None:  # once, whichever comes first: the stream's end or the response's
+        nonlocal released
+        if not released:
+            released = True
+            streams.close(key.name)
 
     async def stream() -> AsyncIterator[bytes]:
-        async for event in client.progress(job_id):
-            yield f"event: progress\ndata: {event.model_dump_json(exclude_none=True)}\n\n".encode()
-        result = await client.result(job_id, timeout=30)
-        yield f"event: result\ndata: {result.model_dump_json()}\n\n".encode()
+        deadline = time.monotonic() + lifetime
+        try:
+            async for event in client.progress(job_id, timeout=lifetime):
+                yield f"event: progress\ndata: {event.model_dump_json(exclude_none=True)}\n\n".encode()
+            result = await client.result(job_id, timeout=max(0.1, min(30.0, deadline - time.monotonic())))
+            yield f"event: result\ndata: {result.model_dump_json()}\n\n".encode()
+        except WaitTimeout as exc:
+            if time.monotonic() >= deadline - 0.05:
+                yield _event_error(f"the stream reached its longest life ({lifetime:g} s): connect again to go on")
+            else:
+                yield _event_error(str(exc))
+        except (RedisUnavailable, JobNotFound) as exc:
+            yield _event_error(str(exc))
+        finally:
+            release()
 
     return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        stream(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        background=BackgroundTask(release),
     )
+
+
+def _event_error(detail: str) -> bytes:
+    return f"event: error\ndata: {json.dumps({'detail': detail})}\n\n".encode()
 
 
 @router.post("/jobs/{job_id}/cancel", responses=_errors(404), summary="Cancel a job")
@@ -297,8 +350,10 @@ async def sources(
     listed = [j for j in await client.jobs(limit=jobs) if j.finished_at is not None]
     figures: dict[str, list[list[Any]]] = {}
     for j in listed:
-        for name, row in j.sources.items():
-            figures.setdefault(name, []).append(row)
+        rows = j.sources if isinstance(j.sources, dict) else {}
+        for name, row in rows.items():
+            if isinstance(row, list) and row:  # a row a listing cannot read is left out
+                figures.setdefault(str(name), []).append(row)
     return SourceStatsList(jobs=len(listed), sources=[_stats(name, rows) for name, rows in sorted(figures.items())])
 
 
@@ -322,5 +377,5 @@ def _stats(name: str, rows: list[list[Any]]) -> SourceStats:
     )
 
 
-def _json_error(code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=code)
+def _json_error(code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=code, headers=headers)
