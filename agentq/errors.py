@@ -2,6 +2,7 @@
 
 AgentQError
 ├── InvalidRequest        permanent: the request breaks the contract (CLI exit 2)
+│   └── QuotaExceeded     the tenant's quota is used up: ask again later (CLI exit 2, API 429)
 ├── JobNotFound           permanent: no such job id, or its result has expired (CLI exit 3)
 ├── WaitTimeout           the caller stopped waiting; the job may still finish (CLI exit 4)
 ├── RedisUnavailable      transient: Redis cannot be reached (CLI exit 5)
@@ -51,6 +52,15 @@ class InvalidRequest(AgentQError):
     def __init__(self, message: str, *, errors: list[dict[str, object]] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or [{"loc": [], "msg": message, "type": "value_error"}]
+
+
+class QuotaExceeded(InvalidRequest):
+    """The tenant has as many jobs in flight, or enqueued within the last minute, as its quota allows
+    (``AGENTQ_TENANT_QUOTAS``); nothing was written. ``retry_after_s``: when asking again may pass."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, errors=[{"loc": [], "msg": message, "type": "quota_exceeded"}])
+        self.retry_after_s = retry_after_s
 
 
 class JobNotFound(AgentQError):

@@ -139,6 +139,15 @@ class HttpSourceSettings(BaseModel):
         return value
 
 
+class TenantQuota(BaseModel):
+    """One tenant's quota (``AGENTQ_TENANT_QUOTAS``): either part may be left out (no limit)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    in_flight: PositiveInt | None = Field(None, description="jobs unfinished at once: queued, deferred, running")
+    per_minute: PositiveInt | None = Field(None, description="jobs enqueued within any 60 s")
+
+
 class Settings(BaseSettings):
     """Configuration shared by the producer and the worker."""
 
@@ -190,6 +199,11 @@ class Settings(BaseSettings):
     )
     key_prefix: str = Field(
         "agentq", min_length=1, pattern=r"^[^{}\s]+$", description="namespace of every Redis key (no braces)"
+    )
+    tenant_quotas: dict[str, TenantQuota] = Field(
+        default_factory=dict,
+        description='per tenant ("*": every tenant not named), a JSON object: {"team-a": {"in_flight": 100,'
+        ' "per_minute": 600}}: jobs unfinished (queued, deferred, running) and jobs enqueued in any minute',
     )
     redis_max_connections: PositiveInt | None = Field(
         None, description="connections one process opens to Redis at most (none: no cap; the API sets its own)"
@@ -455,6 +469,18 @@ class Settings(BaseSettings):
         for entry in value:
             parse_entry(entry)
         return value
+
+    @field_validator("tenant_quotas")
+    @classmethod
+    def _tenant_quotas(cls, value: dict[str, TenantQuota]) -> dict[str, TenantQuota]:
+        for name in value:
+            if name != "*":
+                check_tenant(name)
+        return value
+
+    def quota_of(self, tenant: str) -> TenantQuota | None:
+        """``tenant``'s quota (or that of every tenant not named), if it has one."""
+        return self.tenant_quotas.get(tenant) or self.tenant_quotas.get("*")
 
     @field_validator("tenant_weights")
     @classmethod

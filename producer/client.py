@@ -317,7 +317,9 @@ class Client:
         score = now * 1000 - PRIORITY_RANK[priority] * round(self.settings.priority_step_s * 1000)
         if not_before is not None and not_before > now:  # deferred: due then, as if enqueued then
             score, dedup = not_before * 1000, False
-        marker = marker_field(request_fingerprint(request), tenants.of(job_id)) if dedup else None
+        tenant = tenants.of(job_id)
+        marker = marker_field(request_fingerprint(request), tenant) if dedup else None
+        quota = self.settings.quota_of(tenant)
         # The trace of the job begins here (agentq.tracing; nothing happens unless tracing is on).
         with tracing.span("enqueue", attributes={"agentq.priority": priority}) as span:
             trace = tracing.inject()  # W3C trace context: the worker's spans join this trace
@@ -332,6 +334,8 @@ class Client:
                     priority=priority,
                     retry_of=retry_of,
                     now=now_ms,
+                    in_flight=quota.in_flight if quota else None,
+                    per_minute=quota.per_minute if quota else None,
                 )
                 await self._replicated(enqueued.job_id)
             if span is not None:

@@ -26,6 +26,7 @@ Redis Cluster slot and a script may touch any of them at once. With the defaults
 ``agentq:{default}:t:<t>:index``   zset      tenant ``<t>``'s recent jobs, as ``index`` (every tenant but
                                              the default, whose jobs are listed from ``index``)
 ``agentq:{default}:t:<t>:failed``  zset      tenant ``<t>``'s ``failed``, ``partial``, ``cancelled``
+``agentq:{default}:t:<t>:enqueued`` zset     tenant ``<t>``'s enqueues of the last minute (quotas)
 ``agentq:{default}:fence``         string    the counter written before each ``WAIT``
 ``agentq:{default}:schedules``     hash      recurring questions: name -> JSON (``agentq.schedules``)
 ``agentq:{default}:ticks``         zset      each schedule's next tick, by epoch ms
@@ -130,6 +131,10 @@ class Keys:
     def by_status(self, status: str) -> str:
         """Recent finished jobs of one indexed final status (:data:`INDEXED_STATUSES`), by finish ms."""
         return f"{self.tag}:{status}"
+
+    def enqueue_times(self, tenant: str) -> str:
+        """A tenant's enqueue times of the last minute (a per-minute quota's moving window)."""
+        return f"{self.tag}:t:{tenant}:enqueued"
 
     def queue_of(self, tenant: str) -> str:
         """A tenant's queue (the default tenant's is :attr:`queue`)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from redis.exceptions import NoScriptError
 
 from agentq import tenants
+from agentq.errors import QuotaExceeded
 from agentq.protocol import scripts
 from agentq.protocol.keys import INDEXED_STATUSES, Field, Keys
 from agentq.protocol.records import JobState, job_state
@@ -162,15 +163,29 @@ class Queue:
         priority: str = "normal",
         retry_of: str | None = None,
         now: int | None = None,
+        in_flight: int | None = None,
+        per_minute: int | None = None,
     ) -> Enqueued:
-        """Write job ``job_id`` (or join the unfinished one ``marker`` names) and ring the bell."""
+        """Write job ``job_id`` (or join the unfinished one ``marker`` names) and ring the bell.
+
+        ``in_flight`` and ``per_minute``: the tenant's quota; a new job past it raises ``QuotaExceeded``
+        and writes nothing.
+        """
         self._enqueued += 1
         trim = "1" if self._enqueued % TRIM_EVERY == 0 else "0"
         tenant = tenants.of(job_id)
         args: list[Any] = [job_id, record, repr(score), now or now_ms(), marker or "", repr(index_score)]
-        args += [index_size, trim, priority, retry_of or "", tenant]
-        reply = await self.script("enqueue")(keys=self._enqueue_keys(tenant), args=args)
-        return Enqueued(_text(reply[0]), bool(reply[1]))
+        args += [index_size, trim, priority, retry_of or "", tenant, in_flight or "", per_minute or ""]
+        window = self.keys.enqueue_times(tenant) if per_minute else ""
+        reply = await self.script("enqueue")(keys=[*self._enqueue_keys(tenant), window], args=args)
+        refused = int(reply[1])
+        if refused in (3, 4):
+            what = f"{in_flight} jobs in flight" if refused == 3 else f"{per_minute} jobs a minute"
+            raise QuotaExceeded(
+                f"tenant {tenant!r} is at its quota of {what}: nothing was queued; ask again later",
+                retry_after_s=int(reply[2]) / 1000,
+            )
+        return Enqueued(_text(reply[0]), bool(refused))
 
     async def enqueue_tick(
         self,
@@ -192,8 +207,8 @@ class Queue:
         now = now_ms()
         tenant = tenants.of(job_id)
         args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, "", tenant]
-        args += [schedule, tick_ms, next_tick_ms]
-        reply = await self.script("enqueue")(keys=[*self._enqueue_keys(tenant), k.ticks], args=args)
+        args += ["", "", schedule, tick_ms, next_tick_ms]  # a schedule's ticks are the operator's: no quota
+        reply = await self.script("enqueue")(keys=[*self._enqueue_keys(tenant), "", k.ticks], args=args)
         return int(reply[1]) != 2
 
     def _enqueue_keys(self, tenant: str) -> list[str]:

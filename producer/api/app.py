@@ -1,7 +1,8 @@
 """The HTTP API and the dashboard, one ASGI app (FastAPI): ``create_app(settings)``.
 
 The app holds one :class:`producer.client.Client` (one Redis connection pool) for its life.
-Errors of the client are turned into HTTP replies here, once: ``InvalidRequest`` 422 (with each
+Errors of the client are turned into HTTP replies here, once: ``QuotaExceeded`` 429 with
+``Retry-After``, ``InvalidRequest`` 422 (with each
 wrong field), ``JobNotFound`` 404, ``RedisUnavailable`` 503. The request guard
 (``producer.api.guard``: size, key, scope, rate) sits in front of everything; CORS, when
 ``api_cors_origins`` names origins, in front of that (a browser's preflight carries no key).
@@ -10,6 +11,7 @@ wrong field), ``JobNotFound`` 404, ``RedisUnavailable`` 503. The request guard
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 
 from agentq import __version__, apikeys
-from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, RedisUnavailable
+from agentq.errors import REDIS_DOWN, InvalidRequest, JobNotFound, QuotaExceeded, RedisUnavailable
 from agentq.settings import Settings
 from producer.api import dashboard, routes
 from producer.api.guard import Guard, SecurityHeaders, Streams
@@ -105,6 +107,11 @@ def create_app(settings: Settings) -> FastAPI:
         if not last_ping[1]:
             return JSONResponse(Health(ok=False, redis=False).model_dump(), status_code=503)
         return Health(ok=True, redis=True)
+
+    @app.exception_handler(QuotaExceeded)
+    async def over_quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        wait = str(max(1, math.ceil(exc.retry_after_s)))
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"retry-after": wait})
 
     @app.exception_handler(InvalidRequest)
     async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:

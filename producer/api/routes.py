@@ -76,7 +76,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "no such job (unknown id, or its result expired), or no such schedule",
         409: "the job has no result yet, or (re-run) it did not fail",
         413: "the request body is too large",
-        429: "the key's rate limit is exceeded",
+        429: "the key's rate limit is exceeded, or (creating a job) its tenant's quota is used up",
         503: "Redis cannot be reached",
     }
     return {code: {"model": ErrorReply, "description": texts[code]} for code in (401, 403, 413, 429, 503, *codes)}

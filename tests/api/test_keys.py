@@ -91,3 +91,26 @@ def test_each_route_needs_its_scope() -> None:
     assert scope_for("GET", "/api/jobs/x/events") == "read"
     assert scope_for("POST", "/api/jobs/x/cancel") == "cancel"
     assert scope_for("POST", "/api/jobs") == scope_for("POST", "/api/jobs/x/retry") == "submit"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("tenant", "Team A", "String should match pattern"),
+        ("tenant_weights", {"team_a": 2}, "tenant 'team_a'"),
+        ("tenant_weights", {"team-a": 0}, "a weight is a number from 0.01 to 1000"),
+        ("tenant_quotas", {"Team": {"in_flight": 1}}, "tenant 'Team'"),
+        ("tenant_quotas", {"team-a": {"in_flight": 0}}, "greater than 0"),
+        ("tenant_quotas", {"team-a": {"per_hour": 5}}, "Extra inputs are not permitted"),
+    ],
+)
+def test_tenant_names_weights_and_quotas_that_cannot_be_are_refused(field: str, value: object, says: str) -> None:
+    """Each new setting refuses what cannot be, saying why (every command then exits 2 with one line)."""
+    with pytest.raises(ValidationError, match=says):
+        Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+
+
+def test_a_quota_named_star_is_every_unnamed_tenants() -> None:
+    s = Settings(_env_file=None, tenant_quotas={"*": {"per_minute": 60}, "vip": {"in_flight": 500}})  # type: ignore[arg-type]
+    assert s.quota_of("vip").in_flight == 500 and s.quota_of("anyone").per_minute == 60  # type: ignore[union-attr]
+    assert Settings(_env_file=None).quota_of("anyone") is None  # type: ignore[call-arg]

@@ -4,8 +4,13 @@ an unknown id; an admin key sees every tenant's."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
@@ -20,6 +25,7 @@ from tests.api.conftest import Api
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
 StartApi = Callable[..., Api]
+PRODUCER = str(Path(sys.executable).with_name("producer"))
 QUESTION = {"question": "Will it rain in Paris tomorrow?", "sources": ["weather"]}
 
 
@@ -150,3 +156,29 @@ def test_each_tenant_sees_and_acts_on_its_own_jobs_only_route_by_route(
     assert b.get("/api/sources").json()["jobs"] == 2  # b1 (purged) and its re-run: none of team-a's or default's
     assert ops.get("/api/sources").json()["jobs"] >= 4
     r.close()
+
+
+def test_a_tenant_over_its_quota_is_refused_by_the_api_and_the_cli_and_nothing_is_queued(
+    start_api: StartApi, settings_env: dict[str, str]
+) -> None:
+    """AGENTQ_TENANT_QUOTAS, enforced in Redis so every API process and CLI shares it: team-a may have 2
+    jobs in flight. The third is 429 with Retry-After from the API, exit 2 with one line from the CLI;
+    nothing is queued; team-b, without a quota of its own, is not held back."""
+    quotas = json.dumps({"team-a": {"in_flight": 2}})
+    a_key, a_entry = apikeys.new_key("alice", ("read", "submit"), "team-a")
+    b_key, b_entry = apikeys.new_key("bob", ("read", "submit"), "team-b")
+    api = start_api(AGENTQ_API_KEYS=f'["{a_entry}", "{b_entry}"]', AGENTQ_TENANT_QUOTAS=quotas)
+    a, b = Caller(api, a_key), Caller(api, b_key)
+    first = [a.create({**QUESTION, "question": f"q{i}"}) for i in range(2)]
+    refused = a.post("/api/jobs", {**QUESTION, "question": "one too many"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "team-a" in refused.json()["detail"] and "2 jobs in flight" in refused.json()["detail"]
+    assert a.create({**QUESTION, "question": "q0"}) == first[0]  # joining a job in flight is no new job
+    assert b.create({**QUESTION, "question": "q0"}).startswith("team-b_")
+
+    env = {**settings_env, "AGENTQ_TENANT": "team-a", "AGENTQ_TENANT_QUOTAS": quotas}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}
+    cli = subprocess.run([PRODUCER, "ask", "one more"], env={**base, **env}, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2 and cli.stdout == "" and cli.stderr.count("\n") == 1, cli
+    assert cli.stderr.startswith("error: tenant 'team-a' is at its quota of 2 jobs in flight")
+    assert sorted(a.listed("queued")) == sorted(first)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agentq.errors import QuotaExceeded
 from agentq.protocol import queue as queue_module
 from agentq.protocol.keys import Field, field, marker_field
 from agentq.protocol.queue import Ending, Queue, now_ms
@@ -21,7 +22,7 @@ RECORD = encode_job("answer_question", ({"question": "q"},), {}, 1)
 
 async def put(queue: Queue, job_id: str, *, score: float | None = None, marker: str | None = None, **kw: Any) -> Any:
     """Enqueue ``job_id``, due a second ago unless a score is given."""
-    now = now_ms()
+    now = kw.get("now") or now_ms()
     score = now - 1000 if score is None else score
     return await queue.enqueue(job_id, RECORD, score=score, marker=marker, index_score=now, index_size=1000, **kw)
 
@@ -495,3 +496,27 @@ async def test_an_idle_look_unasked_leaves_the_tenants_unread_until_they_are_sta
     monkeypatch.setattr(queue_module, "TENANTS_REFRESH_S", 0.0)  # 30 s have passed
     stale = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True, unasked=True)
     assert stale.learnt and queue.served == ["acme"]
+
+
+async def test_a_tenants_quota_refuses_a_new_job_past_it_and_writes_nothing(queue: Queue, r: Any) -> None:
+    """Jobs in flight: the tenant's queue holds as many as allowed, so the next new job is refused (a job
+    in flight joined is not new). Jobs a minute: a moving window of enqueue times; the refusal says when
+    the oldest leaves it."""
+    t = now_ms()
+    await put(queue, "acme_1", marker=marker_field("a", "acme"), in_flight=2, now=t)
+    await put(queue, "acme_2", in_flight=2, now=t)
+    before = (await r.hlen(KEYS.jobs), await r.zcard(KEYS.queue_of("acme")), await r.zcard(KEYS.index))
+    with pytest.raises(QuotaExceeded, match="2 jobs in flight") as refused:
+        await put(queue, "acme_3", in_flight=2, now=t)
+    assert refused.value.retry_after_s > 0
+    assert (await r.hlen(KEYS.jobs), await r.zcard(KEYS.queue_of("acme")), await r.zcard(KEYS.index)) == before
+    assert (await put(queue, "acme_4", marker=marker_field("a", "acme"), in_flight=2, now=t)).job_id == "acme_1"
+    assert (await put(queue, "other_1", in_flight=2, now=t)).deduplicated is False  # another tenant's own count
+
+    for i, at in enumerate((t, t + 1000)):
+        await put(queue, f"beta_{i}", per_minute=2, now=at)
+    with pytest.raises(QuotaExceeded, match="2 jobs a minute") as late:
+        await put(queue, "beta_2", per_minute=2, now=t + 2000)
+    assert late.value.retry_after_s == pytest.approx(58.0)
+    assert await r.zscore(KEYS.queue_of("beta"), "beta_2") is None
+    assert (await put(queue, "beta_3", per_minute=2, now=t + 60_001)).deduplicated is False  # the first left it

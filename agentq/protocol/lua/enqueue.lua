@@ -2,12 +2,20 @@
 --
 -- KEYS: [1] the job's tenant's queue, [2] jobs, [3] index, [4] bell, [5] the tenant's own index or ''
 --       (the default tenant's jobs are listed from the index of all), [6] the tenants sorted set or
---       '' (the default tenant's queue is always served), [7] schedule ticks (only for a tick's job)
+--       '' (the default tenant's queue is always served), [7] the tenant's enqueue times or '' (it
+--       has no per-minute quota), [8] schedule ticks (only for a tick's job)
 -- ARGV: [1] job id, [2] job record, [3] queue score, [4] now ms, [5] marker field or '' (no dedup),
 --       [6] index score, [7] index size, [8] '1' to trim the index to its size now, [9] priority,
---       [10] the id of the job this one re-runs or '', [11] the job's tenant,
---       with KEYS[7]: [12] schedule name, [13] the tick this worker read, [14] the tick after it
--- Returns {job id, 1 if an unfinished job was joined else 0}, or {'', 2} when the tick had moved.
+--       [10] the id of the job this one re-runs or '', [11] the job's tenant, [12] the tenant's
+--       quota of jobs in flight or '', [13] its quota of jobs a minute or '',
+--       with KEYS[8]: [14] schedule name, [15] the tick this worker read, [16] the tick after it
+-- Returns {job id, 1 if an unfinished job was joined else 0}, {'', 2} when the tick had moved, or
+-- {'', 3, ms} (jobs in flight) or {'', 4, ms} (jobs a minute) when the tenant's quota is used up:
+-- nothing is written, and asking again after ms may pass.
+--
+-- Quotas (AGENTQ_TENANT_QUOTAS) count new jobs only: joining a job in flight is free. Jobs in
+-- flight are those in the tenant's queue (queued, deferred, running); jobs a minute are the
+-- enqueue times of the last 60 s, a moving window (a sorted set trimmed as it is read).
 --
 -- A tick's job (agentq.schedules) is written only if the schedule's tick is still the one the
 -- worker read, and the tick moves on in the same step: of the workers that saw the tick come, one
@@ -21,9 +29,9 @@
 -- the tenants the claim serves (agentq.protocol.lua.claim: fair share), and the bell rings.
 local queue, jobs, index, bell = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, marker, now = ARGV[1], ARGV[5], tonumber(ARGV[4])
-if KEYS[7] then
-  if tonumber(redis.call('ZSCORE', KEYS[7], ARGV[12])) ~= tonumber(ARGV[13]) then return {'', 2} end
-  redis.call('ZADD', KEYS[7], 'XX', ARGV[14], ARGV[12])
+if KEYS[8] then
+  if tonumber(redis.call('ZSCORE', KEYS[8], ARGV[14])) ~= tonumber(ARGV[15]) then return {'', 2} end
+  redis.call('ZADD', KEYS[8], 'XX', ARGV[16], ARGV[14])
 end
 if marker ~= '' then
   local current = redis.call('HGET', jobs, marker)
@@ -36,6 +44,16 @@ if marker ~= '' then
       return {current, 1}
     end
   end
+end
+if ARGV[12] ~= '' and redis.call('ZCARD', queue) >= tonumber(ARGV[12]) then return {'', 3, 1000} end
+if KEYS[7] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 60000)
+  if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[13]) then
+    local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+    return {'', 4, math.max(1, tonumber(oldest[2]) + 60000 - now)}
+  end
+  redis.call('ZADD', KEYS[7], now, id)
+  redis.call('PEXPIRE', KEYS[7], 61000)
 end
 local fields = {id, ARGV[2], id .. ':p', ARGV[9]}
 if marker ~= '' then
