@@ -415,7 +415,8 @@ class Settings(BaseSettings):
         None, description="a file of more API keys, one 'name:scopes:sha256-hex[:tenant]' a line (# comments)"
     )
     api_rate_limit: str = Field(
-        "600/minute", description="requests one API key may make, e.g. '10/second' (per API process)"
+        "600/minute",
+        description="requests one API key may make, e.g. '10/second' (counted in Redis, for every API process)",
     )
     api_max_body_bytes: PositiveInt = Field(65_536, description="largest request body the API reads")
     api_max_streams: PositiveInt = Field(32, description="event streams (SSE) one API process holds open at most")

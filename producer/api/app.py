@@ -150,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
         keys=apikeys.load(settings.api_keys, settings.api_keys_file),
         rate_limit=settings.api_rate_limit,
         max_body_bytes=settings.api_max_body_bytes,
+        key_prefix=settings.key_prefix,
     )
     app.add_middleware(SecurityHeaders)
     if settings.api_cors_origins:  # added last: outermost, so a preflight needs no key

@@ -7,9 +7,11 @@ One ASGI middleware, in front of everything, so a refused request never reaches 
 - ``/api/*`` needs a key, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``: none or an
   unknown one is 401; a key without the route's scope is 403 (:func:`scope_for`); the key goes on
   to the route in the request's state (``request.state.api_key``): its tenant bounds what it sees;
-- each key may make ``api_rate_limit`` requests (a moving window, in this process's memory, so
-  counting writes nothing to Redis): past it, 429 with ``Retry-After``; requests with no key or an
-  unknown one count against the same limit per client address, so guessing keys is limited too.
+- each key may make ``api_rate_limit`` requests (a moving window, counted in Redis by the ``limits``
+  library on the API's own connection pool, so every API process shares one count; while Redis
+  cannot be reached, in this process's memory): past it, 429 with ``Retry-After``; requests with no
+  key or an unknown one count against the same limit per client address, so guessing keys is
+  limited too.
 
 :class:`Streams` caps the event streams (SSE) open at once, per key and per process: each holds a
 Redis connection for as long as it lasts.
@@ -26,19 +28,24 @@ origin may run beside it).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from limits import parse as parse_rate_limit
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter as LocalRateLimiter
 from starlette.exceptions import HTTPException
 
 from agentq import apikeys
 from agentq.apikeys import ApiKey
+from agentq.errors import REDIS_DOWN
 
+log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -55,13 +62,46 @@ def scope_for(method: str, path: str) -> str:
     return "submit"
 
 
+class RateLimits:
+    """One moving-window limit per name (a key's, an address's), counted in Redis, or in memory while
+    Redis cannot be reached (each process then counts its own, as the limit is better kept loosely than
+    not at all)."""
+
+    def __init__(self, limit: str, key_prefix: str) -> None:
+        self.limit = parse_rate_limit(limit)
+        self.key_prefix = key_prefix
+        self.shared: MovingWindowRateLimiter | None = None
+        self.local = LocalRateLimiter(MemoryStorage())
+
+    def connect(self, pool: Any) -> None:
+        """Count in Redis, on ``pool`` (the API's own bounded one)."""
+        storage = RedisStorage(
+            "async+redis://", implementation="redispy", connection_pool=pool, key_prefix=self.key_prefix
+        )
+        self.shared = MovingWindowRateLimiter(storage)
+
+    async def hit(self, name: str) -> tuple[bool, float]:
+        """Count one request of ``name``: whether it is within the limit, and when its window next frees a request."""
+        if self.shared is not None:
+            try:
+                allowed = await self.shared.hit(self.limit, name)
+                reset = (await self.shared.get_window_stats(self.limit, name)).reset_time
+                return allowed, reset
+            except REDIS_DOWN as exc:
+                log.warning("counting the rate limit in this process's memory: Redis cannot be reached (%s)", exc)
+        allowed = self.local.hit(self.limit, name)
+        return allowed, self.local.get_window_stats(self.limit, name).reset_time
+
+
 class Guard:
     """The middleware (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, *, keys: list[ApiKey], rate_limit: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, keys: list[ApiKey], rate_limit: str, max_body_bytes: int, key_prefix: str = "agentq"
+    ) -> None:
         self.app, self.keys, self.max_body_bytes = app, keys, max_body_bytes
-        self.limit = parse_rate_limit(rate_limit)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limits = RateLimits(rate_limit, f"{key_prefix}:api-rate")
+        self.limit = self.limits.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,7 +115,9 @@ class Guard:
         path = scope.get("path", "")
         if path.startswith("/api/") or path == "/api":
             client = scope.get("client") or ("unknown", 0)
-            refusal = self._refusal(scope["method"], path, headers, str(client[0]))
+            if self.limits.shared is None and (api_client := getattr(scope["app"].state, "client", None)) is not None:
+                self.limits.connect(api_client.redis.connection_pool)
+            refusal = await self._refusal(scope["method"], path, headers, str(client[0]))
             if not isinstance(refusal, ApiKey):
                 status, detail, extra = refusal
                 await _reply(send, status, detail, extra)
@@ -83,11 +125,12 @@ class Guard:
             scope.setdefault("state", {})["api_key"] = refusal
         await self.app(scope, self._capped(receive), send)
 
-    def _wait(self, name: str) -> dict[str, str]:
-        reset, _ = self.limiter.get_window_stats(self.limit, name)
-        return {"retry-after": str(max(1, math.ceil(reset - time.time())))}
+    async def _over(self, name: str) -> dict[str, str] | None:
+        """Count a request of ``name``; past the limit, the ``Retry-After`` header to refuse it with."""
+        allowed, reset = await self.limits.hit(name)
+        return None if allowed else {"retry-after": str(max(1, math.ceil(reset - time.time())))}
 
-    def _refusal(
+    async def _refusal(
         self, method: str, path: str, headers: dict[str, str], address: str
     ) -> tuple[int, str, dict[str, str]] | ApiKey:
         """Why the request is refused (status, detail, headers), or the key that may make it."""
@@ -97,17 +140,13 @@ class Guard:
             presented = auth[7:].strip()
         challenge = {"www-authenticate": 'Bearer realm="agentq"'}
         if not presented or (key := apikeys.find(self.keys, presented)) is None:
-            if not self.limiter.hit(self.limit, f"address:{address}"):
-                return (
-                    429,
-                    f"rate limit of {self.limit} exceeded for requests without a known key",
-                    self._wait(f"address:{address}"),
-                )
+            if (wait := await self._over(f"address:{address}")) is not None:
+                return 429, f"rate limit of {self.limit} exceeded for requests without a known key", wait
             if not presented:
                 return 401, "an API key is required (Authorization: Bearer <key>, or X-API-Key)", challenge
             return 401, "unknown API key", challenge
-        if not self.limiter.hit(self.limit, key.name):  # every request of a known key counts, refused or not
-            return 429, f"rate limit of {self.limit} exceeded for key {key.name!r}", self._wait(key.name)
+        if (wait := await self._over(f"key:{key.name}")) is not None:  # every request of a known key counts
+            return 429, f"rate limit of {self.limit} exceeded for key {key.name!r}", wait
         needed = scope_for(method, path)
         if not key.allows(needed):
             return 403, f"key {key.name!r} lacks the {needed!r} scope", {}

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentq import apikeys
 from agentq.contract import JobResult, ProgressEvent
 from tests.api.conftest import Api, redis_writes
 
@@ -101,6 +102,16 @@ def test_cancel_and_rerun_through_the_api(start_api: StartApi) -> None:
     assert ok_rerun.status_code == 404  # no result yet: nothing to re-run
     failed = httpx.get(f"{api.url}/api/jobs?status=cancelled", headers=api.headers()).json()["jobs"]
     assert [j["job_id"] for j in failed] == [job_id]
+
+
+def test_the_rate_limit_is_one_count_across_api_processes(start_api: StartApi) -> None:
+    """Two API processes on one Redis share a key's count (it is kept in Redis): 4 a minute in all."""
+    key, entry = apikeys.new_key("shared", ("read",))
+    env = {"AGENTQ_API_RATE_LIMIT": "4/minute", "AGENTQ_API_KEYS": f'["{entry}"]'}
+    first, second = start_api(**env), start_api(**env)
+    auth = {"Authorization": f"Bearer {key}"}
+    codes = [httpx.get(f"{api.url}/api/jobs", headers=auth).status_code for api in (first, second) * 3]
+    assert codes == [200, 200, 200, 200, 429, 429]
 
 
 def test_keys_scopes_and_the_rate_limit(start_api: StartApi) -> None:
