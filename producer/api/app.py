@@ -53,7 +53,7 @@ def capped(detail: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     used = 64
     for n, error in enumerate(detail):
-        loc = [str(part)[:64] for part in error.get("loc", [])][:8]
+        loc = [part if isinstance(part, int) else str(part)[:64] for part in error.get("loc", [])][:8]
         short = {**error, "loc": loc, "msg": str(error.get("msg", ""))[:_MSG_CHARS]}
         size = len(json.dumps(short)) + 1
         if used + size > MAX_ERROR_BYTES - 200:

@@ -42,11 +42,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def redis_writes(url: str) -> int:
-    """How many writes the server has taken since its last save (INFO persistence's dirty counter)."""
+def redis_data(url: str) -> dict[bytes, bytes]:
+    """Everything Redis holds but the API's rate-limit counts (which every request, refused or not, adds
+    to: they are kept in Redis so that API processes share them): each key and a dump of its value."""
     client = redis.Redis.from_url(url)
     try:
-        return int(client.info("persistence")["rdb_changes_since_last_save"])
+        keys = [k for k in client.scan_iter(count=1000) if b":api-rate" not in k]
+        return {k: client.dump(k) or b"" for k in sorted(keys)}
     finally:
         client.close()
 

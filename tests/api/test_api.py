@@ -13,7 +13,7 @@ import pytest
 
 from agentq import apikeys
 from agentq.contract import JobResult, ProgressEvent
-from tests.api.conftest import Api, redis_writes
+from tests.api.conftest import Api, redis_data
 
 pytestmark = pytest.mark.e2e
 StartWorkers = Callable[..., list[Popen[bytes]]]
@@ -150,7 +150,8 @@ def test_cors_is_off_unless_configured(start_api: StartApi) -> None:
 
 def test_bad_input_on_every_endpoint_is_a_clear_4xx_and_writes_nothing(start_api: StartApi) -> None:
     """Malformed JSON, wrong types, limits broken, oversized bodies, unknown or malformed ids, missing and
-    invalid keys: each gets the documented 4xx with a reason, and Redis takes not one write."""
+    invalid keys: each gets the documented 4xx with a reason, and Redis takes not one write (but the rate
+    limit's count, kept in Redis for every API process to share)."""
     api = start_api(AGENTQ_API_MAX_BODY_BYTES="4096")
     h, url = api.headers(), api.url
     unknown = "0" * 32
@@ -187,7 +188,7 @@ def test_bad_input_on_every_endpoint_is_a_clear_4xx_and_writes_nothing(start_api
         ("POST", "/api/jobs", {"headers": {}, "content": b"{not json"}, 401),
         ("POST", f"/api/jobs/{unknown}/cancel", {"headers": {"X-API-Key": ""}}, 401),
     ]
-    before = redis_writes(api.redis_url)
+    before = redis_data(api.redis_url)
     for method, path, options, expected in cases:
         options = {"headers": h, **options}
         reply = httpx.request(method, url + path, **options)
@@ -198,7 +199,7 @@ def test_bad_input_on_every_endpoint_is_a_clear_4xx_and_writes_nothing(start_api
     chunks = (b'{"question": "' + b"x" * 1024 for _ in range(8))
     reply = httpx.post(f"{url}/api/jobs", headers={**h, "content-type": "application/json"}, content=chunks)
     assert reply.status_code == 413
-    assert redis_writes(api.redis_url) == before, "a refused request wrote to Redis"
+    assert redis_data(api.redis_url) == before, "a refused request wrote to Redis"
     too_long = httpx.post(f"{url}/api/jobs", headers=h, json={"question": "x" * 2001}).json()["detail"]
     assert too_long == [
         {"loc": ["body", "question"], "msg": "String should have at most 2000 characters", "type": "string_too_long"}
