@@ -24,7 +24,7 @@ from agentq import console, tenants, tracing
 from agentq.console import version_option
 from agentq.contract import JobResult, Priority, describe_validation_error
 from agentq.durations import parse_duration
-from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, QuotaExceeded, RedisUnavailable, WaitTimeout
+from agentq.errors import InvalidRequest, JobNotFound, NotReplicated, RedisUnavailable, WaitTimeout
 from agentq.schedules import Schedule
 from agentq.settings import settings_or_exit
 from producer.client import MAX_OFFSET, Client, Enqueued
@@ -46,7 +46,6 @@ def _options(version: bool = version_option("producer")) -> None:
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_REDIS = 1, 2, 3, 4, 5
 _EXIT_FOR = {
     InvalidRequest: EXIT_BAD_INPUT,
-    QuotaExceeded: EXIT_BAD_INPUT,
     JobNotFound: EXIT_NOT_FOUND,
     WaitTimeout: EXIT_TIMEOUT,
     RedisUnavailable: EXIT_REDIS,
@@ -71,7 +70,7 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except (InvalidRequest, JobNotFound, WaitTimeout, RedisUnavailable) as exc:
         _error(exc)
-        raise typer.Exit(_EXIT_FOR[type(exc)]) from None
+        raise typer.Exit(next(code for kind, code in _EXIT_FOR.items() if isinstance(exc, kind))) from None
     finally:
         tracing.shutdown()
 

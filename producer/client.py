@@ -490,9 +490,13 @@ class Client:
         return state
 
     def _tenant_seen(self, tenant: str | None) -> str | None:
-        """Whose jobs a listing shows: this view's tenant; else ``tenant`` if one is named; else everyone's."""
+        """Whose jobs a listing shows: this view's tenant; else ``tenant`` if one is named; else everyone's.
+        Raise ``InvalidRequest`` for a name that cannot be a tenant's."""
         if tenant is not None:
-            tenants.check(tenant)
+            try:
+                tenants.check(tenant)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
         return self.sees if self.sees is not None else tenant
 
     async def jobs(
@@ -501,10 +505,7 @@ class Client:
         """Recent jobs, newest first; with a final ``status``, recent finished jobs of that status; with
         ``queued``, ``deferred`` or ``running``, the jobs in that state in queue order. ``offset`` pages.
         Only ``tenant``'s jobs, if one is named (a view of one tenant lists only its own)."""
-        try:
-            seen = self._tenant_seen(tenant)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        seen = self._tenant_seen(tenant)
         if status not in (None, "all", *jobs.FINAL_STATUSES, *WAITING):
             known = ", ".join(("all", *jobs.FINAL_STATUSES, *WAITING))
             raise InvalidRequest(f"status: must be one of {known}; got {status!r}")
@@ -522,10 +523,7 @@ class Client:
     async def queue_depth(self, *, tenant: str | None = None) -> QueueDepth:
         """How many jobs wait, run and are deferred, by priority, how long the oldest queued one has waited,
         and each tenant's part (only ``tenant``'s, if one is named; a view's own only)."""
-        try:
-            seen = self._tenant_seen(tenant)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        seen = self._tenant_seen(tenant)
         with self._redis_errors():
             entries = await jobs.snapshot(self.queue, self.settings)
         return QueueDepth.of(self.settings.queue_name, entries, tenant=seen)
@@ -534,10 +532,7 @@ class Client:
         """Cancel every job that waits (queued or deferred; running ones run on; only ``tenant``'s, if one is
         named; a view's own only): the ids cancelled, and how many a worker took (or that finished) before
         their turn came."""
-        try:
-            seen = self._tenant_seen(tenant)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        seen = self._tenant_seen(tenant)
         with self._redis_errors():
             return await jobs.purge(self.queue, self.settings, seen)
 

@@ -176,10 +176,12 @@ async def list_jobs(
     mixed = tenant == tenants.DEFAULT  # the default tenant's jobs are among every tenant's
     wanted = None if status in (None, "all") else str(status)
     # Read more than asked: entries whose job has gone, or (through the recent index) of another status, drop out.
-    depth = max(0, limit * 2 + 10) if (wanted is None or by_status) and not mixed else -1
+    # A listing of "ok" reads the whole recent index, and the default tenant's reads every tenant's ids first.
+    enough = limit * 2 + 10 if wanted is None or by_status else None
+    depth = enough if enough is not None and not mixed else -1
     ids = [i.decode() for i in await redis.zrevrange(index, 0, depth)]
     if mixed:
-        ids = [j for j in ids if tenants.of(j) == tenant][: (limit * 2 + 10) if wanted is None or by_status else None]
+        ids = [j for j in ids if tenants.of(j) == tenant][:enough]
     if not ids:
         return []
     fields = [f for j in ids for f in (j, field(j, Field.HOLDER), field(j, Field.PRIORITY), field(j, Field.RETRY_OF))]

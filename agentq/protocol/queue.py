@@ -269,10 +269,11 @@ class Queue:
     async def counts(self) -> tuple[int, int, int]:
         """Jobs in the queues (queued, deferred and running), those deferred or running (score in the future)."""
         queues = await self.queues()
+        later_than = f"({time.time() * 1000}"
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.zcard(queue)
-                pipe.zcount(queue, f"({time.time() * 1000}", "+inf")
+                pipe.zcount(queue, later_than, "+inf")
             found = await pipe.execute()
         total, later = sum(found[0::2]), sum(found[1::2])
         return int(total), int(later), int(total) - int(later)

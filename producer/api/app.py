@@ -91,20 +91,21 @@ def create_app(settings: Settings) -> FastAPI:
     dashboard.mount_static(app)
 
     app.state.streams = Streams(settings.api_max_streams, settings.api_max_streams_per_key)
-    last_ping: list[float | bool] = [-HEALTH_FRESH_S, False]  # when Redis was last asked, and its answer
+    pinged_at, redis_ok = -HEALTH_FRESH_S, False  # when Redis was last asked, and its answer
 
     @app.get("/health", responses={503: {"model": Health}}, tags=["health"], summary="Is Redis reachable?")
     async def health(request: Request) -> Any:
         """200 when Redis answers a PING; 503 when it does not (the compose health check). Redis is asked at
         most once a second: callers within it get the last answer."""
-        if time.monotonic() - float(last_ping[0]) >= HEALTH_FRESH_S:
+        nonlocal pinged_at, redis_ok
+        if time.monotonic() - pinged_at >= HEALTH_FRESH_S:
             try:
                 await request.app.state.client.redis.ping()
-                last_ping[1] = True
+                redis_ok = True
             except REDIS_DOWN:
-                last_ping[1] = False
-            last_ping[0] = time.monotonic()
-        if not last_ping[1]:
+                redis_ok = False
+            pinged_at = time.monotonic()
+        if not redis_ok:
             return JSONResponse(Health(ok=False, redis=False).model_dump(), status_code=503)
         return Health(ok=True, redis=True)
 

@@ -107,7 +107,7 @@ local function hand_over(id, score, f, runs, tries, solo, held)
   end
 end
 
-local taken, moved = 0, false
+local taken = 0
 while true do
   local source, pass, due = pick()
   if not source then break end
@@ -147,18 +147,16 @@ while true do
     hand_over(id, score, f, runs, tries, solo, '0')
     taken = taken + 1
     if due > 1 then
-      source.pass, clock, moved, source.moved = pass + 1 / source.weight, pass, true, true
+      source.pass, clock, source.moved = pass + 1 / source.weight, pass, true
     end
     if solo == '1' then break end
   end
 end
-if moved then
-  local passes = {clock, '~'}
-  for _, source in ipairs(sources) do
-    if source.moved then passes[#passes + 1] = source.pass; passes[#passes + 1] = source.name end
-  end
-  redis.call('ZADD', tenants, unpack(passes))
+local passes = {clock, '~'}
+for _, source in ipairs(sources) do
+  if source.moved then passes[#passes + 1] = source.pass; passes[#passes + 1] = source.name end
 end
+if #passes > 2 then redis.call('ZADD', tenants, unpack(passes)) end
 -- The tenants served now, when the worker did not name one of them (a stranger), or when more than
 -- 16 of those it named had empty queues: those listed, less those just found empty. A tenant the
 -- worker names that has gone idle costs a read of its empty queue, not a round trip to learn it
