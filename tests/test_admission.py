@@ -228,7 +228,7 @@ async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
     """12 reference jobs at once on a worker with room for all 12 (max_jobs 12, pool of 2), each with a
     deadline of 2.5 times its time alone. Without admission all 12 start together and their 36
     inferences queue for 2 cores; with admission the rest of the burst waits in the queue while as many
-    run as can meet the deadline (4 to 6 here), and at least as many end ok.
+    run as can meet the deadline (4 to 6 here), and at least as many end ok as without it.
 
     The worker first runs TEACHING_RUNS jobs one after another, and the deadline comes from their
     median: the same inference took 0.12 to 0.22 s from one fresh pool to the next, and a deadline
@@ -263,5 +263,8 @@ async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
 
     assert most_at_once(outcomes[False]) >= 11
     assert most_at_once(outcomes[True]) <= 8  # 4 to 6 fit in the deadline at once, not 12
+    # Admission costs no goodput. How much it gains depends on the cores being free (at least 8 ok of
+    # 12 on a quiet machine; 6, then 4, while two other suites shared the 2 cores), so a floor on it
+    # belongs to the benchmark (`make bench`, section 8), not to a test.
     ok = {admission: sum(r.status == "ok" for r in results) for admission, results in outcomes.items()}
-    assert ok[True] >= max(ok[False], 8), ok
+    assert ok[True] >= ok[False], ok
