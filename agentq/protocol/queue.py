@@ -9,12 +9,13 @@ outside this package knows how a job is laid out in Redis.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError
 
 from agentq import tenants
 from agentq.errors import QuotaExceeded
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
 PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
 CancelState = Literal["cancelled", "cancelling", "finished", "running", "not_found"]
+log = logging.getLogger(__name__)
+
 #: How many queue entries beyond those it wants a claim looks at (leases of its own it renews on
 #: the way are not counted).
 LOOK_BEYOND = 16
@@ -140,6 +143,8 @@ class Queue:
         self.served: list[str] = []
         """The tenants besides the default whose queues a claim reads, as the last claim found them."""
         self._tenants_read_at = -TENANTS_REFRESH_S
+        self.writes_results = True
+        """False once this Redis user was refused write on a result (a cancel then leaves it to a worker)."""
 
     def weight(self, tenant: str) -> float:
         return float(self.weights.get(tenant, 1.0))
@@ -220,29 +225,40 @@ class Queue:
         self,
         job_id: str,
         *,
-        result: bytes,
-        result_px: int,
-        final: str,
-        index_size: int,
+        result: bytes | None = None,
+        result_px: int = 0,
+        final: str = "",
+        index_size: int = 0,
         queued_only: bool = False,
     ) -> CancelState:
         """Cancel ``job_id`` (``lua/cancel.lua``); ``not_found`` for an unknown id.
 
+        With ``result`` (its expiry, listing figures, and the size of the cancelled index), a job that
+        waits leaves the queue with that result stored. Without one, or once this connection's Redis
+        user was refused write on results (``NOPERM``: the producer's user, ``agentq.protocol.acl``),
+        it is marked and comes due at once, and the next worker to take it stores its result.
         ``queued_only``: a job a worker holds is left alone (``running``) instead of told to stop.
         """
         k = self.keys
-        reply = await self.script("cancel")(
-            keys=[
-                *(k.job_queue(job_id), k.jobs, k.result(job_id), k.final(job_id), k.by_status("cancelled")),
-                k.tenant_index(tenants.of(job_id), "cancelled"),
-            ],
-            args=[
-                *(job_id, result, result_px, k.cancel_channel, k.done_channel(job_id), final, now_ms(), index_size),
-                "1" if queued_only else "0",
-            ],
-        )
+        keys: list[str] = [k.job_queue(job_id), k.jobs, k.bell]
+        args: list[Any] = [job_id, k.cancel_channel, now_ms(), "1" if queued_only else "0"]
+        reply = None
+        if result is not None and self.writes_results:
+            stored = [k.result(job_id), k.final(job_id), k.by_status("cancelled")]
+            try:
+                reply = await self.script("cancel")(
+                    keys=[*keys, *stored, k.tenant_index(tenants.of(job_id), "cancelled")],
+                    args=[*args, result, result_px, k.done_channel(job_id), final, index_size],
+                )
+            except NoPermissionError:  # refused before the script ran: nothing was written
+                self.writes_results = False
+                log.info("this Redis user may not write results: a worker stores each cancelled job's result")
+        if reply is None:
+            reply = await self.script("cancel")(keys=keys, args=args)
         state = _text(reply)
-        known = ("cancelled", "cancelling", "finished", "running")
+        if state == "gone":  # finished, or never was: its result tells
+            return "finished" if await self.redis.exists(k.result(job_id)) else "not_found"
+        known = ("cancelled", "cancelling", "running")
         return state if state in known else "not_found"  # type: ignore[return-value]
 
     async def record(self, job_id: str) -> bytes | None:

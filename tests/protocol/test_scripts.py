@@ -309,13 +309,41 @@ async def test_cancel_of_a_queued_job_stores_a_cancelled_result_and_it_never_sta
     assert (await queue.claim("w1", want=5, lease_ms=LEASE_MS, idle=True)).jobs == []
 
 
+async def test_cancel_of_a_waiting_job_marks_it_and_brings_it_to_the_head_for_a_worker_to_end(
+    queue: Queue, r: Any
+) -> None:
+    """Without a result to store (a Redis user that may not write one: the producer's), a queued or
+    deferred job gets its cancel field set, comes due at once ahead of the others, the bell rings and
+    its marker goes (the same question becomes a new job); the next claim takes it first, marked
+    cancelled, and that run's finish stores the result."""
+    m = marker_field("f")
+    await put(queue, "older")
+    await put(queue, "a", marker=m)
+    await put(queue, "later", score=now_ms() + 60_000)
+    await r.delete(KEYS.bell)
+    assert await queue.cancel("a") == "cancelled" and await queue.cancel("later") == "cancelled"
+    assert await score(r, "a") == 0 and await score(r, "later") == 0
+    assert await state(r, "a") == {"c": "1", "p": "normal"} and await r.hget(KEYS.jobs, m) is None
+    assert await r.zrange(KEYS.bell, 0, -1) == [b"ring"] and not await r.exists(KEYS.result("a"))
+    assert (await put(queue, "again", marker=m)).deduplicated is False
+    claim = await queue.claim("w1", want=2, lease_ms=LEASE_MS, idle=True)
+    assert [(j.job_id, j.cancelled, j.marker) for j in claim.jobs] == [("a", True, None), ("later", True, None)]
+    await queue.finish(
+        "w1", [ending("a", status="cancelled", final="{}", finished_ms=5)], progress_ttl_s=60, index_size=9
+    )
+    assert await r.get(KEYS.result("a")) == b'{"r":1}' and await r.zrange(KEYS.by_status("cancelled"), 0, -1) == [b"a"]
+    assert await r.hget(KEYS.jobs, m) == b"again"  # the newer job's marker stays
+
+
 async def test_cancel_of_a_running_job_sets_its_field_and_tells_the_workers(queue: Queue, r: Any) -> None:
-    """Held by a worker: its cancel field is set and its id published on the cancel channel."""
+    """Held by a worker: its cancel field is set, its id published on the cancel channel, and its marker
+    handed on (the same question asked again is a new job, whose marker the cancelled run's finish keeps)."""
     pubsub = r.pubsub()
     await pubsub.subscribe(KEYS.cancel_channel)
-    await put(queue, "a")
-    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
-    assert await queue.cancel("a", result=b"x", result_px=1000, final="{}", index_size=5) == "cancelling"
+    m = marker_field("f")
+    await put(queue, "a", marker=m)
+    claim = await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert await queue.cancel("a") == "cancelling"
     assert await queue.cancel_requested(["a", "other"]) == [True, False]
     message = None
     deadline = time.monotonic() + 5
@@ -323,6 +351,17 @@ async def test_cancel_of_a_running_job_sets_its_field_and_tells_the_workers(queu
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
     await pubsub.aclose()
     assert message is not None and message["data"] == b"a"
+    assert (await put(queue, "again", marker=m)).deduplicated is False
+    await queue.finish("w1", [ending("a", marker=claim.jobs[0].marker)], progress_ttl_s=60, index_size=9)
+    assert await r.hget(KEYS.jobs, m) == b"again"
+
+
+async def test_a_purge_leaves_a_running_job_alone(queue: Queue, r: Any) -> None:
+    """``queued_only``: a job a worker holds is ``running`` and untouched."""
+    await put(queue, "a")
+    await queue.claim("w1", want=1, lease_ms=LEASE_MS, idle=True)
+    assert await queue.cancel("a", queued_only=True) == "running"
+    assert await queue.cancel_requested(["a"]) == [False]
 
 
 async def test_cancel_of_a_finished_or_unknown_job_changes_nothing(queue: Queue, r: Any) -> None:

@@ -1,40 +1,53 @@
 -- Cancel a job, atomically: a job is never both started and cancelled.
 --
--- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] the job's listing figures, [5] cancelled index,
---       [6] its tenant's cancelled index or '' (the default tenant has none of its own)
--- ARGV: [1] job id, [2] result record (status cancelled), [3] result px, [4] cancel channel,
---       [5] done channel, [6] listing figures (JSON), [7] now ms, [8] index size,
---       [9] '1' to cancel only a job that waits (a purge): one a worker holds is left to run
--- Returns 'finished' (a result is stored: too late), 'cancelling' (a worker holds it: its cancel
--- field is set and the workers are told), 'running' (a worker holds it and [9] is '1': untouched),
--- 'cancelled' (it was queued: it is out of the queue, its cancelled result stored and its waiters
--- woken) or 'not_found'.
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] bell, and, to store a waiting job's cancelled
+--       result now: [4] result, [5] the job's listing figures, [6] cancelled index, [7] its tenant's
+--       cancelled index or '' (the default tenant has none of its own)
+-- ARGV: [1] job id, [2] cancel channel, [3] now ms,
+--       [4] '1' to cancel only a job that waits (a purge): one a worker holds is left to run,
+--       with KEYS[4...]: [5] result record (status cancelled), [6] result px, [7] done channel,
+--       [8] listing figures (JSON), [9] index size
+-- Returns 'cancelling' (a worker holds it: its cancel field is set and the workers are told),
+-- 'running' (a worker holds it and [4] is '1': untouched), 'cancelled' (it waited: it never
+-- starts) or 'gone' (not in the queue: finished, or never was; the caller tells which by its result).
+--
+-- A job that waits leaves the queue with its cancelled result stored and its waiters woken, when
+-- the caller passes the result's keys. A caller whose Redis user may not write results (the
+-- producer's, agentq.protocol.acl) passes none: the job then keeps its place with its cancel field
+-- set, and comes due at once ahead of every other (score 0); the next worker to take it stores its
+-- cancelled result without running it (worker.job.answer). Either way the job's dedup marker goes
+-- now, so the same question asked again is a new job instead of joining the cancelled one.
 
 -- Every state field of a job (agentq.protocol.keys.Field).
 local STATE = {'n', 't', 'w', 'a', 's', 'c', 'm', 'p', 'r'}
 local queue, jobs, id = KEYS[1], KEYS[2], ARGV[1]
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
-if redis.call('HEXISTS', jobs, id .. ':w') == 1 then
-  if ARGV[9] == '1' then return 'running' end
+local held = redis.call('HEXISTS', jobs, id .. ':w') == 1
+if held and ARGV[4] == '1' then return 'running' end
+if not held and not redis.call('ZSCORE', queue, id) then return 'gone' end
+local marker = redis.call('HGET', jobs, id .. ':m')
+if marker and redis.call('HGET', jobs, marker) == id then redis.call('HDEL', jobs, marker) end
+if held or not KEYS[4] then
+  redis.call('HDEL', jobs, id .. ':m')
   redis.call('HSET', jobs, id .. ':c', '1')
-  redis.call('PUBLISH', ARGV[4], id)
-  return 'cancelling'
-end
-if redis.call('ZREM', queue, id) == 1 then
-  local fields = {id}
-  for _, f in ipairs(STATE) do fields[#fields + 1] = id .. ':' .. f end
-  local marker = redis.call('HGET', jobs, id .. ':m')
-  if marker then fields[#fields + 1] = marker end  -- an unfinished job's marker names it
-  redis.call('HDEL', jobs, unpack(fields))
-  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3], 'NX')
-  redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[3])
-  redis.call('ZADD', KEYS[5], ARGV[7], id)
-  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[8]))
-  if KEYS[6] ~= '' then
-    redis.call('ZADD', KEYS[6], ARGV[7], id)
-    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -1 - tonumber(ARGV[8]))
+  if held then
+    redis.call('PUBLISH', ARGV[2], id)
+    return 'cancelling'
   end
-  redis.call('PUBLISH', ARGV[5], ARGV[2])
+  redis.call('ZADD', queue, 'XX', 0, id)
+  redis.call('ZADD', KEYS[3], ARGV[3], 'ring')
   return 'cancelled'
 end
-return 'not_found'
+redis.call('ZREM', queue, id)
+local fields = {id}
+for _, f in ipairs(STATE) do fields[#fields + 1] = id .. ':' .. f end
+redis.call('HDEL', jobs, unpack(fields))
+redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6], 'NX')
+redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[6])
+redis.call('ZADD', KEYS[6], ARGV[3], id)
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -1 - tonumber(ARGV[9]))
+if KEYS[7] ~= '' then
+  redis.call('ZADD', KEYS[7], ARGV[3], id)
+  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -1 - tonumber(ARGV[9]))
+end
+redis.call('PUBLISH', ARGV[7], ARGV[5])
+return 'cancelled'

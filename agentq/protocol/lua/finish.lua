@@ -14,7 +14,7 @@
 --
 -- finish: SET NX, so of a job run twice the first complete result is kept; the run whose result
 -- is stored removes the job from the queue and its record, state and dedup marker from the jobs
--- hash (a later duplicate finds them gone, and leaves alone a marker that may name a newer job).
+-- hash (a later duplicate finds them gone; a marker that names a newer job stays).
 -- requeue (a run ended without a result: a stop): if this worker still holds the lease, the job
 -- gets its place in line back and the bell rings; the try is given back on a stop.
 -- The progress log gets the events not written yet and the last one (job_done, or requeued) only
@@ -34,7 +34,8 @@ if ARGV[2] == 'finish' then
     stored = 1
     local fields = {id}
     for _, f in ipairs(STATE) do fields[#fields + 1] = id .. ':' .. f end
-    if ARGV[14] ~= '' then fields[#fields + 1] = ARGV[14] end  -- an unfinished job's marker names it
+    -- The marker goes if it names this job still (a cancel hands it on to a newer job at once).
+    if ARGV[14] ~= '' and redis.call('HGET', jobs, ARGV[14]) == id then fields[#fields + 1] = ARGV[14] end
     redis.call('HDEL', jobs, unpack(fields))
     redis.call('ZREM', queue, id)
   end
