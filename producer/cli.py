@@ -459,6 +459,42 @@ def workers(as_json: bool = JSON_OPTION) -> None:
         )
 
 
+class RoleChoice(enum.StrEnum):
+    """``producer acl``'s roles (``agentq.protocol.acl``)."""
+
+    producer = "producer"
+    worker = "worker"
+    admin = "admin"
+
+
+ROLE_ARGUMENT = typer.Argument(..., help="producer (the CLI, the client and the API), worker or admin.")
+
+
+@app.command()
+def acl(
+    role: RoleChoice = ROLE_ARGUMENT,
+    user: str | None = typer.Option(None, "--user", help="The user's name (default: the role's)."),
+    default_off: bool = typer.Option(
+        False, "--default-off", help="Also print the line that turns off Redis's default user."
+    ),
+) -> None:
+    """Print a Redis ACL user for one role, as an aclfile line (stdout), and its new password (stderr).
+
+    Its keys follow AGENTQ_KEY_PREFIX and AGENTQ_QUEUE_NAME. docs/api.md, "Redis users", says what each
+    role may do.
+    """
+    from agentq.protocol import acl as acl_rules
+
+    if user is not None and not user.replace("-", "").replace("_", "").isalnum():
+        _usage(f"--user: letters, digits, '-' and '_' only; got {user!r}")
+    keys = settings_or_exit().keys
+    password = acl_rules.new_password()
+    print(f"password for {user or role.value} (shown once; the aclfile holds its sha256): {password}", file=sys.stderr)
+    if default_off:
+        print(acl_rules.DEFAULT_OFF)
+    print(acl_rules.user_line(role.value, keys, password, user))
+
+
 schedule_app = typer.Typer(help="Recurring questions: each tick is enqueued once, whatever the number of workers.")
 app.add_typer(schedule_app, name="schedule")
 

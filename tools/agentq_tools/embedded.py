@@ -57,7 +57,8 @@ class EmbeddedRedis:
 
     ``appendonly`` keeps an AOF (fsync every second) in ``data_dir``, so :meth:`kill` and a second
     :meth:`start` on the same port restart it with its data, as a crashed server would. With
-    ``tls`` it listens with TLS only (``rediss://`` on ``tls.hostname``), no plain port.
+    ``tls`` it listens with TLS only (``rediss://`` on ``tls.hostname``), no plain port. With an
+    ``aclfile`` its users are those the file names, and :attr:`url` logs in as ``username`` with ``password``.
     """
 
     def __init__(
@@ -67,9 +68,14 @@ class EmbeddedRedis:
         appendonly: bool = False,
         data_dir: Path | None = None,
         tls: TlsFiles | None = None,
+        aclfile: Path | None = None,
+        username: str | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
-        self.password = password
+        self.password, self.username, self.aclfile = password, username, aclfile
+        self.options = options
+        """More command-line options for redis-server (``("--enable-debug-command", "local")``)."""
         self.appendonly = appendonly
         self.tls = tls
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="agentq-redis-")
@@ -78,7 +84,7 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         if self.tls:
             return f"rediss://{auth}{self.tls.hostname}:{self.port}/0"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
@@ -111,8 +117,11 @@ class EmbeddedRedis:
             "--maxmemory-policy",
             "noeviction",
         ]
-        if self.password:
+        if self.aclfile:
+            args += ["--aclfile", str(self.aclfile)]
+        elif self.password:
             args += ["--requirepass", self.password]
+        args += self.options
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         client = self._ping_client()
         give_up = time.monotonic() + timeout
