@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -477,6 +478,9 @@ def acl(
     default_off: bool = typer.Option(
         False, "--default-off", help="Also print the line that turns off Redis's default user."
     ),
+    password_env: str | None = typer.Option(
+        None, "--password-env", help="Take the password from this environment variable instead of making one."
+    ),
 ) -> None:
     """Print a Redis ACL user for one role, as an aclfile line (stdout), and its new password (stderr).
 
@@ -488,8 +492,15 @@ def acl(
     if user is not None and not user.replace("-", "").replace("_", "").isalnum():
         _usage(f"--user: letters, digits, '-' and '_' only; got {user!r}")
     keys = settings_or_exit().keys
-    password = acl_rules.new_password()
-    print(f"password for {user or role.value} (shown once; the aclfile holds its sha256): {password}", file=sys.stderr)
+    if password_env is not None:
+        password = os.environ.get(password_env, "")
+        if not password:
+            _usage(f"--password-env: {password_env} is not set or empty")
+    else:
+        password = acl_rules.new_password()
+        print(
+            f"password for {user or role.value} (shown once; the aclfile holds its sha256): {password}", file=sys.stderr
+        )
     if default_off:
         print(acl_rules.DEFAULT_OFF)
     print(acl_rules.user_line(role.value, keys, password, user))
