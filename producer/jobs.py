@@ -3,7 +3,9 @@
 **Cancel.** One script decides atomically (``lua/cancel.lua``), so a job is never both started
 and cancelled: a job with a result is ``finished``; a job a worker holds gets its cancel field set
 and its id published to the workers (``worker.job.cancel``): ``cancelling``; a queued job leaves the
-queue with a ``cancelled`` result stored and its waiters woken: ``cancelled``.
+queue with a ``cancelled`` result stored and its waiters woken: ``cancelled``. A Redis user that may
+not write results (the producer's, ``agentq.protocol.acl``) marks a queued job instead, at the head
+of its queue (score 0), and the next worker to take it stores that result.
 
 **Listings.** Every job enters the queue's recent-jobs index when it is enqueued (capped at
 ``jobs_index_size``). A finished job's listing figures (``agentq.summary``) are filed by the step
@@ -22,12 +24,15 @@ a purge) read one tenant's queue, or every tenant's merged by score.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from dataclasses import field as field_
 from typing import TYPE_CHECKING, Any, Literal
+
+from redis.exceptions import NoPermissionError
 
 from agentq import tenants
 from agentq.contract import JOB_FUNCTION, JobResult, JobStatus
@@ -222,7 +227,9 @@ async def list_jobs(
         if len(found) >= limit:
             break
     if gone:
-        await redis.zrem(index, *gone)
+        # The producer's Redis user may not write the finished-job indexes: the workers trim those.
+        with contextlib.suppress(NoPermissionError):
+            await redis.zrem(index, *gone)
     return found[offset:]
 
 
@@ -305,7 +312,8 @@ class QueueDepth:
         for e in entries:
             by_priority = counts[e.state]
             by_priority[e.priority] = by_priority.get(e.priority, 0) + 1
-        waiting = [e.enqueued_ms for e in entries if e.state == "queued"]
+        # A score of 0 is a job cancelled while it waited, waiting for a worker to store its result.
+        waiting = [e.enqueued_ms for e in entries if e.state == "queued" and e.score > 0]
         oldest = max(0.0, time.time() - min(waiting) / 1000) if waiting else None
         return cls(name, counts["queued"], counts["in_progress"], counts["deferred"], oldest, per_tenant)
 

@@ -7,8 +7,9 @@ password hashed (docs/api.md, "Redis users"):
   what enqueueing, cancelling and schedules write (the queues, the tenants, the jobs hash, the
   recent-jobs indexes, the doorbell, the quota windows, the schedules, the API's rate counts). It
   cannot write a result, a job's listing figures or progress, a finished-job index, a worker's
-  heartbeat or a source's shared state; it cannot delete a key, and no admin command is open to it.
-  Its cancel of a waiting job therefore leaves the result to a worker (``lua/cancel.lua``).
+  heartbeat or a source's shared state, nor publish on a job's done channel; ``DEL``, ``UNLINK``
+  and ``RENAME`` are refused, and no admin command is open to it. Its cancel of a waiting job
+  therefore leaves the result to a worker (``lua/cancel.lua``).
 - **worker**: every key of the prefix; no admin command (``@admin``, ``@dangerous``: ``CONFIG``,
   ``FLUSHALL``, ``KEYS``, ``DEBUG``, ...).
 - **admin**: everything, for an operator (``redis-cli``, a migration).
@@ -34,8 +35,9 @@ ROLES: tuple[Role, ...] = ("producer", "worker", "admin")
 NOT_ADMIN = ("-@admin", "-@dangerous")
 #: What the producer may not run besides: deleting or moving whole keys.
 NO_DELETE = ("-del", "-unlink", "-rename", "-renamenx", "-move", "-copy", "-restore", "-migrate")
-#: Command categories a producer and a worker use: data, scripts, pub/sub, the connection, MULTI.
-USED = ("+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "+@transaction")
+#: Commands a producer and a worker use: data, scripts, pub/sub, the connection, MULTI, and TIME
+#: (``lua/breaker.lua``).
+USED = ("+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "+@transaction", "+time")
 
 
 def _glob(text: str) -> str:
@@ -51,7 +53,8 @@ def producer_writes(keys: Keys) -> list[str]:
     return [
         *(_glob(k) for k in own),
         f"{tag}:q:*",  # each tenant's queue
-        f"{tag}:t:*",  # each tenant's indexes and quota window
+        f"{tag}:t:*:index",  # each tenant's recent jobs
+        f"{tag}:t:*:enqueued",  # each tenant's quota window
         f"{_glob(keys.prefix)}:api-rate*",  # the API's rate counts (producer.api.guard)
     ]
 
@@ -67,7 +70,11 @@ def rules(role: Role, keys: Keys) -> list[str]:
         return ["resetkeys", "resetchannels", f"~{prefix}:*", "~", channels, "-@all", *USED, *NOT_ADMIN]
     reads = f"%R~{prefix}:*"
     writes = [f"~{p}" for p in producer_writes(keys)]
-    return ["resetkeys", "resetchannels", reads, *writes, "~", channels, "-@all", *USED, *NOT_ADMIN, *NO_DELETE]
+    # It follows every channel of the queue but publishes on the cancel channel only (a selector): a
+    # message on a job's done channel is a result, which it may not forge.
+    publish = f"(&{_glob(keys.cancel_channel)} +publish)"
+    rules = [*writes, "~", channels, "-@all", *USED, *NOT_ADMIN, *NO_DELETE, "-publish", publish]
+    return ["resetkeys", "resetchannels", reads, *rules]
 
 
 def user_line(role: Role, keys: Keys, password: str, name: str | None = None) -> str:
@@ -81,5 +88,7 @@ def new_password() -> str:
     return secrets.token_urlsafe(32)
 
 
-#: The line that turns off the ``default`` user, which would otherwise let any client in with every right.
-DEFAULT_OFF = "user default off resetkeys resetchannels -@all"
+#: The line that turns off the ``default`` user, which would otherwise let any client in with every
+#: right. It keeps its rights: Redis 7.0 replays the AOF's transactions (each script's writes) as the
+#: default user, and drops, on restart, every one that user may not run.
+DEFAULT_OFF = "user default off allkeys allchannels +@all"

@@ -251,8 +251,9 @@ class Queue:
                     args=[*args, result, result_px, k.done_channel(job_id), final, index_size],
                 )
             except NoPermissionError:  # refused before the script ran: nothing was written
+                if self.writes_results:  # once, though a purge's cancels run side by side
+                    log.info("this Redis user may not write results: a worker stores each cancelled job's result")
                 self.writes_results = False
-                log.info("this Redis user may not write results: a worker stores each cancelled job's result")
         if reply is None:
             reply = await self.script("cancel")(keys=keys, args=args)
         state = _text(reply)
