@@ -48,10 +48,10 @@ def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embed
     aclfile = tmp_path_factory.mktemp("acl") / "users.acl"
     aclfile.write_text("\n".join(lines) + "\n")
     # DEBUG is let through by the server's own setting, so that only the ACL can refuse it. An AOF, to
-    # restart the server on it.
-    debug_on = ("--enable-debug-command", "yes")
+    # restart the server on it, fsynced at each write: a kill loses nothing that was answered.
+    options = ("--enable-debug-command", "yes", "--appendfsync", "always")
     server = EmbeddedRedis(
-        aclfile=aclfile, username="admin", password=passwords["admin"], options=debug_on, appendonly=True
+        aclfile=aclfile, username="admin", password=passwords["admin"], options=options, appendonly=True
     )
     with server:
         yield server, {role: f"redis://{role}:{passwords[role]}@127.0.0.1:{server.port}/0" for role in ROLES}
