@@ -21,7 +21,7 @@ from agentq.sources import SourceContext, installed_sources
 from agentq_tools import plugins
 from agentq_tools.sources import POISON_EXIT
 from producer.client import Client
-from tests.helpers import enqueue_raw, progress_reached
+from tests.helpers import enqueue_raw, eventually, progress_reached
 from tests.reliability.conftest import Workers, wait_for
 from worker.job.fanout import FanOut
 from worker.pool import bag_of_words as inference
@@ -44,19 +44,25 @@ async def test_poison_job_fails_for_good_after_max_tries(
     workers.start(2, **settings)
     job_id = await enqueue_raw(client, {"question": "crash", "sources": ["poison"]})
     deaths: list[int | None] = []
+    replaced: set[int] = set()  # the dead workers whose replacement has started (and beats)
 
     async def supervise() -> None:  # as compose's restart policy or a Kubernetes Deployment would
         while True:
             for proc in [p for p in workers.started if p.poll() is not None and p.pid not in replaced]:
-                replaced.add(proc.pid)
                 deaths.append(proc.returncode)
                 await asyncio.to_thread(workers.start, 1, **settings)
+                replaced.add(proc.pid)
             await asyncio.sleep(0.05)
 
-    replaced: set[int] = set()
+    async def every_death_replaced() -> bool:
+        return {p.pid for p in workers.started if p.poll() is not None} <= replaced
+
     supervisor = asyncio.create_task(supervise())
     try:
         result = await client.result(job_id, timeout=120)
+        # Every death came before the result (the last one's lapsed lease let the job be given up), but the
+        # supervisor may have been starting the previous replacement when it came: let it catch up.
+        await eventually(every_death_replaced, timeout=60)
     finally:
         supervisor.cancel()
     print(f"\nfigure: poison job (max_tries 2): {len(deaths)} workers killed, each brought back; {result.errors[0]}")
