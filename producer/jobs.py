@@ -57,6 +57,8 @@ async def cancel(queue: Queue, settings: Settings, job_id: str, *, queued_only: 
 
     ``queued_only``: a job a worker holds is left to run (``running``), not told to stop.
     """
+    if not queue.writes_results:  # a worker stores the result: no record to read, none to build
+        return await queue.cancel(job_id, queued_only=queued_only)
     now = now_ms()
     raw = await queue.record(job_id)
     question, args, kwargs, enqueue_ms = "", (), {}, now
