@@ -100,7 +100,7 @@ def test_compose_services_health_checks_and_commands() -> None:
     """Compose has redis, worker, the mock upstream, the API and a one-off producer, health checks, our documented
     commands."""
     services = compose()["services"]
-    assert set(services) == {"redis", "worker", "upstream", "api", "producer"}
+    assert set(services) == {"redis-users", "redis", "worker", "upstream", "api", "producer"}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"worker", "producer", "agentq-api"} <= set(scripts)
 
@@ -116,7 +116,7 @@ def test_compose_services_health_checks_and_commands() -> None:
     redis_svc, worker_svc, producer_svc = services["redis"], services["worker"], services["producer"]
     assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", redis_svc["image"])
     assert "ports" not in redis_svc, "Redis must not be published outside the compose network"
-    assert "--requirepass" in redis_svc["command"]
+    assert "--requirepass" not in redis_svc["command"] and "--aclfile" in redis_svc["command"]
     assert any(v.startswith("./deploy/redis.conf:") for v in redis_svc["volumes"])
     assert any(v.split(":")[0] in compose()["volumes"] for v in redis_svc["volumes"]), "a named volume for /data"
     assert redis_svc["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}
@@ -143,6 +143,22 @@ def test_compose_services_health_checks_and_commands() -> None:
     defaults = json.loads(worker_svc["environment"]["AGENTQ_DEFAULT_SOURCES"])
     chosen = Settings(upstream_url="http://upstream", default_sources=defaults)
     assert default_sources(chosen, enabled_sources(chosen)) == tuple(defaults)
+
+
+def test_compose_services_log_in_as_their_own_redis_users() -> None:
+    """redis-users writes the aclfile Redis loads (shared volume, before Redis starts); the workers log in as
+    `worker`, the API and the producer as `producer`; each password comes from .env."""
+    services = compose()["services"]
+    users, redis_svc = services["redis-users"], services["redis"]
+    assert redis_svc["depends_on"]["redis-users"]["condition"] == "service_completed_successfully"
+    aclfile = redis_svc["command"][redis_svc["command"].index("--aclfile") + 1]
+    (written,) = [v for v in users["volumes"] if v.endswith(":/acl")]
+    assert f"{written}:ro" in redis_svc["volumes"] and written.split(":")[0] in compose()["volumes"]
+    assert aclfile in users["command"][0] and aclfile.startswith("/acl/")
+    assert "redis-cli --user admin" in redis_svc["healthcheck"]["test"][1]
+    for service, user in {"worker": "worker", "api": "producer", "producer": "producer"}.items():
+        url = services[service]["environment"]["AGENTQ_REDIS_URL"]
+        assert re.fullmatch(rf"redis://{user}:\$\{{REDIS_{user.upper()}_PASSWORD:\?[^}}]+\}}@redis:6379/0", url), url
 
 
 def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
@@ -214,7 +230,7 @@ def test_k8s_worker_probes_cpu_and_autoscaling_agree() -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["exec"]["command"] == ["worker", "--check"]
     assert container["resources"]["requests"]["cpu"] == env["AGENTQ_POOL_SIZE"]
-    assert "$(REDIS_PASSWORD)" in env["AGENTQ_REDIS_URL"]
+    assert env["AGENTQ_REDIS_URL"] == "redis://worker:$(REDIS_WORKER_PASSWORD)@agentq-redis:6379/0"
 
     scaled = one(k8s("keda.yaml"), "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == one(k8s("worker.yaml"), "Deployment")["metadata"]["name"]
@@ -231,12 +247,35 @@ def test_k8s_worker_probes_cpu_and_autoscaling_agree() -> None:
     assert metrics.QUEUE_DEPTH._name in alternative["spec"]["triggers"][0]["metadata"]["query"]
 
 
-def test_k8s_redis_uses_the_same_config_and_a_secret_password() -> None:
-    """The Redis ConfigMap is deploy/redis.conf verbatim and the server requires the Secret's password."""
+def test_k8s_redis_uses_the_same_config_and_the_users_of_compose() -> None:
+    """The Redis ConfigMap is deploy/redis.conf verbatim; the server loads the users an initContainer writes
+    with compose's commands, from the Secret, in the single Redis and the Sentinel alternative alike."""
     docs = k8s("redis.yaml")
     assert one(docs, "ConfigMap")["data"]["redis.conf"] == (DEPLOY / "redis.conf").read_text()
-    container = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"][1:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][1:] == ["--aclfile", "/acl/users.acl"]
+    alternative = k8s("alternatives/sentinel/redis-sentinel.yaml")
+    (nodes,) = [d for d in alternative if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "agentq-redis-node"]
+    sentinel_pod = nodes["spec"]["template"]["spec"]
+    script = one(alternative, "ConfigMap")["data"]["redis.sh"]
+    assert "--aclfile /acl/users.acl --masteruser admin" in script and "--requirepass" not in script
+    compose_script = compose()["services"]["redis-users"]["command"][0]
+    for init in (pod["initContainers"][0], sentinel_pod["initContainers"][0]):
+        assert init["image"] == worker_container()["image"] and init["command"] == ["sh", "-ec"]
+        assert init["args"][0].splitlines() == [
+            line.replace("users.acl.new", "users.acl") for line in compose_script.splitlines()[:3]
+        ]
+        secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in init["env"] if "valueFrom" in e}
+        assert secrets == {
+            "REDIS_PASSWORD": "password",
+            "REDIS_WORKER_PASSWORD": "worker-password",
+            "REDIS_PRODUCER_PASSWORD": "producer-password",
+        }
+    keda = one(k8s("keda.yaml"), "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert {r["parameter"]: r["key"] for r in keda} == {
+        "username": "producer-username",
+        "password": "producer-password",
+    }
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     assert all((DEPLOY / "k8s" / r).exists() for r in kustomization["resources"])
 
@@ -249,14 +288,33 @@ def test_deploy_readme_shows_the_three_compose_commands() -> None:
     assert 'docker compose run --rm producer ask "' in text and "--wait" in text
 
 
+PASSWORDS = {
+    "REDIS_PASSWORD": "admin-pw",
+    "REDIS_WORKER_PASSWORD": "worker-pw",
+    "REDIS_PRODUCER_PASSWORD": "producer-pw",
+}
+
+
+def write_users(into: Path) -> list[str]:
+    """Compose's redis-users command run here, writing into ``into`` instead of /acl; Redis's arguments
+    for the file it wrote (compose's, from there)."""
+    services = compose()["services"]
+    users, redis_command = services["redis-users"], services["redis"]["command"]
+    env = {k: _interpolate(str(v), PASSWORDS) for k, v in users["environment"].items()}
+    env["PATH"] = f"{BIN}:/usr/bin:/bin"
+    script = users["command"][0].replace("/acl/", f"{into}/")
+    subprocess.run([*users["entrypoint"], script], env=env, check=True, timeout=60)
+    return [a.replace("/acl/", f"{into}/") for a in redis_command[redis_command.index("--aclfile") :]]
+
+
 @pytest.fixture
 def deploy_redis(tmp_path: Path) -> Any:
-    """A real redis-server started from deploy/redis.conf, password-protected, on a loopback port."""
-    port, password = free_port(), "test-password"
+    """A real redis-server started from deploy/redis.conf with the users compose writes, on a loopback port."""
+    port, password = free_port(), PASSWORDS["REDIS_PASSWORD"]
     args = [find_redis_server(), str(DEPLOY / "redis.conf"), "--port", str(port), "--bind", "127.0.0.1"]
-    args += ["--dir", str(tmp_path), "--requirepass", password]
+    args += ["--dir", str(tmp_path), *write_users(tmp_path)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, password=password)
+    client = redis.Redis(port=port, username="admin", password=password)
     try:
         for _ in range(200):
             try:
@@ -274,13 +332,20 @@ def deploy_redis(tmp_path: Path) -> Any:
 
 @pytest.mark.e2e
 def test_redis_conf_requires_a_password_and_is_durable(deploy_redis: tuple[int, str]) -> None:
-    """redis-server accepts deploy/redis.conf: AOF everysec, noeviction, and no command without the password."""
+    """redis-server accepts deploy/redis.conf and compose's users: AOF everysec, noeviction, no command
+    without a password, and no admin command as the worker or the producer."""
     port, password = deploy_redis
     anonymous = redis.Redis(port=port)
     with pytest.raises(redis.exceptions.AuthenticationError):
         anonymous.ping()
     anonymous.close()
-    client = redis.Redis(port=port, password=password, decode_responses=True)
+    for user in ("worker", "producer"):
+        role = redis.Redis(port=port, username=user, password=PASSWORDS[f"REDIS_{user.upper()}_PASSWORD"])
+        assert role.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            role.config_get("appendonly")
+        role.close()
+    client = redis.Redis(port=port, username="admin", password=password, decode_responses=True)
     config = {k: client.config_get(k)[k] for k in ("appendonly", "appendfsync", "maxmemory-policy", "protected-mode")}
     client.close()
     assert config == {
@@ -301,13 +366,10 @@ def test_compose_command_lines_work_locally(
     deploy_redis: tuple[int, str], tmp_path: Path, worker_env: dict[str, str]
 ) -> None:
     """The compose worker command, its health check and 'producer ask ... --wait' work against deploy/redis.conf."""
-    port, password = deploy_redis
+    port, _ = deploy_redis
     services = compose()["services"]
     local = {k: v for k, v in worker_env.items() if not k.startswith("AGENTQ_REDIS")}
-    env = {
-        **local,
-        **{k: _interpolate(str(v), {"REDIS_PASSWORD": password}) for k, v in services["worker"]["environment"].items()},
-    }
+    env = {**local, **{k: _interpolate(str(v), PASSWORDS) for k, v in services["worker"]["environment"].items()}}
     # What differs on this host only: Redis's and the upstream's addresses, a free metrics port, a private
     # id file, and the upstream's latencies scaled down like the tests' (its command otherwise as in compose).
     env["AGENTQ_REDIS_URL"] = env["AGENTQ_REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{port}")
@@ -330,15 +392,17 @@ def test_compose_command_lines_work_locally(
         assert checked.returncode == 0, checked.stderr
 
         entry = services["producer"]["entrypoint"]
+        as_producer = {k: _interpolate(str(v), PASSWORDS) for k, v in services["producer"]["environment"].items()}
+        as_producer["AGENTQ_REDIS_URL"] = as_producer["AGENTQ_REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{port}")
         asked = subprocess.run(
             [str(BIN / entry[0]), *entry[1:], "ask", "Will it rain in Paris tomorrow?", "--wait", "--json"],
-            env=env,
+            env={**env, **as_producer},
             capture_output=True,
             timeout=60,
         )
         assert asked.returncode == 0, asked.stderr
         assert '"status": "ok"' in asked.stdout.decode()
-        _check_the_api_service(services["api"], env, password, tmp_path)
+        _check_the_api_service(services["api"], env, port, tmp_path)
         assert all(f'"name": "{name}"' in asked.stdout.decode() for name in json.loads(env["AGENTQ_DEFAULT_SOURCES"]))
     finally:
         stop_workers([proc])
@@ -347,7 +411,7 @@ def test_compose_command_lines_work_locally(
     assert after.returncode != 0
 
 
-def _check_the_api_service(api: dict[str, Any], worker_env: dict[str, str], password: str, tmp_path: Path) -> None:
+def _check_the_api_service(api: dict[str, Any], worker_env: dict[str, str], port: int, tmp_path: Path) -> None:
     """The compose api command with its environment (a key made by its keygen) serves /health, the
     dashboard, and a job through the API."""
     keygen = subprocess.run(
@@ -355,9 +419,9 @@ def _check_the_api_service(api: dict[str, Any], worker_env: dict[str, str], pass
     )
     assert keygen.returncode == 0, keygen.stderr
     key = keygen.stderr.rsplit(": ", 1)[1].strip()
-    variables = {"REDIS_PASSWORD": password, "AGENTQ_API_KEYS": keygen.stdout.strip().split("=", 1)[1]}
+    variables = {**PASSWORDS, "AGENTQ_API_KEYS": keygen.stdout.strip().split("=", 1)[1]}
     env = {**worker_env, **{k: _interpolate(str(v), variables) for k, v in api["environment"].items()}}
-    env["AGENTQ_REDIS_URL"] = worker_env["AGENTQ_REDIS_URL"]
+    env["AGENTQ_REDIS_URL"] = env["AGENTQ_REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{port}")
     env |= {"AGENTQ_API_HOST": "127.0.0.1", "AGENTQ_API_PORT": str(free_port())}  # a free port on this host
     url = f"http://127.0.0.1:{env['AGENTQ_API_PORT']}"
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115  (closed below)

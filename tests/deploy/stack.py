@@ -84,14 +84,23 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     project: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
-    password: str = field(default_factory=lambda: secrets.token_hex(16))
+    #: The passwords users put in .env: admin's (REDIS_PASSWORD), the workers' and the producer's.
+    passwords: dict[str, str] = field(
+        default_factory=lambda: {user: secrets.token_hex(16) for user in ("admin", "worker", "producer")}
+    )
     followers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     #: Compose files on top of docker-compose.yml and the test override (``use``), e.g. the Sentinel variant.
     extra_files: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # What compose interpolates: the password users put in .env, and our image names.
-        self.env = {**self.env, "REDIS_PASSWORD": self.password, "AGENTQ_CI_IMAGE": self.project}
+        # What compose interpolates: the passwords users put in .env, and our image names.
+        self.env = {
+            **self.env,
+            "REDIS_PASSWORD": self.passwords["admin"],
+            "REDIS_WORKER_PASSWORD": self.passwords["worker"],
+            "REDIS_PRODUCER_PASSWORD": self.passwords["producer"],
+            "AGENTQ_CI_IMAGE": self.project,
+        }
         # The classic builder leaves untagged images behind (each multi-stage build's inner stages,
         # an image built twice under one name): those that appear while we run are ours to remove.
         self.images_before = set(docker("images", "-a", "-q", "--no-trunc", env=self.env).split())
@@ -157,11 +166,12 @@ class Stack:
                 raise AssertionError(f"{service}: not {count} x {status} after {timeout:g}s: {health}")
             await asyncio.sleep(0.25)
 
-    async def redis_url(self) -> str:
-        """The Redis service's URL on its container address (reachable from this host, not published)."""
+    async def redis_url(self, user: str = "producer") -> str:
+        """The Redis service's URL on its container address (reachable from this host, not published), as
+        ``user``: by default the producer's, as a client of a real deployment would log in."""
         (redis,) = await self.containers("redis")
         address = next(iter(redis["NetworkSettings"]["Networks"].values()))["IPAddress"]
-        return f"redis://:{self.password}@{address}:6379/0"
+        return f"redis://{user}:{self.passwords[user]}@{address}:6379/0"
 
     def follow_logs(self, container: dict[str, Any]) -> Path:
         """Copy what a container logs from now on to a file, until it is removed; return the file."""

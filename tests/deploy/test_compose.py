@@ -19,9 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 
 from agentq.contract import JobResult
 from agentq.protocol.keys import Field, field
+from agentq.settings import Settings
 from producer.client import Client
 from tests.deploy.stack import ROOT, Stack
 
@@ -83,6 +85,43 @@ async def test_the_api_service_turns_healthy_and_guards_its_endpoints(stack: Sta
     figure("api service healthy (its own /health check)", f"{took:.1f} s after the workers; /api without a key -> 401")
     assert health.status_code == 200 and page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert refused.status_code == 401
+
+
+async def test_each_service_logs_in_to_redis_as_its_own_user(stack: Stack) -> None:
+    """The workers are connected as `worker`, the API as `producer`, nobody as `default` (off); the producer's
+    and the worker's credentials are refused what their roles may not do."""
+    containers = await three_workers(stack)
+    await stack.wait_health("api", 1)
+    (api,) = await stack.containers("api")
+
+    def address(container: dict[str, Any]) -> str:
+        return next(iter(container["NetworkSettings"]["Networks"].values()))["IPAddress"]
+
+    admin = redis.asyncio.Redis.from_url(await stack.redis_url("admin"), decode_responses=True)
+    producer = redis.asyncio.Redis.from_url(await stack.redis_url("producer"))
+    worker = redis.asyncio.Redis.from_url(await stack.redis_url("worker"))
+    anonymous = redis.asyncio.Redis(host=address((await stack.containers("redis"))[0]))
+    try:
+        users: dict[str, set[str]] = {}
+        for c in await admin.client_list():
+            users.setdefault(c["addr"].rsplit(":", 1)[0], set()).add(c["user"])
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            await anonymous.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await worker.config_get("maxmemory-policy")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await producer.delete(Settings(_env_file=None, queue_name="default").keys.queue)  # type: ignore[call-arg]
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await producer.flushall()
+    finally:
+        for client in (admin, producer, worker, anonymous):
+            await client.aclose()
+    figure(
+        "Redis users by container",
+        f"workers {[sorted(users.get(address(c), ())) for c in containers]}, api {sorted(users.get(address(api), ()))}",
+    )
+    assert all(users.get(address(c)) == {"worker"} for c in containers), users
+    assert users.get(address(api)) == {"producer"}, users
 
 
 async def test_producer_cli_answers_and_lists_three_workers(stack: Stack) -> None:
@@ -323,7 +362,7 @@ async def test_sentinel_variant_fails_over_and_keeps_answering(stack: Stack) -> 
     answered = time.monotonic() - killed
     answer = json.loads(asked.stdout[asked.stdout.index("{") :])
     replica = (await stack.containers("redis-replica"))[0]
-    role = await stack.docker("exec", replica["Id"], "redis-cli", "role")
+    role = await stack.docker("exec", replica["Id"], "redis-cli", "--user", "admin", "role")
     after = {c["Id"]: c["RestartCount"] for c in await stack.containers("worker")}
     figure(
         "Sentinel compose variant, primary killed",

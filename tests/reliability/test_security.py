@@ -68,7 +68,7 @@ async def test_worker_and_client_over_tls_with_ca_file_and_hostname_check(
 
 def test_shipped_redis_configs_require_a_password_and_stay_private() -> None:
     """deploy/redis.conf listens on every interface, so the compose file and the k8s Service must not
-    publish it; protected mode is on and a password is required, never written in the file."""
+    publish it; protected mode is on and a password is required (each role's user), never written in the file."""
     conf = (ROOT / "deploy" / "redis.conf").read_text()
     directives = [line.split() for line in conf.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert ["protected-mode", "yes"] in directives
@@ -86,7 +86,13 @@ def test_shipped_redis_configs_require_a_password_and_stay_private() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     redis_service = compose["services"]["redis"]
     command = redis_service["command"]
-    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")  # no password, no start
+    # Its users come from the aclfile redis-users writes, each password required (no password, no start);
+    # "default" is off (tests/test_deploy.py starts a server on that file).
+    assert command[command.index("--aclfile") + 1].startswith("/acl/") and "--requirepass" not in command
+    users = compose["services"]["redis-users"]["environment"]
+    passwords = [users[k] for k in ("REDIS_PASSWORD", "REDIS_WORKER_PASSWORD", "REDIS_PRODUCER_PASSWORD")]
+    assert all(p.startswith("${REDIS_") and ":?" in p for p in passwords)
+    assert "--default-off" in compose["services"]["redis-users"]["command"][0]
     published = "ports" in redis_service or redis_service.get("network_mode") == "host"
     assert not (everywhere and published), "Redis listens on every interface and compose publishes it"
 
@@ -96,4 +102,5 @@ def test_shipped_redis_configs_require_a_password_and_stay_private() -> None:
     exposed = service["spec"].get("type", "ClusterIP") != "ClusterIP" or pod.get("hostNetwork", False)
     exposed |= any("hostPort" in port for c in pod["containers"] for port in c.get("ports", []))
     assert not (everywhere and exposed), "Redis listens on every interface and the k8s manifests expose it"
-    assert pod["containers"][0]["args"][1:3] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert pod["containers"][0]["args"][1:3] == ["--aclfile", "/acl/users.acl"]
+    assert "--default-off" in pod["initContainers"][0]["args"][0]
