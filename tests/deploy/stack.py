@@ -67,6 +67,11 @@ def sweep_leftovers(env: dict[str, str]) -> list[str]:
     return swept
 
 
+def address(container: dict[str, Any]) -> str:
+    """A container's address on the project's network (``docker inspect``), reachable from this host."""
+    return str(next(iter(container["NetworkSettings"]["Networks"].values()))["IPAddress"])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -170,8 +175,7 @@ class Stack:
         """The Redis service's URL on its container address (reachable from this host, not published), as
         ``user``: by default the producer's, as a client of a real deployment would log in."""
         (redis,) = await self.containers("redis")
-        address = next(iter(redis["NetworkSettings"]["Networks"].values()))["IPAddress"]
-        return f"redis://{user}:{self.passwords[user]}@{address}:6379/0"
+        return f"redis://{user}:{self.passwords[user]}@{address(redis)}:6379/0"
 
     def follow_logs(self, container: dict[str, Any]) -> Path:
         """Copy what a container logs from now on to a file, until it is removed; return the file."""

@@ -25,7 +25,7 @@ from agentq.contract import JobResult
 from agentq.protocol.keys import Field, field
 from agentq.settings import Settings
 from producer.client import Client
-from tests.deploy.stack import ROOT, Stack
+from tests.deploy.stack import ROOT, Stack, address
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(600)]
 
@@ -79,8 +79,7 @@ async def test_the_api_service_turns_healthy_and_guards_its_endpoints(stack: Sta
     await three_workers(stack)
     took = await stack.wait_health("api", 1)
     (api,) = await stack.containers("api")
-    address = next(iter(api["NetworkSettings"]["Networks"].values()))["IPAddress"]
-    async with httpx.AsyncClient(base_url=f"http://{address}:8000", timeout=10) as http:
+    async with httpx.AsyncClient(base_url=f"http://{address(api)}:8000", timeout=10) as http:
         health, page, refused = await http.get("/health"), await http.get("/"), await http.get("/api/queue")
     figure("api service healthy (its own /health check)", f"{took:.1f} s after the workers; /api without a key -> 401")
     assert health.status_code == 200 and page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -93,10 +92,6 @@ async def test_each_service_logs_in_to_redis_as_its_own_user(stack: Stack) -> No
     containers = await three_workers(stack)
     await stack.wait_health("api", 1)
     (api,) = await stack.containers("api")
-
-    def address(container: dict[str, Any]) -> str:
-        return next(iter(container["NetworkSettings"]["Networks"].values()))["IPAddress"]
-
     admin = redis.asyncio.Redis.from_url(await stack.redis_url("admin"), decode_responses=True)
     producer = redis.asyncio.Redis.from_url(await stack.redis_url("producer"))
     worker = redis.asyncio.Redis.from_url(await stack.redis_url("worker"))
