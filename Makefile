@@ -9,7 +9,7 @@ VENV ?= .venv/$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_inf
 BIN := $(VENV)/bin
 N ?= 2
 
-.PHONY: help install demo test repeat test-compose test-distributed test-browser screenshots lint workers clean bench soak docs api
+.PHONY: help install demo test repeat test-compose test-distributed test-browser test-cluster screenshots lint workers clean bench soak docs api
 
 help:
 	@echo "make demo     start Redis and 2 workers, answer the reference question, stop all"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-compose      the real docker-compose.yml on a Docker engine (../shared/ensure-docker.sh; ~3 min)"
 	@echo "make test-distributed  hosts as network namespaces, RTTs, a partition, Sentinel failover (root; ~4 min)"
 	@echo "make test-browser      the dashboard's test in headless Chromium (apt-get install chromium)"
+	@echo "make test-cluster      the product on a real Redis Cluster: 6 redis-servers on loopback ports (~1 min)"
 	@echo "make api      serve the HTTP API and dashboard (AGENTQ_API_KEYS; agentq-api keygen makes one)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    run the benchmarks (~15 min; ARGS=--quick for seconds), publish to docs/benchmarks"
@@ -66,6 +67,11 @@ test-compose: install
 
 test-distributed: install
 	$(BIN)/python -m pytest -m distributed -s tests/distributed $(PYTEST_ARGS)
+
+# A Redis Cluster of 3 primaries and 3 replicas on loopback ports (agentq_tools.cluster): kept out
+# of `make test`, run by .ci/run.
+test-cluster: install
+	$(BIN)/python -m pytest -m cluster -s tests/cluster $(PYTEST_ARGS)
 
 # The dashboard in a real headless Chromium (Debian's): kept out of `make test`, run by .ci/run.
 test-browser: install

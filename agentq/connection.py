@@ -16,6 +16,15 @@ the sentinels (:func:`rediscovering`): redis-py asks once, then retries that add
 for seconds, and an old primary restarted there (empty, and writable until the sentinels demote
 it) took a worker's writes meant for the new one.
 
+**Redis Cluster.** With ``redis_cluster`` set, the client is :class:`Cluster`, redis-py's cluster
+client given the same timeouts, TLS and credentials (from the URL). Each key goes to the primary
+that owns its slot, following ``MOVED`` and ``ASK``. Every key of a queue shares the queue's hash tag
+(``agentq.protocol.keys``), so each script and pipeline of a queue runs on one primary. redis-py's
+cluster client has no pub/sub (5.x): :meth:`Cluster.pubsub` subscribes on any one node, which a
+cluster's ``PUBLISH`` reaches, and moves to another node when that one is lost. It also has no
+``MULTI``: the product's reads of several keys are ordered so that none needs one
+(``Queue.state``).
+
 **WAIT.** Replication is asynchronous: a primary lost before its replicas copied a write loses
 it. With ``redis_wait_replicas`` > 0, :func:`wait_for_replicas` follows the writes that must
 survive a failover (an enqueue, a result).
@@ -38,10 +47,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
@@ -52,6 +63,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agentq.errors import REDIS_DOWN
 from agentq.roundtrips import counting
 from agentq.settings import Settings
+
+if TYPE_CHECKING:
+    from limits.aio.storage import RedisStorage
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Redis)
@@ -86,15 +100,112 @@ def pool_options(s: Settings) -> dict[str, Any]:
 
 
 def redis_client(s: Settings, redis_class: type[R] = Redis, **extra: Any) -> R:  # type: ignore[assignment]
-    """A client of ``redis_class`` for the settings' server (or Sentinel's primary); it connects on first use.
+    """A client of ``redis_class`` for the settings' server (or Sentinel's primary, or Redis Cluster);
+    it connects on first use.
 
-    ``extra`` goes to ``redis_class`` itself (the worker passes arq's serializer and queue name).
+    ``extra`` goes to ``redis_class`` itself. With ``redis_cluster`` set the client is a
+    :class:`Cluster` whatever ``redis_class`` is: it answers every command agentq sends as
+    :class:`~redis.asyncio.Redis` does (``tests/cluster`` runs the product on a real Cluster), so
+    callers keep one type.
     """
+    if s.redis_cluster:
+        return Cluster(s)  # type: ignore[abstract,return-value]
     pool = sentinel_pool(s) if s.redis_sentinels else ConnectionPool.from_url(s.redis_url, **pool_options(s))
     pool.connection_class = counting(cancellable(pool.connection_class))
     client = redis_class(connection_pool=pool, **extra)
     client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool too
     return client
+
+
+class Cluster(RedisCluster):
+    """redis-py's Redis Cluster client for the settings' ``redis_cluster`` nodes (see the module docstring).
+
+    Its connections are this module's (:func:`cancellable`, counted), with :func:`pool_options`'
+    timeouts and retries. Commands of a node that stopped answering are retried by redis-py's
+    cluster loop, which asks the cluster where the slot is now.
+    """
+
+    def __init__(self, s: Settings) -> None:
+        url = parse_url(s.redis_url)
+        options = pool_options(s)
+        options.pop("retry_on_timeout")  # a cluster client retries timeouts through ``retry_on_error``
+        options.update({k: url[k] for k in ("username", "password") if k in url})
+        tls = urlsplit(s.redis_url).scheme == "rediss"
+        if tls:
+            options["ssl"] = True
+        super().__init__(startup_nodes=[ClusterNode(host, port) for host, port in s.cluster_addresses], **options)
+        ours = counting(cancellable(self.connection_kwargs["connection_class"]))
+        self.connection_kwargs["connection_class"] = ours  # every node found later is built from these
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = ours  # type: ignore[assignment]
+        self.options = options
+        """What the client was built with beyond its nodes (``limits_storage`` builds another from them)."""
+        self._pubsub_options = {k: v for k, v in options.items() if k not in ("ssl", "max_connections")}
+        self._node_class = any_node(ours, self)
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        """A pub/sub on one node of the cluster, any: a cluster's ``PUBLISH`` reaches every node.
+
+        Each connect (the first, and each after a lost connection) takes the next node the client
+        knows of, so a subscriber whose node died moves to another when redis-py reconnects it.
+        Closing it closes its connection.
+        """
+        host, port = self.cluster_nodes()[0]
+        pool = ConnectionPool(connection_class=self._node_class, host=host, port=port, **self._pubsub_options)
+        return _PoolOwningPubSub(connection_pool=pool, **kwargs)
+
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        """Every node the client knows of (primaries and replicas), else the startup nodes."""
+        known = self.nodes_manager.nodes_cache or self.nodes_manager.startup_nodes
+        return [(node.host, int(node.port)) for node in known.values()]
+
+
+class _PoolOwningPubSub(PubSub):
+    async def aclose(self) -> None:
+        await super().aclose()  # type: ignore[no-untyped-call]
+        await self.connection_pool.disconnect()
+
+
+def any_node(connection_class: type[AbstractConnection], cluster: Cluster) -> type[AbstractConnection]:
+    """``connection_class``, connecting each time to the next of ``cluster``'s nodes (pub/sub's connections)."""
+    turn = iter(range(sys.maxsize))
+
+    class AnyNode(connection_class):  # type: ignore[misc,valid-type]
+        async def _connect(self) -> None:
+            nodes = cluster.cluster_nodes()
+            self.host, self.port = nodes[next(turn) % len(nodes)]
+            await super()._connect()
+
+    AnyNode.__name__ = AnyNode.__qualname__ = f"AnyNode{connection_class.__name__}"
+    return AnyNode
+
+
+def limits_storage(client: Redis, key_prefix: str) -> RedisStorage:
+    """The ``limits`` library's storage (rate-limit windows under ``key_prefix``) on ``client``'s Redis.
+
+    On a plain client it shares the client's pool. ``limits`` takes no cluster client from outside:
+    on a :class:`Cluster` it builds its own, to the same nodes with the same options.
+    """
+    from limits.aio.storage import RedisClusterStorage, RedisStorage  # only rate limits need the library
+
+    if isinstance(client, Cluster):
+        nodes = ",".join(f"{host}:{port}" for host, port in client.cluster_nodes())
+        return RedisClusterStorage(
+            f"async+redis+cluster://{nodes}", implementation="redispy", key_prefix=key_prefix, **client.options
+        )
+    pool = client.connection_pool
+    return RedisStorage("async+redis://", implementation="redispy", key_prefix=key_prefix, connection_pool=pool)  # type: ignore[arg-type]
+
+
+def is_cluster(client: object) -> bool:
+    """Is ``client`` a Redis Cluster client (:class:`Cluster`)?"""
+    return isinstance(client, RedisCluster)
+
+
+def connections_of(client: object) -> object:
+    """What a client's connections are known by: its pool (clients sharing a pool share them), or
+    the cluster client itself. Per-connection state (``ProgressWriter``, ``RedisHealth``) is kept by it."""
+    return client if is_cluster(client) else getattr(client, "connection_pool", client)
 
 
 _CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {}
@@ -241,9 +352,11 @@ async def wait_for_replicas(client: Redis, s: Settings, fence_key: str) -> int |
     if s.redis_wait_replicas <= 0:
         return None
     timeout_ms = max(1, round(s.redis_wait_timeout_s * 1000))
+    # On a cluster the WAIT goes to the primary of the fence's slot (the queue's), with the INCR.
+    where = {"target_nodes": client.get_node_from_key(fence_key)} if is_cluster(client) else {}  # type: ignore[attr-defined]
     async with client.pipeline(transaction=False) as pipe:
         pipe.incr(fence_key)
-        pipe.execute_command("WAIT", s.redis_wait_replicas, timeout_ms)
+        pipe.execute_command("WAIT", s.redis_wait_replicas, timeout_ms, **where)
         _, acked = await pipe.execute()
     return int(acked)
 

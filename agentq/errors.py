@@ -25,12 +25,18 @@ import redis.exceptions
 #: - redis-py's ``ConnectionError`` (which includes ``BusyLoadingError``, Redis still loading its
 #:   data after a restart) and ``TimeoutError`` (no answer within the socket timeout);
 #: - ``ReadOnlyError``: the server we reached is a replica (a failover is under way), so the
-#:   primary is, for this connection, not there.
+#:   primary is, for this connection, not there;
+#: - on a Redis Cluster, the errors redis-py's cluster client raises once its own retries are used
+#:   up while a slot has no primary: ``ClusterDownError`` (``CLUSTERDOWN``, and ``MASTERDOWN``),
+#:   ``TryAgainError`` (a slot moving while a call names several keys) and ``SlotNotCoveredError``.
 REDIS_DOWN: tuple[type[Exception], ...] = (
     OSError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
 )
 
 

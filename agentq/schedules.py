@@ -132,23 +132,25 @@ async def add(redis: Redis, keys: Keys, schedule: Schedule, now_ms: float, *, ke
     schedules at start must not move a tick another worker is about to take).
     """
     tick = schedule.next_after(now_ms)
-    async with redis.pipeline(transaction=True) as tr:
-        tr.hset(keys.schedules, schedule.key, schedule.model_dump_json(exclude_none=True))
+    # One round trip, in order, not a transaction (a Redis Cluster client has none): a tick is
+    # taken only with its schedule read, so the schedule is written before its tick.
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hset(keys.schedules, schedule.key, schedule.model_dump_json(exclude_none=True))
         if keep_tick:
-            tr.zadd(keys.ticks, {schedule.key: tick}, nx=True)
+            pipe.zadd(keys.ticks, {schedule.key: tick}, nx=True)
         else:
-            tr.zadd(keys.ticks, {schedule.key: tick})
-        tr.zscore(keys.ticks, schedule.key)
-        *_, kept = await tr.execute()
+            pipe.zadd(keys.ticks, {schedule.key: tick})
+        pipe.zscore(keys.ticks, schedule.key)
+        *_, kept = await pipe.execute()
     return round(float(kept))
 
 
 async def remove(redis: Redis, keys: Keys, name: str) -> bool:
     """Delete the schedule stored as ``name`` (:func:`key_of`) and its tick; whether there was one."""
-    async with redis.pipeline(transaction=True) as tr:
-        tr.hdel(keys.schedules, name)
-        tr.zrem(keys.ticks, name)
-        removed, _ = await tr.execute()
+    async with redis.pipeline(transaction=False) as pipe:  # the tick first: see add()
+        pipe.zrem(keys.ticks, name)
+        pipe.hdel(keys.schedules, name)
+        _, removed = await pipe.execute()
     return bool(removed)
 
 

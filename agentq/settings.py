@@ -178,6 +178,11 @@ class Settings(BaseSettings):
         description='Redis Sentinel addresses, "host:port" (JSON or comma list); set = the primary is found'
         " through Sentinel (the URL then gives only the password, database and TLS)",
     )
+    redis_cluster: EnvList = Field(
+        (),
+        description='Redis Cluster startup nodes, "host:port" (JSON or comma list); set = agentq speaks to a'
+        " Redis Cluster through redis-py's cluster client (the URL then gives only the user, password and TLS)",
+    )
     redis_sentinel_master: str = Field(
         "agentq", min_length=1, description="the primary's name in Sentinel (its 'sentinel monitor <name>')"
     )
@@ -445,6 +450,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_sentinels",
+        "redis_cluster",
         "enabled_sources",
         "default_sources",
         "plugin_modules",
@@ -522,9 +528,9 @@ class Settings(BaseSettings):
     def _analysis_name(cls, value: str) -> str:
         return check_plugin_name(value)
 
-    @field_validator("redis_sentinels")
+    @field_validator("redis_sentinels", "redis_cluster")
     @classmethod
-    def _sentinel_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for address in value:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -533,8 +539,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _sentinels_speak_tcp(self) -> Settings:
-        if self.redis_sentinels and urlsplit(self.redis_url).scheme == "unix":
-            raise ValueError("AGENTQ_REDIS_SENTINELS needs a redis:// or rediss:// AGENTQ_REDIS_URL, not unix://")
+        for name, given in (("SENTINELS", self.redis_sentinels), ("CLUSTER", self.redis_cluster)):
+            if given and urlsplit(self.redis_url).scheme == "unix":
+                raise ValueError(f"AGENTQ_REDIS_{name} needs a redis:// or rediss:// AGENTQ_REDIS_URL, not unix://")
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError(
+                "set AGENTQ_REDIS_SENTINELS or AGENTQ_REDIS_CLUSTER, not both: a Cluster fails over by itself"
+            )
+        if self.redis_cluster and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has only database 0: AGENTQ_REDIS_URL must not name another")
         return self
 
     @field_validator("upstream_url")
@@ -581,7 +594,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def redis_location(self) -> str:
-        """Where Redis is, for messages and logs: the masked URL, or the primary's name and its sentinels."""
+        """Where Redis is, for messages and logs: the masked URL, the Cluster's startup nodes, or the
+        primary's name and its sentinels."""
+        if self.redis_cluster:
+            return f"Redis Cluster of {', '.join(self.redis_cluster)}"
         if not self.redis_sentinels:
             return self.redis_url_safe
         return f"primary {self.redis_sentinel_master!r} of sentinels {', '.join(self.redis_sentinels)}"
@@ -589,11 +605,12 @@ class Settings(BaseSettings):
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """``redis_sentinels`` as (host, port) pairs; an IPv6 host may be written in brackets."""
-        pairs = []
-        for address in self.redis_sentinels:
-            host, _, port = address.rpartition(":")
-            pairs.append((host.strip("[]"), int(port)))
-        return pairs
+        return _pairs(self.redis_sentinels)
+
+    @property
+    def cluster_addresses(self) -> list[tuple[str, int]]:
+        """``redis_cluster`` as (host, port) pairs."""
+        return _pairs(self.redis_cluster)
 
     @property
     def job_timeout_s(self) -> float:
@@ -604,6 +621,14 @@ class Settings(BaseSettings):
     def keys(self) -> Keys:
         """Every Redis key name of this prefix and queue."""
         return Keys(self.key_prefix, self.queue_name)
+
+
+def _pairs(addresses: tuple[str, ...]) -> list[tuple[str, int]]:
+    pairs = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -627,7 +627,10 @@ class Client:
         """The heartbeat records of every live worker."""
         with self._redis_errors():
             keys = [k async for k in self.redis.scan_iter(match=self.keys.workers_pattern, count=500)]
-            values = await self.redis.mget(keys) if keys else []
+            async with self.redis.pipeline(transaction=False) as pipe:  # on a cluster, the keys' slots differ
+                for key in keys:
+                    pipe.get(key)
+                values = await pipe.execute() if keys else []
         records = []
         for value in values:
             with contextlib.suppress(ValueError, TypeError):

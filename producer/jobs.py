@@ -196,11 +196,13 @@ async def list_jobs(
     for j in ids:
         by_queue.setdefault(k.job_queue(j), []).append(j)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.mget([k.final(j) for j in ids])
+        for j in ids:  # GETs, not MGET: a cluster pipeline refuses MGET
+            pipe.get(k.final(j))
         pipe.hmget(k.jobs, fields)
         for queue_key, members in by_queue.items():
             pipe.zmscore(queue_key, members)
-        finals, state, *per_queue = await pipe.execute()
+        replies = await pipe.execute()
+    finals, (state, *per_queue) = replies[: len(ids)], replies[len(ids) :]
     score_of = {
         j: sc
         for members, got in zip(by_queue.values(), per_queue, strict=True)

@@ -165,7 +165,7 @@ def sample_result() -> JobResult:
 # ------------------------------------------------------------------------------------------------
 #: Markers of suites that start real processes by definition (each runs by its own make target):
 #: they count as e2e.
-REAL_PROCESS_MARKERS = ("e2e", "compose", "distributed", "browser")
+REAL_PROCESS_MARKERS = ("e2e", "compose", "distributed", "browser", "cluster")
 #: Fixtures that mean a real redis-server or worker processes, directly or through their closure.
 PROCESS_FIXTURES = frozenset({"redis_server", "start_worker_processes", "workers"})
 _started: list[str] = []  # programs started since the current test's setup began

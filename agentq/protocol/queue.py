@@ -182,7 +182,7 @@ class Queue:
         args: list[Any] = [job_id, record, repr(score), now or now_ms(), marker or "", repr(index_score)]
         args += [index_size, trim, priority, retry_of or "", tenant, in_flight or "", per_minute or ""]
         window = self.keys.enqueue_times(tenant) if per_minute else ""
-        reply = await self.script("enqueue")(keys=[*self._enqueue_keys(tenant), window], args=args)
+        reply = await self.script("enqueue")(keys=self._given([*self._enqueue_keys(tenant), window]), args=args)
         refused = int(reply[1])
         if refused in (3, 4):
             what = f"{in_flight} jobs in flight" if refused == 3 else f"{per_minute} jobs a minute"
@@ -213,8 +213,13 @@ class Queue:
         tenant = tenants.of(job_id)
         args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, "", tenant]
         args += ["", "", schedule, tick_ms, next_tick_ms]  # a schedule's ticks are the operator's: no quota
-        reply = await self.script("enqueue")(keys=[*self._enqueue_keys(tenant), "", k.ticks], args=args)
+        reply = await self.script("enqueue")(keys=self._given([*self._enqueue_keys(tenant), "", k.ticks]), args=args)
         return int(reply[1]) != 2
+
+    def _given(self, keys: list[str]) -> list[str]:
+        """``keys`` with each unused one (``''``) named :attr:`Keys.none`: on a Redis Cluster every key
+        of a script must lie in the queue's slot, and ``''`` does not."""
+        return [key or self.keys.none for key in keys]
 
     def _enqueue_keys(self, tenant: str) -> list[str]:
         k = self.keys
@@ -247,7 +252,7 @@ class Queue:
             stored = [k.result(job_id), k.final(job_id), k.by_status("cancelled")]
             try:
                 reply = await self.script("cancel")(
-                    keys=[*keys, *stored, k.tenant_index(tenants.of(job_id), "cancelled")],
+                    keys=self._given([*keys, *stored, k.tenant_index(tenants.of(job_id), "cancelled")]),
                     args=[*args, result, result_px, k.done_channel(job_id), final, index_size],
                 )
             except NoPermissionError:  # refused before the script ran: nothing was written
@@ -268,13 +273,18 @@ class Queue:
         return raw
 
     async def state(self, job_id: str) -> JobState:
-        """Where the job is now, from one consistent read of its result, its lease and its place in line."""
+        """Where the job is now, from its place in line, its lease and its result, read in that order.
+
+        One round trip, not one transaction (a Redis Cluster client has none): a job moves forward
+        through the three (queued, held, finished) in one script each, and they are read in that
+        order, so a job that moves on between two reads is seen where it arrived, never lost between.
+        """
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as tr:
-            tr.exists(k.result(job_id))
-            tr.hexists(k.jobs, f"{job_id}:{Field.HOLDER}")
-            tr.zscore(k.job_queue(job_id), job_id)
-            has_result, held, score = await tr.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(k.job_queue(job_id), job_id)
+            pipe.hexists(k.jobs, f"{job_id}:{Field.HOLDER}")
+            pipe.exists(k.result(job_id))
+            score, held, has_result = await pipe.execute()
         return job_state(bool(has_result), bool(held), score, time.time() * 1000)
 
     async def queues(self) -> list[str]:
@@ -372,6 +382,7 @@ class Queue:
         own = k.tenant_index(tenants.of(e.job_id), e.status) if indexed else ""
         progress = k.progress(e.job_id) if e.logged else ""
         keys = [k.job_queue(e.job_id), k.jobs, k.result(e.job_id), progress, k.bell, k.final(e.job_id), index, own]
+        keys = self._given(keys)
         args: list[Any] = [
             e.job_id,
             e.mode,
@@ -413,8 +424,8 @@ class Queue:
 
     async def _pipelined(self, sha: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
+            for keys, args in calls:  # execute_command: a cluster pipeline refuses evalsha() by name
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 

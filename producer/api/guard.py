@@ -32,10 +32,9 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limits import parse as parse_rate_limit
-from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as LocalRateLimiter
@@ -43,7 +42,11 @@ from starlette.exceptions import HTTPException
 
 from agentq import apikeys
 from agentq.apikeys import ApiKey
+from agentq.connection import limits_storage
 from agentq.errors import REDIS_DOWN
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
@@ -73,12 +76,9 @@ class RateLimits:
         self.shared: MovingWindowRateLimiter | None = None
         self.local = LocalRateLimiter(MemoryStorage())
 
-    def connect(self, pool: Any) -> None:
-        """Count in Redis, on ``pool`` (the API's own bounded one)."""
-        storage = RedisStorage(
-            "async+redis://", implementation="redispy", connection_pool=pool, key_prefix=self.key_prefix
-        )
-        self.shared = MovingWindowRateLimiter(storage)
+    def connect(self, redis: Redis) -> None:
+        """Count in Redis, on ``redis``'s connections (the API client's own bounded pool)."""
+        self.shared = MovingWindowRateLimiter(limits_storage(redis, self.key_prefix))
 
     async def hit(self, name: str) -> tuple[bool, float]:
         """Count one request of ``name``: whether it is within the limit, and when its window next frees a request."""
@@ -116,7 +116,7 @@ class Guard:
         if path.startswith("/api/") or path == "/api":
             client = scope.get("client") or ("unknown", 0)
             if self.limits.shared is None and (api_client := getattr(scope["app"].state, "client", None)) is not None:
-                self.limits.connect(api_client.redis.connection_pool)
+                self.limits.connect(api_client.redis)
             refusal = await self._refusal(scope["method"], path, headers, str(client[0]))
             if not isinstance(refusal, ApiKey):
                 status, detail, extra = refusal

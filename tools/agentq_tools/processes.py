@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,11 @@ from typing import cast
 import redis
 
 from agentq.settings import get_settings
+
+#: Prefix of a server's command line: it is killed when the thread that started it ends, even by
+#: SIGKILL (no ``finally`` runs then), so no server outlives an interrupted test run. setpriv
+#: execs the server itself.
+DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 def worker_command() -> list[str]:
@@ -68,11 +74,19 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> N
             p.wait()
 
 
-def wait_for_heartbeats(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
-    """Block until every process in ``procs`` has written its heartbeat (its pool is warm)."""
+def wait_for_heartbeats(
+    url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 120.0, *, cluster: str = ""
+) -> None:
+    """Block until every process in ``procs`` has written its heartbeat (its pool is warm).
+
+    ``cluster``: the workers' ``AGENTQ_REDIS_CLUSTER``, if they use a Redis Cluster.
+    """
     pids = {p.pid for p in procs}
     pattern = get_settings().keys.workers_pattern
-    client = redis.Redis.from_url(url)
+    client: redis.Redis | redis.RedisCluster = redis.Redis.from_url(url)
+    if cluster:
+        host, port = cluster.split(",")[0].rsplit(":", 1)
+        client = redis.RedisCluster(host=host, port=int(port))  # it finds the other nodes from this one
     give_up = time.monotonic() + timeout
     try:
         while True:

@@ -15,7 +15,6 @@ after ``down_after_ms``, agree (quorum 2), and promote a replica, which everyone
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,11 +24,9 @@ from pathlib import Path
 import redis
 
 from agentq_tools.embedded import find_redis_server, free_port
+from agentq_tools.processes import DIE_WITH_US
 
 MASTER = "agentq"
-#: Each server is killed when the thread that started it ends, even by SIGKILL (no ``finally``
-#: runs then): no server outlives an interrupted test run. setpriv execs the server itself.
-_DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 class SentinelCluster:
@@ -53,7 +50,7 @@ class SentinelCluster:
 
     def _start(self, name: str, argv: list[str]) -> None:
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115  (closed with the process)
-        self.procs[name] = subprocess.Popen([*_DIE_WITH_US, *argv], stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen([*DIE_WITH_US, *argv], stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def _server(self, name: str, port: int, *extra: str) -> None:

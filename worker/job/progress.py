@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from agentq.connection import connections_of
 from agentq.contract import ProgressEvent, ProgressKind, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.protocol.keys import Keys
@@ -187,9 +188,9 @@ class ProgressWriter:
     @classmethod
     def of(cls, redis: Redis) -> ProgressWriter:
         """The writer of ``redis``'s connection pool."""
-        writer = cls._by_pool.get(redis.connection_pool)
+        writer = cls._by_pool.get(connections_of(redis))
         if writer is None:
-            writer = cls._by_pool[redis.connection_pool] = cls()
+            writer = cls._by_pool[connections_of(redis)] = cls()
         return writer
 
     def add(self, publisher: ProgressPublisher) -> None:

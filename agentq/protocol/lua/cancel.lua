@@ -2,7 +2,7 @@
 --
 -- KEYS: [1] the job's tenant's queue, [2] jobs, [3] bell, and, to store a waiting job's cancelled
 --       result now: [4] result, [5] the job's listing figures, [6] cancelled index, [7] its tenant's
---       cancelled index or '' (the default tenant has none of its own)
+--       cancelled index or none (the default tenant has none of its own; see given() below)
 -- ARGV: [1] job id, [2] cancel channel, [3] now ms,
 --       [4] '1' to cancel only a job that waits (a purge): one a worker holds is left to run,
 --       with KEYS[4...]: [5] result record (status cancelled), [6] result px, [7] done channel,
@@ -18,6 +18,8 @@
 -- cancelled result without running it (worker.job.answer). Either way the job's dedup marker goes
 -- now, so the same question asked again is a new job instead of joining the cancelled one.
 
+-- A KEYS slot the call does not use holds the queue's bare hash tag (``Keys.none``): it ends in '}'.
+local function given(key) return string.sub(key, -1) ~= '}' end
 -- Every state field of a job (agentq.protocol.keys.Field).
 local STATE = {'n', 't', 'w', 'a', 's', 'c', 'm', 'p', 'r'}
 local queue, jobs, id = KEYS[1], KEYS[2], ARGV[1]
@@ -45,7 +47,7 @@ redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6], 'NX')
 redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[6])
 redis.call('ZADD', KEYS[6], ARGV[3], id)
 redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -1 - tonumber(ARGV[9]))
-if KEYS[7] ~= '' then
+if given(KEYS[7]) then
   redis.call('ZADD', KEYS[7], ARGV[3], id)
   redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -1 - tonumber(ARGV[9]))
 end

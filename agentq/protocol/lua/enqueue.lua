@@ -1,9 +1,10 @@
 -- Put a job on the queue, or join the unfinished job that answers the same request.
 --
--- KEYS: [1] the job's tenant's queue, [2] jobs, [3] index, [4] bell, [5] the tenant's own index or ''
---       (the default tenant's jobs are listed from the index of all), [6] the tenants sorted set or
---       '' (the default tenant's queue is always served), [7] the tenant's enqueue times or '' (it
---       has no per-minute quota), [8] schedule ticks (only for a tick's job)
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] index, [4] bell, [5] the tenant's own index or
+--       none (the default tenant's jobs are listed from the index of all), [6] the tenants sorted
+--       set or none (the default tenant's queue is always served), [7] the tenant's enqueue times
+--       or none (it has no per-minute quota), [8] schedule ticks (only for a tick's job). "none": a
+--       slot left unused (see given() below).
 -- ARGV: [1] job id, [2] job record, [3] queue score, [4] now ms, [5] marker field or '' (no dedup),
 --       [6] index score, [7] index size, [8] '1' to trim the index to its size now, [9] priority,
 --       [10] the id of the job this one re-runs or '', [11] the job's tenant, [12] the tenant's
@@ -27,6 +28,9 @@
 -- job's lease score and a deferred job's time lie in the future and stay). Else a new job is
 -- written, the marker names it, it joins the recent-jobs index (and its tenant's), its tenant joins
 -- the tenants the claim serves (agentq.protocol.lua.claim: fair share), and the bell rings.
+
+-- A KEYS slot the call does not use holds the queue's bare hash tag (``Keys.none``): it ends in '}'.
+local function given(key) return string.sub(key, -1) ~= '}' end
 local queue, jobs, index, bell = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, marker, now = ARGV[1], ARGV[5], tonumber(ARGV[4])
 if KEYS[8] then
@@ -46,7 +50,7 @@ if marker ~= '' then
   end
 end
 if ARGV[12] ~= '' and redis.call('ZCARD', queue) >= tonumber(ARGV[12]) then return {'', 3, 1000} end
-if KEYS[7] ~= '' then
+if given(KEYS[7]) then
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 60000)
   if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[13]) then
     local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
@@ -64,10 +68,10 @@ redis.call('HSET', jobs, unpack(fields))
 redis.call('ZADD', queue, ARGV[3], id)
 redis.call('ZADD', index, ARGV[6], id)
 if ARGV[8] == '1' then redis.call('ZREMRANGEBYRANK', index, 0, -1 - tonumber(ARGV[7])) end
-if KEYS[5] ~= '' then
+if given(KEYS[5]) then
   redis.call('ZADD', KEYS[5], ARGV[6], id)
   if ARGV[8] == '1' then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[7])) end
 end
-if KEYS[6] ~= '' then redis.call('ZADD', KEYS[6], 'NX', 0, ARGV[11]) end
+if given(KEYS[6]) then redis.call('ZADD', KEYS[6], 'NX', 0, ARGV[11]) end
 redis.call('ZADD', bell, now, 'ring')
 return {id, 0}

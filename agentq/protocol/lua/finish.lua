@@ -1,9 +1,10 @@
 -- End one run of a job: store its result (first complete result wins) or put it back in line,
 -- end its progress log, file its listing figures and wake whoever waits. One atomic step.
 --
--- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] progress log or '' (nothing logged
---       yet), [5] bell, [6] the job's listing figures, [7] status index or '' (the status has none), [8] the same
---       index of the job's tenant, or '' (the status has none, or the tenant is the default)
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] progress log or none (nothing
+--       logged yet), [5] bell, [6] the job's listing figures, [7] status index or none (the status
+--       has none), [8] the same index of the job's tenant, or none (the status has none, or the
+--       tenant is the default). "none": a slot left unused (see given() below).
 -- ARGV: [1] job id, [2] 'finish' or 'requeue', [3] result record, [4] result px or '' (forever),
 --       [5] worker id, [6] requeue score, [7] '1' to give the try back on requeue,
 --       [8] pending events (JSON objects joined by ','), [9] job_done event, [10] requeued event,
@@ -21,6 +22,8 @@
 -- if the job logged before: a job that ended first logs nothing, its watchers read the result.
 -- The done channel gets the stored result itself, or '1' when an earlier run's result was kept.
 
+-- A KEYS slot the call does not use holds the queue's bare hash tag (``Keys.none``): it ends in '}'.
+local function given(key) return string.sub(key, -1) ~= '}' end
 -- Every state field of a job (agentq.protocol.keys.Field).
 local STATE = {'n', 't', 'w', 'a', 's', 'c', 'm', 'p', 'r'}
 local queue, jobs, id = KEYS[1], KEYS[2], ARGV[1]
@@ -48,7 +51,7 @@ else
   end
   done = redis.call('EXISTS', KEYS[3]) == 1
 end
-if KEYS[4] ~= '' then
+if given(KEYS[4]) then
   local last = ARGV[10]
   if done then last = ARGV[9] end
   local entry = '[' .. last .. ']'
@@ -58,11 +61,11 @@ if KEYS[4] ~= '' then
 end
 if stored == 1 and ARGV[15] ~= '' then
   if ARGV[4] == '' then redis.call('SET', KEYS[6], ARGV[15]) else redis.call('SET', KEYS[6], ARGV[15], 'PX', ARGV[4]) end
-  if KEYS[7] ~= '' then
+  if given(KEYS[7]) then
     redis.call('ZADD', KEYS[7], ARGV[16], id)
     redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -1 - tonumber(ARGV[17]))
   end
-  if KEYS[8] ~= '' then
+  if given(KEYS[8]) then
     redis.call('ZADD', KEYS[8], ARGV[16], id)
     redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -1 - tonumber(ARGV[17]))
   end

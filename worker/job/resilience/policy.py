@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from agentq.connection import connections_of
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import REDIS_DOWN
 from agentq.protocol.keys import Keys
@@ -78,7 +79,7 @@ class RedisHealth:
     @classmethod
     def of(cls, redis: Redis) -> RedisHealth:
         """The health of ``redis``'s connection pool, shared by every policy built on it."""
-        return cls._by_pool.setdefault(redis.connection_pool, cls())
+        return cls._by_pool.setdefault(connections_of(redis), cls())
 
     def available(self) -> bool:
         return time.monotonic() >= self.down_until

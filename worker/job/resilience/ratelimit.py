@@ -20,8 +20,9 @@ import time
 from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+
+from agentq.connection import limits_storage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -48,13 +49,7 @@ class RateLimits:
 
     def __init__(self, redis: Redis, keys: Keys, limits: dict[str, int | str]) -> None:
         self.items = {name: parse_limit(value) for name, value in limits.items()}
-        storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            key_prefix=keys.rate_limit_prefix,
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-        )
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.limiter = MovingWindowRateLimiter(limits_storage(redis, keys.rate_limit_prefix))
 
     def limit_of(self, source: str) -> RateLimitItem | None:
         return self.items.get(source)

@@ -1,0 +1,130 @@
+"""The product on a real Redis Cluster: 3 primaries and 3 replicas on loopback ports, real workers.
+
+The workers, the client and its waits speak to the cluster only through ``AGENTQ_REDIS_CLUSTER``:
+every queue key is in the queue's slot, on one primary; the heartbeats and the source policies'
+keys are spread over the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from subprocess import Popen
+
+import pytest
+import redis
+
+from agentq.contract import QuestionRequest, SourceOutcome
+from agentq.protocol.keys import Keys
+from agentq_tools.cluster import LocalCluster
+from producer.client import Client
+from tests.helpers import progress_reached
+
+pytestmark = [pytest.mark.cluster]
+StartWorkers = Callable[..., list[Popen[bytes]]]
+SOURCES = ["weather", "news", "knowledge_base"]
+KEYS = Keys("agentq")
+
+
+def cluster_keys(cluster: LocalCluster) -> dict[int, list[bytes]]:
+    """Every key of the cluster, by the port of the primary that holds it."""
+    found = {}
+    for node in cluster.primaries():
+        with node.client() as c:
+            found[node.port] = list(c.scan_iter(count=1000))
+    return found
+
+
+async def test_a_question_is_answered_queued_joined_listed_and_followed_on_a_cluster(
+    cluster: LocalCluster, cluster_client: Client, start_cluster_workers: StartWorkers
+) -> None:
+    """Enqueue, wait, dedup, progress, listings and the workers' view, all through the cluster; the
+    queue's keys sit on the primary of its slot, the heartbeats on the primaries of theirs."""
+    client = cluster_client
+    start_cluster_workers(2)
+    request = QuestionRequest(question="Will it rain in Paris tomorrow?", sources=SOURCES)
+    first, joined = await asyncio.gather(client.submit_request(request), client.submit_request(request))
+    assert first.job_id == joined.job_id  # one job: one of the calls joined the other's
+    assert {first.deduplicated, joined.deduplicated} == {True, False}
+    events = await progress_reached(client, first.job_id, "done", count=3)
+    assert {e.source for e in events if e.event == "done"} == set(SOURCES)
+    result = await client.result(first.job_id, timeout=30)
+    assert (result.status, [s.status for s in result.sources]) == ("ok", ["ok"] * 3)
+    assert result.timing is not None and result.timing.total_s > 0 and result.worker_id is not None
+
+    answered = await client.ask(client.validate("Is it sunny in Rome?", sources=["weather"]), timeout=30)
+    assert answered.status == "ok"
+    listed = [j.job_id for j in await client.jobs()]
+    assert listed == [answered.job_id, first.job_id]
+    assert await client.status(first.job_id) == "complete"
+    assert len(await client.workers()) == 2
+
+    held = cluster_keys(cluster)
+    queue_primary = cluster.primary_of(KEYS.queue).port
+    ours = [k for k in held[queue_primary] if k.startswith(KEYS.tag.encode())]
+    assert KEYS.result(first.job_id).encode() in ours and KEYS.index.encode() in ours
+    assert all(
+        not k.startswith(KEYS.tag.encode()) for port, keys in held.items() if port != queue_primary for k in keys
+    )
+    heartbeats = {port for port, keys in held.items() for k in keys if k.startswith(b"agentq:worker:")}
+    counts = [len(keys) for keys in held.values()]
+    print(f"figure: queue keys on :{queue_primary}; heartbeats on {sorted(heartbeats)}; keys per primary {counts}")
+
+
+async def test_a_running_job_is_cancelled_through_the_clusters_pub_sub(
+    cluster_client: Client, start_cluster_workers: StartWorkers
+) -> None:
+    """The cancel message reaches the worker's subscription on whichever node it sits, and the waiter
+    gets the cancelled result through its own."""
+    client = cluster_client
+    start_cluster_workers(1, AGENTQ_SOURCE_LATENCY_S='{"knowledge_base": 500}', AGENTQ_SOURCE_RETRIES="0")
+    job_id = await client.enqueue("Will it rain in Paris tomorrow?", sources=SOURCES)
+    await progress_reached(client, job_id, "done", count=2)  # weather and news answered; knowledge_base runs
+    asked = time.monotonic()
+    assert await client.cancel(job_id) == "cancelling"
+    result = await client.result(job_id, timeout=30)
+    took = time.monotonic() - asked
+    statuses = {s.name: s.status for s in result.sources}
+    assert (result.status, statuses["knowledge_base"], statuses["weather"]) == ("cancelled", "cancelled", "ok")
+    assert took < 5.0  # knowledge_base would take 10 s
+    queued = await client.enqueue("Is it sunny in Rome?", sources=["weather"], not_before=time.time() + 60)
+    assert await client.cancel(queued) == "cancelled"
+    assert [j.job_id for j in await client.jobs(status="cancelled")] == [queued, job_id]
+    print(f"figure: cancel to result {took:.2f}s")
+
+
+async def test_the_source_policies_share_their_state_across_the_cluster(
+    cluster: LocalCluster, cluster_client: Client, start_cluster_workers: StartWorkers
+) -> None:
+    """The cache, the circuit breaker and the rate limits work from keys outside the queue's slot."""
+    client = cluster_client
+    start_cluster_workers(
+        2,
+        AGENTQ_SOURCE_LATENCY_S='{"news": 100}',
+        AGENTQ_SOURCE_RETRIES="0",
+        AGENTQ_BREAKER_FAILURES="2",
+        AGENTQ_BREAKER_COOLDOWN_S="60",
+        AGENTQ_RATE_LIMITS='{"knowledge_base": 2}',
+    )
+
+    async def ask(question: str, *sources: str, deadline_s: float = 10.0) -> dict[str, SourceOutcome]:
+        request = QuestionRequest(question=question, sources=sources, source_timeout_s=0.3, deadline_s=deadline_s)
+        result = await client.result(await client.enqueue_request(request), timeout=60)
+        return {o.name: o for o in result.sources}
+
+    first = await ask("Will it rain in Paris?", "weather", "news")
+    await ask("Is it sunny in Rome?", "news")
+    again = await ask("  will it RAIN in paris? ", "weather", "news")
+    assert (first["weather"].cache, again["weather"].cache, again["weather"].attempts) == ("miss", "hit", 0)
+    assert (again["news"].status, again["news"].circuit) == ("circuit_open", "open")
+    with redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port) as c:
+        assert c.hget(KEYS.breaker("news"), "state") == b"open"
+    cached = [k for keys in cluster_keys(cluster).values() for k in keys if k.startswith(b"agentq:cache:weather:")]
+    assert len(cached) == 1
+
+    limited = await asyncio.gather(*(ask(f"tide {i}", "knowledge_base", deadline_s=20.0) for i in range(6)))
+    waits = [o["knowledge_base"].rate_limit_wait_s for o in limited]
+    assert all(o["knowledge_base"].status == "ok" for o in limited)
+    assert sum(w >= 0.3 for w in waits) >= 2, waits  # 6 calls at 2/s: the later ones waited their turn
+    print(f"figure: rate-limit waits {sorted(round(w, 2) for w in waits)}")
