@@ -152,6 +152,13 @@ class LocalCluster:
                     return next(n for n in self.nodes if n.port == int(primary[1]))
         raise LookupError(f"no primary serves slot {slot}")
 
+    def restart(self, node: Node, timeout: float = 30.0) -> None:
+        """Start ``node``'s server again on its port and data: it rejoins the cluster from its
+        ``nodes.conf`` (a primary that was failed over comes back as a replica). Waits until it is served."""
+        self.kill(node)
+        self._start(node)
+        self.wait_until_served(timeout)
+
     def kill(self, node: Node) -> None:
         """SIGKILL ``node``'s server, as a crash would."""
         if node.process is not None and node.process.poll() is None:
