@@ -26,15 +26,17 @@ import redis.exceptions
 #:   data after a restart) and ``TimeoutError`` (no answer within the socket timeout);
 #: - ``ReadOnlyError``: the server we reached is a replica (a failover is under way), so the
 #:   primary is, for this connection, not there;
-#: - on a Redis Cluster, the errors redis-py's cluster client raises once its own retries are used
-#:   up while a slot has no primary: ``ClusterDownError`` (``CLUSTERDOWN``, and ``MASTERDOWN``),
-#:   ``TryAgainError`` (a slot moving while a call names several keys) and ``SlotNotCoveredError``.
+#: - on a Redis Cluster, what redis-py's cluster client raises once its own retries are used up:
+#:   ``ClusterError`` ("TTL exhausted": a slot is moving and a call's keys are split between two
+#:   primaries, ``TRYAGAIN`` each time; also ``ClusterDownError``, ``CLUSTERDOWN`` and ``MASTERDOWN``,
+#:   while a slot has no primary), ``TryAgainError`` and ``SlotNotCoveredError``. A call naming keys
+#:   of two slots (``CROSSSLOT``) is a bug, not an outage: it is none of these.
 REDIS_DOWN: tuple[type[Exception], ...] = (
     OSError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterDownError,
+    redis.exceptions.ClusterError,
     redis.exceptions.TryAgainError,
     redis.exceptions.SlotNotCoveredError,
 )

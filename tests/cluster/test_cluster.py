@@ -11,12 +11,14 @@ import asyncio
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from agentq.contract import QuestionRequest, SourceOutcome
 from agentq.errors import NotReplicated, RedisUnavailable
@@ -204,4 +206,51 @@ async def test_a_primary_killed_under_load_loses_no_acknowledged_job(
         f"figure: primary :{victim.port} SIGKILLed after 40 enqueues, :{promoted.port} promoted; {len(acked)} "
         f"acknowledged, 0 lost, {rerun} run again; refused meanwhile {refused}; acknowledged again "
         f"{back_at - killed_at:.1f}s after the kill"
+    )
+
+
+async def test_the_queues_slot_moves_to_another_primary_while_jobs_run(
+    cluster: LocalCluster, cluster_client: Client, start_cluster_workers: StartWorkers
+) -> None:
+    """The queue's slot is migrated key by key (``MIGRATE``, as a reshard does) while jobs are enqueued and
+    run: redis-py follows ``ASK`` and ``MOVED``; a script whose keys are split between the two primaries
+    meets ``TRYAGAIN`` until the last of them has moved, and is refused (an enqueue: exit 5) or retried (a
+    worker's call) as in an outage. Every acknowledged job is answered, none twice, and the slot ends on
+    its new primary."""
+    client = cluster_client
+    workers = start_cluster_workers(2)
+    slot = key_slot(KEYS.queue.encode())
+    source = cluster.primary_of(KEYS.queue)
+    target = next(n for n in cluster.primaries() if n.port != source.port)
+    acked: list[str] = []
+    refused: Counter[str] = Counter()
+
+    async def enqueue(i: int) -> None:
+        try:
+            acked.append(await client.enqueue(f"Will it rain on day {i}?", sources=["weather"], dedup=False))
+        except RedisUnavailable as exc:
+            refused[type(exc.__cause__ or exc).__name__] += 1
+
+    for i in range(20):
+        await enqueue(i)
+    for job_id in acked:  # their results, listing figures and progress logs are keys of the slot too
+        await client.result(job_id, timeout=30)
+    started = time.monotonic()
+    migrating = asyncio.ensure_future(asyncio.to_thread(cluster.migrate_slot, slot, target, pause_s=0.02))
+    during = len(acked)
+    while not migrating.done():
+        await enqueue(len(acked) + sum(refused.values()))
+        await asyncio.sleep(0.01)
+    moved, took = await migrating, time.monotonic() - started
+    during = len(acked) - during
+    for i in range(20):
+        await enqueue(1000 + i)
+    results = [await client.result(job_id, timeout=60) for job_id in acked]
+    assert cluster.primary_of(KEYS.queue).port == target.port and moved >= 40  # 20 results, figures, logs
+    assert [r.status for r in results] == ["ok"] * len(acked)  # 0 lost
+    assert [r.job_try for r in results] == [1] * len(acked)  # 0 run twice
+    assert all(p.poll() is None for p in workers)
+    print(
+        f"figure: slot {slot} moved :{source.port} -> :{target.port}, {moved} keys in {took:.1f}s; "
+        f"{len(acked)} acknowledged ({during} during the move), 0 lost, 0 run twice; refused {dict(refused)}"
     )

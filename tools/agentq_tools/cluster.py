@@ -145,12 +145,35 @@ class LocalCluster:
 
     def primary_of(self, key: str) -> Node:
         """The running primary that serves ``key``'s slot now."""
-        slot = key_slot(key.encode())
+        return self.primary_of_slot(key_slot(key.encode()))
+
+    def primary_of_slot(self, slot: int) -> Node:
+        """The running primary that serves ``slot`` now."""
         with self.primaries()[0].client() as c:
             for start, end, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return next(n for n in self.nodes if n.port == int(primary[1]))
         raise LookupError(f"no primary serves slot {slot}")
+
+    def migrate_slot(self, slot: int, to: Node, *, pause_s: float = 0.0) -> int:
+        """Move ``slot`` to the primary ``to`` while clients use it, as ``redis-cli --cluster reshard``
+        does: mark it importing and migrating, ``MIGRATE`` its keys one at a time (``pause_s`` after
+        each: clients meanwhile get ``ASK`` for a key already moved and ``TRYAGAIN`` for a call whose
+        keys are split), then give the slot to ``to`` on every primary. Returns the keys moved."""
+        source = self.primary_of_slot(slot)
+        with source.client() as src, to.client() as dst:
+            src_id, dst_id = src.execute_command("CLUSTER", "MYID"), dst.execute_command("CLUSTER", "MYID")
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            moved = 0
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+                time.sleep(pause_s)
+            for node in [to, source, *(n for n in self.primaries() if n not in (to, source))]:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        return moved
 
     def restart(self, node: Node, timeout: float = 30.0) -> None:
         """Start ``node``'s server again on its port and data: it rejoins the cluster from its
