@@ -18,7 +18,7 @@ help:
 	@echo "make test-compose      the real docker-compose.yml on a Docker engine (../shared/ensure-docker.sh; ~3 min)"
 	@echo "make test-distributed  hosts as network namespaces, RTTs, a partition, Sentinel failover (root; ~4 min)"
 	@echo "make test-browser      the dashboard's test in headless Chromium (apt-get install chromium)"
-	@echo "make test-cluster      the product on a real Redis Cluster: 6 redis-servers on loopback ports (~1 min)"
+	@echo "make test-cluster      the product on a real Redis Cluster: 6 redis-servers on loopback ports (~40 s)"
 	@echo "make api      serve the HTTP API and dashboard (AGENTQ_API_KEYS; agentq-api keygen makes one)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    run the benchmarks (~15 min; ARGS=--quick for seconds), publish to docs/benchmarks"

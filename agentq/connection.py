@@ -52,12 +52,13 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentq.errors import REDIS_DOWN
@@ -117,6 +118,10 @@ def redis_client(s: Settings, redis_class: type[R] = Redis, **extra: Any) -> R: 
     return client
 
 
+#: How redis-py's cluster client says, at its (re)discovery, that the cluster cannot be reached.
+_UNREACHABLE = ("Redis Cluster cannot be connected", "All slots are not covered")
+
+
 class Cluster(RedisCluster):
     """redis-py's Redis Cluster client for the settings' ``redis_cluster`` nodes (see the module docstring).
 
@@ -142,6 +147,18 @@ class Cluster(RedisCluster):
         """What the client was built with beyond its nodes (``limits_storage`` builds another from them)."""
         self._pubsub_options = {k: v for k, v in options.items() if k not in ("ssl", "max_connections")}
         self._node_class = any_node(ours, self)
+
+    async def initialize(self) -> Cluster:
+        """redis-py's, with "no node answers" and "a slot has no primary" raised as the connection errors
+        they are (:data:`~agentq.errors.REDIS_DOWN`): redis-py raises them as ``RedisClusterException``,
+        which it also raises for calls that cannot work at all."""
+        try:
+            await super().initialize()
+        except RedisClusterException as exc:
+            if str(exc).startswith(_UNREACHABLE):
+                raise RedisConnectionError(str(exc)) from exc
+            raise
+        return self
 
     def pubsub(self, **kwargs: Any) -> PubSub:
         """A pub/sub on one node of the cluster, any: a cluster's ``PUBLISH`` reaches every node.
@@ -189,7 +206,9 @@ def limits_storage(client: Redis, key_prefix: str) -> RedisStorage:
     from limits.aio.storage import RedisClusterStorage, RedisStorage  # only rate limits need the library
 
     if isinstance(client, Cluster):
-        nodes = ",".join(f"{host}:{port}" for host, port in client.cluster_nodes())
+        nodes = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in client.cluster_nodes()
+        )
         return RedisClusterStorage(
             f"async+redis+cluster://{nodes}", implementation="redispy", key_prefix=key_prefix, **client.options
         )
@@ -352,13 +371,30 @@ async def wait_for_replicas(client: Redis, s: Settings, fence_key: str) -> int |
     if s.redis_wait_replicas <= 0:
         return None
     timeout_ms = max(1, round(s.redis_wait_timeout_s * 1000))
-    # On a cluster the WAIT goes to the primary of the fence's slot (the queue's), with the INCR.
-    where = {"target_nodes": client.get_node_from_key(fence_key)} if is_cluster(client) else {}  # type: ignore[attr-defined]
+    if isinstance(client, Cluster):
+        return await _wait_on_cluster(client, fence_key, s.redis_wait_replicas, timeout_ms)
     async with client.pipeline(transaction=False) as pipe:
         pipe.incr(fence_key)
-        pipe.execute_command("WAIT", s.redis_wait_replicas, timeout_ms, **where)
+        pipe.execute_command("WAIT", s.redis_wait_replicas, timeout_ms)
         _, acked = await pipe.execute()
     return int(acked)
+
+
+async def _wait_on_cluster(client: Cluster, fence_key: str, replicas: int, timeout_ms: int) -> int:
+    """The fence and its ``WAIT`` on one connection to the primary of the fence's slot (the queue's).
+
+    Sent once, never redirected: redis-py's cluster pipeline would send a ``MOVED`` or failed ``INCR``
+    again on its own, and its ``WAIT`` to any node, which answers for writes it never saw. A fence the
+    node refused (a failover or a slot move under way) confirms nothing: 0 replicas.
+    """
+    node = client.get_node_from_key(fence_key)
+    if node is None:  # the slot has no primary right now
+        return 0
+    fence, wait = PipelineCommand(0, "INCR", fence_key), PipelineCommand(1, "WAIT", replicas, timeout_ms)
+    await node.execute_pipeline([fence, wait])
+    if isinstance(fence.result, Exception) or isinstance(wait.result, Exception):
+        return 0
+    return int(wait.result)
 
 
 async def open_redis(s: Settings, *, connect_retries: int = 0, redis_class: type[R] = Redis, **extra: Any) -> R:  # type: ignore[assignment]

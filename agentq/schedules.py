@@ -33,6 +33,7 @@ from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agentq import tenants
+from agentq.connection import is_cluster
 from agentq.contract import Priority, describe_validation_error
 from agentq.durations import parse_duration
 from agentq.settings import ScheduleSettings
@@ -132,9 +133,9 @@ async def add(redis: Redis, keys: Keys, schedule: Schedule, now_ms: float, *, ke
     schedules at start must not move a tick another worker is about to take).
     """
     tick = schedule.next_after(now_ms)
-    # One round trip, in order, not a transaction (a Redis Cluster client has none): a tick is
-    # taken only with its schedule read, so the schedule is written before its tick.
-    async with redis.pipeline(transaction=False) as pipe:
+    # One transaction on a single Redis. A Redis Cluster client has none: there it is one round trip
+    # in order (a tick is taken only with its schedule read, so the schedule is written first).
+    async with redis.pipeline(transaction=not is_cluster(redis)) as pipe:
         pipe.hset(keys.schedules, schedule.key, schedule.model_dump_json(exclude_none=True))
         if keep_tick:
             pipe.zadd(keys.ticks, {schedule.key: tick}, nx=True)
@@ -147,7 +148,7 @@ async def add(redis: Redis, keys: Keys, schedule: Schedule, now_ms: float, *, ke
 
 async def remove(redis: Redis, keys: Keys, name: str) -> bool:
     """Delete the schedule stored as ``name`` (:func:`key_of`) and its tick; whether there was one."""
-    async with redis.pipeline(transaction=False) as pipe:  # the tick first: see add()
+    async with redis.pipeline(transaction=not is_cluster(redis)) as pipe:  # the tick first: see add()
         pipe.zrem(keys.ticks, name)
         pipe.hdel(keys.schedules, name)
         _, removed = await pipe.execute()

@@ -10,8 +10,10 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 
-from agentq.connection import Cluster, connections_of, is_cluster, redis_client
+from agentq.connection import Cluster, connections_of, is_cluster, open_redis, redis_client
+from agentq.errors import REDIS_DOWN
 from agentq.settings import Settings
+from agentq_tools.embedded import free_port
 
 
 def cluster_settings(**fields: object) -> Settings:
@@ -91,5 +93,12 @@ async def test_a_cluster_pub_sub_takes_the_next_node_at_each_connect() -> None:
 
 
 def test_without_cluster_nodes_the_client_is_redis_py_s_plain_one() -> None:
-    client: Redis = redis_client(Settings())
+    client: Redis = redis_client(Settings(_env_file=None, redis_cluster=()))  # type: ignore[call-arg]
     assert not is_cluster(client) and connections_of(client) is client.connection_pool
+
+
+async def test_a_cluster_that_cannot_be_reached_is_an_outage_not_a_bug() -> None:
+    """No node answering is one of REDIS_DOWN (retried at start, exit 5 in the CLI), as for one Redis."""
+    s = cluster_settings(redis_cluster=(f"127.0.0.1:{free_port()}",), redis_connect_timeout_s=0.5)
+    with pytest.raises(REDIS_DOWN, match="Redis Cluster cannot be connected"):
+        await open_redis(s)

@@ -49,17 +49,7 @@ def producer_writes(keys: Keys) -> list[str]:
     """The key patterns the producer writes (``lua/enqueue.lua``, ``lua/cancel.lua``, schedules, the API's
     rate limit): everything of the queue but results, listing figures, progress and finished-job indexes."""
     tag = _glob(keys.tag)
-    own = (
-        keys.queue,
-        keys.tenants,
-        keys.jobs,
-        keys.index,
-        keys.bell,
-        keys.fence,
-        keys.schedules,
-        keys.ticks,
-        keys.none,
-    )
+    own = (keys.queue, keys.tenants, keys.jobs, keys.index, keys.bell, keys.fence, keys.schedules, keys.ticks)
     return [
         *(_glob(k) for k in own),
         f"{tag}:q:*",  # each tenant's queue
@@ -75,9 +65,8 @@ def rules(role: Role, keys: Keys) -> list[str]:
     if role == "admin":
         return ["allkeys", "allchannels", "+@all"]
     channels = f"&{_glob(keys.tag)}:*"  # the done and cancel channels
-    # A script gets Keys.none, the bare tag, for a key it does not need (an absent tenant index): the
-    # worker's pattern covers it, the producer's writes name it. "~" alone: the key '' that versions
-    # before it passed instead, kept while their producers and workers may still run.
+    # A script gets the job's queue again for a key it does not need (an absent tenant index). "~"
+    # alone: the key '' that versions before passed instead, kept while they may still run.
     if role == "worker":
         return ["resetkeys", "resetchannels", f"~{prefix}:*", "~", channels, "-@all", *USED, *NOT_ADMIN]
     reads = f"%R~{prefix}:*"

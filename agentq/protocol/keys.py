@@ -93,10 +93,6 @@ class Keys:
         self.prefix, self.queue_name = prefix, queue
         tag = f"{prefix}:{{{queue}}}"
         self.tag = tag
-        self.none = tag
-        """What a script is given for a key it does not use (``given()`` in ``lua/``): the bare tag, in
-        the queue's slot as every key must be on a Redis Cluster, and no key's name (theirs go on past
-        the ``}``)."""
         self.queue = f"{tag}:queue"
         """The default tenant's queue: a sorted set of job ids (:meth:`queue_of` another tenant's)."""
         self.tenants = f"{tag}:tenants"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from redis.exceptions import NoPermissionError, NoScriptError
 
 from agentq import tenants
-from agentq.errors import QuotaExceeded
+from agentq.connection import is_cluster
+from agentq.errors import REDIS_DOWN, QuotaExceeded
 from agentq.protocol import scripts
 from agentq.protocol.keys import INDEXED_STATUSES, Field, Keys
 from agentq.protocol.records import JobState, job_state
@@ -216,10 +217,13 @@ class Queue:
         reply = await self.script("enqueue")(keys=self._given([*self._enqueue_keys(tenant), "", k.ticks]), args=args)
         return int(reply[1]) != 2
 
-    def _given(self, keys: list[str]) -> list[str]:
-        """``keys`` with each unused one (``''``) named :attr:`Keys.none`: on a Redis Cluster every key
-        of a script must lie in the queue's slot, and ``''`` does not."""
-        return [key or self.keys.none for key in keys]
+    @staticmethod
+    def _given(keys: list[str]) -> list[str]:
+        """``keys`` with each unused one (``''``) replaced by the first, the job's queue (``given()`` in
+        ``lua/``): on a Redis Cluster every key of a script must lie in the queue's slot, and ``''``
+        does not. The queue is a key every caller's Redis user may write, and it exists whenever the
+        queue holds jobs: a slot being migrated splits fewer calls than a key that never exists would."""
+        return [key or keys[0] for key in keys]
 
     def _enqueue_keys(self, tenant: str) -> list[str]:
         k = self.keys
@@ -273,14 +277,15 @@ class Queue:
         return raw
 
     async def state(self, job_id: str) -> JobState:
-        """Where the job is now, from its place in line, its lease and its result, read in that order.
+        """Where the job is now, from one read of its place in line, its lease and its result.
 
-        One round trip, not one transaction (a Redis Cluster client has none): a job moves forward
-        through the three (queued, held, finished) in one script each, and they are read in that
-        order, so a job that moves on between two reads is seen where it arrived, never lost between.
+        One transaction on a single Redis. A Redis Cluster client has none: there the three are read
+        in one round trip in the order a job moves forward (queued, held, finished; one script each),
+        so a job that finishes between two reads is seen finished, never lost between. One that goes
+        back in line between them (a requeue) may be seen ``deferred`` for that moment.
         """
         k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.zscore(k.job_queue(job_id), job_id)
             pipe.hexists(k.jobs, f"{job_id}:{Field.HOLDER}")
             pipe.exists(k.result(job_id))
@@ -427,6 +432,12 @@ class Queue:
             for keys, args in calls:  # execute_command: a cluster pipeline refuses evalsha() by name
                 pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
+        # A plain pipeline raises a lost connection; a cluster pipeline returns it (or a redirect given up
+        # on) among the replies. Either way the caller retries the whole batch as in an outage: each
+        # finish stores its result only once.
+        down = next((r for r in replies if isinstance(r, REDIS_DOWN)), None)
+        if down is not None:
+            raise down
         return replies
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> list[bool]:

@@ -236,13 +236,17 @@ async def test_the_queues_slot_moves_to_another_primary_while_jobs_run(
     for job_id in acked:  # their results, listing figures and progress logs are keys of the slot too
         await client.result(job_id, timeout=30)
     started = time.monotonic()
-    migrating = asyncio.ensure_future(asyncio.to_thread(cluster.migrate_slot, slot, target, pause_s=0.02))
-    during = len(acked)
-    while not migrating.done():
-        await enqueue(len(acked) + sum(refused.values()))
-        await asyncio.sleep(0.01)
-    moved, took = await migrating, time.monotonic() - started
-    during = len(acked) - during
+    migrating = asyncio.ensure_future(asyncio.to_thread(cluster.migrate_slot, slot, target, pause_s=0.05))
+    before, calls = len(acked), 0
+    try:
+        while not migrating.done():
+            await enqueue(len(acked) + sum(refused.values()))
+            calls += 1
+            await asyncio.sleep(0.01)
+    finally:
+        moved, took = await migrating, time.monotonic() - started
+    during = len(acked) - before
+    assert calls >= 3, f"only {calls} enqueues while {moved} keys moved in {took:.1f}s: the test did not overlap"
     for i in range(20):
         await enqueue(1000 + i)
     results = [await client.result(job_id, timeout=60) for job_id in acked]
@@ -252,5 +256,5 @@ async def test_the_queues_slot_moves_to_another_primary_while_jobs_run(
     assert all(p.poll() is None for p in workers)
     print(
         f"figure: slot {slot} moved :{source.port} -> :{target.port}, {moved} keys in {took:.1f}s; "
-        f"{len(acked)} acknowledged ({during} during the move), 0 lost, 0 run twice; refused {dict(refused)}"
+        f"{len(acked)} acknowledged ({during} of {calls} during the move), 0 lost, 0 run twice; refused {dict(refused)}"
     )

@@ -66,9 +66,9 @@ class LocalCluster:
     def __init__(self, base: Path, *, primaries: int = 3, node_timeout_ms: int = 2000) -> None:
         self.base, self.node_timeout_ms = base, node_timeout_ms
         ports: list[int] = []
-        while len(ports) < primaries * 2:
+        while len(ports) < primaries * 2:  # no node's port may be another's bus port (port + 10000)
             port = cluster_port()
-            if port not in ports:
+            if not {port, port + 10000, port - 10000} & set(ports):
                 ports.append(port)
         self.nodes = [Node(port, base / f"node-{port}") for port in ports]
         for node in self.nodes:

@@ -83,10 +83,12 @@ def wait_for_heartbeats(
     """
     pids = {p.pid for p in procs}
     pattern = get_settings().keys.workers_pattern
-    client: redis.Redis | redis.RedisCluster = redis.Redis.from_url(url)
+    client: redis.Redis | redis.RedisCluster
     if cluster:
         host, port = cluster.split(",")[0].rsplit(":", 1)
         client = redis.RedisCluster(host=host, port=int(port))  # it finds the other nodes from this one
+    else:
+        client = redis.Redis.from_url(url)
     give_up = time.monotonic() + timeout
     try:
         while True:

@@ -2,7 +2,7 @@
 --
 -- KEYS: [1] the job's tenant's queue, [2] jobs, [3] bell, and, to store a waiting job's cancelled
 --       result now: [4] result, [5] the job's listing figures, [6] cancelled index, [7] its tenant's
---       cancelled index or none (the default tenant has none of its own; see given() below)
+--       cancelled index or unused (the default tenant has none of its own; see given() below)
 -- ARGV: [1] job id, [2] cancel channel, [3] now ms,
 --       [4] '1' to cancel only a job that waits (a purge): one a worker holds is left to run,
 --       with KEYS[4...]: [5] result record (status cancelled), [6] result px, [7] done channel,
@@ -18,8 +18,9 @@
 -- cancelled result without running it (worker.job.answer). Either way the job's dedup marker goes
 -- now, so the same question asked again is a new job instead of joining the cancelled one.
 
--- A KEYS slot the call does not use holds the queue's bare hash tag (``Keys.none``): it ends in '}'.
-local function given(key) return string.sub(key, -1) ~= '}' end
+-- A KEYS slot the call does not use repeats KEYS[1], the job's queue, which no optional key can be
+-- (agentq.protocol.queue.Queue._given): a key every caller may write, in the queue's slot.
+local function given(key) return key ~= KEYS[1] end
 -- Every state field of a job (agentq.protocol.keys.Field).
 local STATE = {'n', 't', 'w', 'a', 's', 'c', 'm', 'p', 'r'}
 local queue, jobs, id = KEYS[1], KEYS[2], ARGV[1]

@@ -1,10 +1,10 @@
 -- Put a job on the queue, or join the unfinished job that answers the same request.
 --
 -- KEYS: [1] the job's tenant's queue, [2] jobs, [3] index, [4] bell, [5] the tenant's own index or
---       none (the default tenant's jobs are listed from the index of all), [6] the tenants sorted
---       set or none (the default tenant's queue is always served), [7] the tenant's enqueue times
---       or none (it has no per-minute quota), [8] schedule ticks (only for a tick's job). "none": a
---       slot left unused (see given() below).
+--       unused (the default tenant's jobs are listed from the index of all), [6] the tenants sorted
+--       set or unused (the default tenant's queue is always served), [7] the tenant's enqueue times
+--       or unused (it has no per-minute quota), [8] schedule ticks (only for a tick's job).
+--       "unused": see given() below.
 -- ARGV: [1] job id, [2] job record, [3] queue score, [4] now ms, [5] marker field or '' (no dedup),
 --       [6] index score, [7] index size, [8] '1' to trim the index to its size now, [9] priority,
 --       [10] the id of the job this one re-runs or '', [11] the job's tenant, [12] the tenant's
@@ -29,8 +29,9 @@
 -- written, the marker names it, it joins the recent-jobs index (and its tenant's), its tenant joins
 -- the tenants the claim serves (agentq.protocol.lua.claim: fair share), and the bell rings.
 
--- A KEYS slot the call does not use holds the queue's bare hash tag (``Keys.none``): it ends in '}'.
-local function given(key) return string.sub(key, -1) ~= '}' end
+-- A KEYS slot the call does not use repeats KEYS[1], the job's queue, which no optional key can be
+-- (agentq.protocol.queue.Queue._given): a key every caller may write, in the queue's slot.
+local function given(key) return key ~= KEYS[1] end
 local queue, jobs, index, bell = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, marker, now = ARGV[1], ARGV[5], tonumber(ARGV[4])
 if KEYS[8] then

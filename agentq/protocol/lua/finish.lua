@@ -1,10 +1,10 @@
 -- End one run of a job: store its result (first complete result wins) or put it back in line,
 -- end its progress log, file its listing figures and wake whoever waits. One atomic step.
 --
--- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] progress log or none (nothing
---       logged yet), [5] bell, [6] the job's listing figures, [7] status index or none (the status
---       has none), [8] the same index of the job's tenant, or none (the status has none, or the
---       tenant is the default). "none": a slot left unused (see given() below).
+-- KEYS: [1] the job's tenant's queue, [2] jobs, [3] result, [4] progress log or unused (nothing
+--       logged yet), [5] bell, [6] the job's listing figures, [7] status index or unused (the status
+--       has none), [8] the same index of the job's tenant, or unused (the status has none, or the
+--       tenant is the default). "unused": see given() below.
 -- ARGV: [1] job id, [2] 'finish' or 'requeue', [3] result record, [4] result px or '' (forever),
 --       [5] worker id, [6] requeue score, [7] '1' to give the try back on requeue,
 --       [8] pending events (JSON objects joined by ','), [9] job_done event, [10] requeued event,
@@ -22,8 +22,9 @@
 -- if the job logged before: a job that ended first logs nothing, its watchers read the result.
 -- The done channel gets the stored result itself, or '1' when an earlier run's result was kept.
 
--- A KEYS slot the call does not use holds the queue's bare hash tag (``Keys.none``): it ends in '}'.
-local function given(key) return string.sub(key, -1) ~= '}' end
+-- A KEYS slot the call does not use repeats KEYS[1], the job's queue, which no optional key can be
+-- (agentq.protocol.queue.Queue._given): a key every caller may write, in the queue's slot.
+local function given(key) return key ~= KEYS[1] end
 -- Every state field of a job (agentq.protocol.keys.Field).
 local STATE = {'n', 't', 'w', 'a', 's', 'c', 'm', 'p', 'r'}
 local queue, jobs, id = KEYS[1], KEYS[2], ARGV[1]
