@@ -145,7 +145,6 @@ class Cluster(RedisCluster):
             node.connection_class = ours  # type: ignore[assignment]
         self.options = options
         """What the client was built with beyond its nodes (``limits_storage`` builds another from them)."""
-        self._pubsub_options = {k: v for k, v in options.items() if k not in ("ssl", "max_connections")}
         self._node_class = any_node(ours, self)
 
     async def initialize(self) -> Cluster:
@@ -168,7 +167,8 @@ class Cluster(RedisCluster):
         Closing it closes its connection.
         """
         host, port = self.cluster_nodes()[0]
-        pool = ConnectionPool(connection_class=self._node_class, host=host, port=port, **self._pubsub_options)
+        options = {k: v for k, v in self.options.items() if k not in ("ssl", "max_connections")}
+        pool = ConnectionPool(connection_class=self._node_class, host=host, port=port, **options)
         return _PoolOwningPubSub(connection_pool=pool, **kwargs)
 
     def cluster_nodes(self) -> list[tuple[str, int]]:

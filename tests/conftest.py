@@ -92,7 +92,9 @@ def start_worker_processes(worker_env: dict[str, str], tmp_path: Path) -> Iterat
         procs = start_workers(count, {**worker_env, **extra_env}, tmp_path, first=len(started))
         started.extend(procs)
         try:
-            wait_for_heartbeats(worker_env["AGENTQ_REDIS_URL"], procs)
+            wait_for_heartbeats(
+                worker_env["AGENTQ_REDIS_URL"], procs, cluster=worker_env.get("AGENTQ_REDIS_CLUSTER", "")
+            )
         except RuntimeError:
             for log in sorted(tmp_path.glob("worker-*.log")):
                 print(log.read_text()[-3000:])

@@ -1,22 +1,15 @@
 """The cluster suite's fixtures: one real Redis Cluster (3 primaries, 3 replicas) for the session,
-emptied before each test, and worker processes speaking to it (``AGENTQ_REDIS_CLUSTER``)."""
+emptied before each test; the shared client and worker fixtures (``tests/conftest.py``) speak to it
+(``AGENTQ_REDIS_CLUSTER``)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from subprocess import Popen
+from collections.abc import Iterator
 
 import pytest
 
-from agentq.settings import Settings
 from agentq_tools.cluster import LocalCluster
-from agentq_tools.processes import start_workers, stop_workers, wait_for_heartbeats
-from producer.client import Client
 from tests.conftest import TEST_TIME_SCALE
-
-StartWorkers = Callable[..., list[Popen[bytes]]]
 
 
 @pytest.fixture(scope="session")
@@ -41,29 +34,6 @@ def cluster_env(cluster: LocalCluster) -> dict[str, str]:
 
 
 @pytest.fixture
-async def cluster_client(cluster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    for name, value in cluster_env.items():
-        monkeypatch.setenv(name, value)
-    async with Client(Settings()) as c:
-        yield c
-
-
-@pytest.fixture
-def start_cluster_workers(cluster_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorkers]:
-    """Factory: start N worker processes of the cluster with extra settings, wait for their heartbeats."""
-    started: list[Popen[bytes]] = []
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")} | cluster_env
-
-    def start(count: int = 1, **extra_env: str) -> list[Popen[bytes]]:
-        procs = start_workers(count, {**base, **extra_env}, tmp_path, first=len(started))
-        started.extend(procs)
-        try:
-            wait_for_heartbeats(cluster_env["AGENTQ_REDIS_URL"], procs, cluster=cluster_env["AGENTQ_REDIS_CLUSTER"])
-        except RuntimeError:
-            for log in sorted(tmp_path.glob("worker-*.log")):
-                print(log.read_text()[-3000:])
-            raise
-        return procs
-
-    yield start
-    stop_workers(started)
+def settings_env(cluster_env: dict[str, str]) -> dict[str, str]:
+    """The shared fixtures (``settings``, ``client``, ``start_worker_processes``, ...) speak to the cluster."""
+    return cluster_env

@@ -45,12 +45,11 @@ def cluster_keys(cluster: LocalCluster) -> dict[int, list[bytes]]:
 
 
 async def test_a_question_is_answered_queued_joined_listed_and_followed_on_a_cluster(
-    cluster: LocalCluster, cluster_client: Client, start_cluster_workers: StartWorkers
+    cluster: LocalCluster, client: Client, start_worker_processes: StartWorkers
 ) -> None:
     """Enqueue, wait, dedup, progress, listings and the workers' view, all through the cluster; the
     queue's keys sit on the primary of its slot, the heartbeats on the primaries of theirs."""
-    client = cluster_client
-    start_cluster_workers(2)
+    start_worker_processes(2)
     request = QuestionRequest(question="Will it rain in Paris tomorrow?", sources=SOURCES)
     first, joined = await asyncio.gather(client.submit_request(request), client.submit_request(request))
     assert first.job_id == joined.job_id  # one job: one of the calls joined the other's
@@ -81,12 +80,11 @@ async def test_a_question_is_answered_queued_joined_listed_and_followed_on_a_clu
 
 
 async def test_a_running_job_is_cancelled_through_the_clusters_pub_sub(
-    cluster_client: Client, start_cluster_workers: StartWorkers
+    client: Client, start_worker_processes: StartWorkers
 ) -> None:
     """The cancel message reaches the worker's subscription on whichever node it sits, and the waiter
     gets the cancelled result through its own."""
-    client = cluster_client
-    start_cluster_workers(1, AGENTQ_SOURCE_LATENCY_S='{"knowledge_base": 500}', AGENTQ_SOURCE_RETRIES="0")
+    start_worker_processes(1, AGENTQ_SOURCE_LATENCY_S='{"knowledge_base": 500}', AGENTQ_SOURCE_RETRIES="0")
     job_id = await client.enqueue("Will it rain in Paris tomorrow?", sources=SOURCES)
     await progress_reached(client, job_id, "done", count=2)  # weather and news answered; knowledge_base runs
     asked = time.monotonic()
@@ -103,11 +101,10 @@ async def test_a_running_job_is_cancelled_through_the_clusters_pub_sub(
 
 
 async def test_the_source_policies_share_their_state_across_the_cluster(
-    cluster: LocalCluster, cluster_client: Client, start_cluster_workers: StartWorkers
+    cluster: LocalCluster, client: Client, start_worker_processes: StartWorkers
 ) -> None:
     """The cache, the circuit breaker and the rate limits work from keys outside the queue's slot."""
-    client = cluster_client
-    start_cluster_workers(
+    start_worker_processes(
         2,
         AGENTQ_SOURCE_LATENCY_S='{"news": 100}',
         AGENTQ_SOURCE_RETRIES="0",
@@ -139,11 +136,11 @@ async def test_the_source_policies_share_their_state_across_the_cluster(
 
 
 def test_the_health_check_speaks_to_the_cluster(
-    cluster_env: dict[str, str], start_cluster_workers: StartWorkers, tmp_path: Path
+    cluster_env: dict[str, str], start_worker_processes: StartWorkers, tmp_path: Path
 ) -> None:
     """``worker --check`` (the probe of compose and Kubernetes) finds the worker's heartbeat in the cluster."""
     id_file = str(tmp_path / "worker.id")
-    start_cluster_workers(1, AGENTQ_WORKER_ID_FILE=id_file)
+    start_worker_processes(1, AGENTQ_WORKER_ID_FILE=id_file)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}
     env |= cluster_env | {"AGENTQ_WORKER_ID_FILE": id_file}
     checked = subprocess.run([*worker_command(), "--check"], env=env, capture_output=True, text=True, timeout=60)
@@ -151,7 +148,7 @@ def test_the_health_check_speaks_to_the_cluster(
 
 
 async def test_a_primary_killed_under_load_loses_no_acknowledged_job(
-    cluster: LocalCluster, cluster_env: dict[str, str], start_cluster_workers: StartWorkers
+    cluster: LocalCluster, cluster_env: dict[str, str], start_worker_processes: StartWorkers
 ) -> None:
     """The queue's primary is SIGKILLed while jobs are enqueued (WAIT 1) and run. Its replica is promoted
     and the workers and the client carry on through redis-py's cluster client. The new primary has no
@@ -160,7 +157,7 @@ async def test_a_primary_killed_under_load_loses_no_acknowledged_job(
     job whose enqueue was acknowledged is answered, and a cancel still reaches the workers' subscriptions;
     the window without acknowledged enqueues is printed."""
     waiting = {"AGENTQ_REDIS_WAIT_REPLICAS": "1", "AGENTQ_REDIS_WAIT_TIMEOUT_S": "1"}
-    workers = start_cluster_workers(2, AGENTQ_SOURCE_LATENCY_S='{"news": 500}', **waiting)
+    workers = start_worker_processes(2, AGENTQ_SOURCE_LATENCY_S='{"news": 500}', **waiting)
     settings = {k.removeprefix("AGENTQ_").lower(): v for k, v in (cluster_env | waiting).items()}
     victim = cluster.primary_of(KEYS.queue)
     acked: list[str] = []
@@ -210,15 +207,14 @@ async def test_a_primary_killed_under_load_loses_no_acknowledged_job(
 
 
 async def test_the_queues_slot_moves_to_another_primary_while_jobs_run(
-    cluster: LocalCluster, cluster_client: Client, start_cluster_workers: StartWorkers
+    cluster: LocalCluster, client: Client, start_worker_processes: StartWorkers
 ) -> None:
     """The queue's slot is migrated key by key (``MIGRATE``, as a reshard does) while jobs are enqueued and
     run: redis-py follows ``ASK`` and ``MOVED``; a script whose keys are split between the two primaries
     meets ``TRYAGAIN`` until the last of them has moved, and is refused (an enqueue: exit 5) or retried (a
     worker's call) as in an outage. Every acknowledged job is answered, none twice, and the slot ends on
     its new primary."""
-    client = cluster_client
-    workers = start_cluster_workers(2)
+    workers = start_worker_processes(2)
     slot = key_slot(KEYS.queue.encode())
     source = cluster.primary_of(KEYS.queue)
     target = next(n for n in cluster.primaries() if n.port != source.port)
