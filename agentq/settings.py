@@ -32,7 +32,7 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from agentq.policies import SourcePolicies
-from agentq.protocol.keys import Keys
+from agentq.protocol.keys import MAX_SHARDS, Keys
 from agentq.tenants import NAME_PATTERN as TENANT_PATTERN
 from agentq.tenants import check as check_tenant
 
@@ -201,6 +201,17 @@ class Settings(BaseSettings):
         min_length=1,
         pattern=r"^[^{}\s]+$",
         description="the queue: its keys are <key_prefix>:{<queue_name>}:..., one Redis Cluster slot (no braces)",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=MAX_SHARDS,
+        description="shards of the queue, each its own hash tag (a Redis Cluster spreads them over its primaries);"
+        " every producer and worker of the queue must agree; change it only with the shards above 0 empty",
+    )
+    worker_shards: Annotated[tuple[int, ...], NoDecode] = Field(
+        (),
+        description="the shards this worker serves (JSON or comma list of numbers, from 0); empty = every shard",
     )
     key_prefix: str = Field(
         "agentq", min_length=1, pattern=r"^[^{}\s]+$", description="namespace of every Redis key (no braces)"
@@ -457,6 +468,7 @@ class Settings(BaseSettings):
         "enabled_analyses",
         "api_cors_origins",
         "source_fail",
+        "worker_shards",
         mode="before",
     )
     @classmethod
@@ -536,6 +548,16 @@ class Settings(BaseSettings):
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f'{address!r} is not "host:port"')
         return value
+
+    @model_validator(mode="after")
+    def _shards_of_the_queue(self) -> Settings:
+        outside = sorted({s for s in self.worker_shards if not 0 <= s < self.queue_shards})
+        if outside:
+            raise ValueError(
+                f"AGENTQ_WORKER_SHARDS: the queue has shards 0 to {self.queue_shards - 1} (AGENTQ_QUEUE_SHARDS),"
+                f" not {', '.join(map(str, outside))}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sentinels_speak_tcp(self) -> Settings:
@@ -620,7 +642,12 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> Keys:
         """Every Redis key name of this prefix and queue."""
-        return Keys(self.key_prefix, self.queue_name)
+        return Keys(self.key_prefix, self.queue_name, shards=self.queue_shards)
+
+    @property
+    def served_shards(self) -> list[int]:
+        """The shards this worker serves (``worker_shards``, else every one)."""
+        return list(self.worker_shards) or list(range(self.queue_shards))
 
 
 def _pairs(addresses: tuple[str, ...]) -> list[tuple[str, int]]:

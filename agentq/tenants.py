@@ -31,9 +31,10 @@ def check(name: str) -> str:
     return name
 
 
-def new_job_id(tenant: str = DEFAULT) -> str:
-    """A fresh job id of ``tenant``'s."""
-    hex_id = uuid.uuid4().hex
+def new_job_id(tenant: str = DEFAULT, *, suffix: str = "") -> str:
+    """A fresh job id of ``tenant``'s; ``suffix`` (a sharded queue's ``-<shard>``) takes the place of
+    as many of its hex digits, so the id still fits in 64 characters."""
+    hex_id = uuid.uuid4().hex[: 32 - len(suffix)] + suffix
     return hex_id if tenant == DEFAULT else f"{tenant}{SEPARATOR}{hex_id}"
 
 

@@ -453,9 +453,11 @@ def workers(as_json: bool = JSON_OPTION) -> None:
     if not records:
         out.print("no live workers")
     for r in records:
+        shards = r.get("shards")
+        serves = f"  shards {','.join(map(str, shards))}" if isinstance(shards, list) else ""
         out.print(
             f"{r.get('id')}  {r.get('executor')}x{r.get('pool_size')}  done {r.get('jobs_done')}  "
-            f"in flight {r.get('jobs_in_flight')}  since {r.get('started_at')}",
+            f"in flight {r.get('jobs_in_flight')}  since {r.get('started_at')}{serves}",
             highlight=False,
         )
 

@@ -269,7 +269,9 @@ class Client:
     ) -> Enqueued:
         """Queue an already validated request at ``priority``, or join an identical one in flight;
         ``not_before`` defers it (see :meth:`submit`)."""
-        return await self._submit(tenants.new_job_id(self.tenant), request, priority, dedup, retry_of, not_before)
+        deferred = not_before is not None and not_before > time.time()
+        job_id = self._new_id(self.tenant, request, dedup=dedup and not deferred)
+        return await self._submit(job_id, request, priority, dedup, retry_of, not_before)
 
     async def ask(
         self,
@@ -285,7 +287,7 @@ class Client:
         look at Redis: one round trip fewer than ``submit_request`` then ``result``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        job_id = tenants.new_job_id(self.tenant)
+        job_id = self._new_id(self.tenant, request, dedup=dedup)
         async with self._watch(job_id) as mailbox:
             enqueued = await self._submit(job_id, request, priority, dedup)
             if enqueued.job_id == job_id:
@@ -349,13 +351,20 @@ class Client:
         Raises ``NotReplicated`` if they do not confirm in time: the job is queued on the primary
         but a failover now could lose it. Asking again is safe: the dedup marker joins the same job.
         """
-        acked = await wait_for_replicas(self.redis, self.settings, self.keys.fence)
+        acked = await wait_for_replicas(self.redis, self.settings, self.keys.of(job_id).fence)
         wanted = self.settings.redis_wait_replicas
         if acked is not None and acked < wanted:
             raise NotReplicated(
                 f"job {job_id} is queued, but only {acked} of {wanted} replicas confirmed it within "
                 f"{self.settings.redis_wait_timeout_s:g}s: a failover now could lose it"
             )
+
+    def _new_id(self, tenant: str, request: QuestionRequest, *, dedup: bool) -> str:
+        """A new job's id. On a sharded queue it names the shard of the request's fingerprint, where an
+        identical question in flight is (deduplication), or any shard for a job of its own."""
+        if self.keys.shards == 1:
+            return tenants.new_job_id(tenant)
+        return self.keys.new_job_id(tenant, fingerprint=request_fingerprint(request) if dedup else None)
 
     # ---------------------------------------------------------------------------- results
     async def status(self, job_id: str) -> Status:
@@ -539,10 +548,15 @@ class Client:
     async def failed_since(self, seconds: float) -> list[str]:
         """The ids of the jobs that ended ``failed`` within the last ``seconds``, oldest first (their results kept)."""
         since = time.time() * 1000 - seconds * 1000
-        index = (self.keys.tenant_index(self.sees, "failed") if self.sees else "") or self.keys.by_status("failed")
+        found: list[tuple[float, str]] = []
         with self._redis_errors():
-            ids = await self.redis.zrangebyscore(index, since, "+inf")
-        return [i.decode() for i in ids if self.sees is None or tenants.of(i.decode()) == self.sees]
+            for k in self.keys.every_shard:
+                index = (k.tenant_index(self.sees, "failed") if self.sees else "") or k.by_status("failed")
+                found += [
+                    (score, i.decode())
+                    for i, score in await self.redis.zrangebyscore(index, since, "+inf", withscores=True)
+                ]
+        return [i for _, i in sorted(found) if self.sees is None or tenants.of(i) == self.sees]
 
     async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:
         """Queue a finished ``failed`` or ``cancelled`` job's request again, as a new job; return it.
@@ -570,7 +584,7 @@ class Client:
         request = self.validate_data(args[0])
         stored_priority = jobs.figures_of(final).get("priority")
         chosen: Priority = priority or (stored_priority if stored_priority in PRIORITY_RANK else "normal")
-        new_id = tenants.new_job_id(tenants.of(job_id))
+        new_id = self._new_id(tenants.of(job_id), request, dedup=True)
         return await self._submit(new_id, request, chosen, True, retry_of=job_id)
 
     # ---------------------------------------------------------------------------- schedules

@@ -179,30 +179,51 @@ async def list_jobs(
     limit += offset
     k, redis = queue.keys, queue.redis
     by_status = str(status) if status in INDEXED_STATUSES else None
-    index = (k.tenant_index(tenant, by_status) if tenant else "") or (k.by_status(by_status) if by_status else k.index)
     mixed = tenant == tenants.DEFAULT  # the default tenant's jobs are among every tenant's
     wanted = None if status in (None, "all") else str(status)
     # Read more than asked: entries whose job has gone, or (through the recent index) of another status, drop out.
     # A listing of "ok" reads the whole recent index, and the default tenant's reads every tenant's ids first.
     enough = limit * 2 + 10 if wanted is None or by_status else None
     depth = enough if enough is not None and not mixed else -1
-    ids = [i.decode() for i in await redis.zrevrange(index, 0, depth)]
+    indexes = [
+        (s.tenant_index(tenant, by_status) if tenant else "") or (s.by_status(by_status) if by_status else s.index)
+        for s in k.every_shard
+    ]
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in indexes:
+            pipe.zrevrange(index, 0, depth, withscores=True)
+        pages = await pipe.execute()
+    # Each shard's index, newest first: merged by score (each index is in that order already).
+    merged = sorted(
+        ((score, i.decode(), index) for index, page in zip(indexes, pages, strict=True) for i, score in page),
+        reverse=True,
+    )
+    ids = [j for _, j, _ in merged]
+    index_of = {j: index for _, j, index in merged}
     if mixed:
-        ids = [j for j in ids if tenants.of(j) == tenant][:enough]
+        ids = [j for j in ids if tenants.of(j) == tenant]
+    ids = ids[:enough]
     if not ids:
         return []
-    fields = [f for j in ids for f in (j, field(j, Field.HOLDER), field(j, Field.PRIORITY), field(j, Field.RETRY_OF))]
     by_queue: dict[str, list[str]] = {}
     for j in ids:
         by_queue.setdefault(k.job_queue(j), []).append(j)
+    by_shard = k.by_shard(ids, str)
     async with redis.pipeline(transaction=False) as pipe:
         for j in ids:  # GETs, not MGET: a cluster pipeline refuses MGET
             pipe.get(k.final(j))
-        pipe.hmget(k.jobs, fields)
+        for shard, members in by_shard:
+            pipe.hmget(shard.jobs, [f for j in members for f in (j, *(field(j, name) for name in _LISTED))])
         for queue_key, members in by_queue.items():
             pipe.zmscore(queue_key, members)
         replies = await pipe.execute()
-    finals, (state, *per_queue) = replies[: len(ids)], replies[len(ids) :]
+    finals = replies[: len(ids)]
+    per_shard, per_queue = replies[len(ids) : len(ids) + len(by_shard)], replies[len(ids) + len(by_shard) :]
+    state_of = {
+        j: got[4 * n : 4 * n + 4]
+        for (_, members), got in zip(by_shard, per_shard, strict=True)
+        for n, j in enumerate(members)
+    }
     score_of = {
         j: sc
         for members, got in zip(by_queue.values(), per_queue, strict=True)
@@ -212,7 +233,7 @@ async def list_jobs(
     now = time.time() * 1000
     found, gone = [], []
     for n, job_id in enumerate(ids):
-        record, holder, priority, retry_of = state[4 * n : 4 * n + 4]
+        record, holder, priority, retry_of = state_of[job_id]
         if finals[n] is not None:
             try:
                 summary = _finished(job_id, figures_of(finals[n]))
@@ -230,11 +251,15 @@ async def list_jobs(
         found.append(summary)
         if len(found) >= limit:
             break
-    if gone:
+    for index in {index_of[j] for j in gone}:
         # The producer's Redis user may not write the finished-job indexes: the workers trim those.
         with contextlib.suppress(NoPermissionError):
-            await redis.zrem(index, *gone)
+            await redis.zrem(index, *(j for j in gone if index_of[j] == index))
     return found[offset:]
+
+
+#: The state fields a listing reads of each job, after its record.
+_LISTED = (Field.HOLDER, Field.PRIORITY, Field.RETRY_OF)
 
 
 # ------------------------------------------------------------------------------------------ the queue
@@ -262,14 +287,17 @@ async def snapshot(queue: Queue, settings: Settings, tenant: str | None = None) 
     now = time.time() * 1000
     step_ms = round(settings.priority_step_s * 1000)
     found: list[Entry] = []
-    queues = [k.queue_of(tenant)] if tenant is not None else await queue.queues()
-    for queue_key in queues:
+    if tenant is not None:
+        queues = [(shard, shard.queue_of(tenant)) for shard in k.every_shard]
+    else:
+        queues = await queue.queues()
+    for shard, queue_key in queues:
         start = 0
         while True:
             page = await redis.zrange(queue_key, start, start + CHUNK - 1, withscores=True)
             entries = [(member.decode(), score) for member, score in page]
             fields = [f for j, _ in entries for f in (field(j, Field.HOLDER), field(j, Field.PRIORITY))]
-            state = await redis.hmget(k.jobs, fields) if fields else []  # type: ignore[misc]
+            state = await redis.hmget(shard.jobs, fields) if fields else []  # type: ignore[misc]
             for n, (job_id, score) in enumerate(entries):
                 holder, raw_priority = state[2 * n], state[2 * n + 1]
                 priority = raw_priority.decode() if raw_priority else "normal"
@@ -340,12 +368,14 @@ async def list_waiting(
     page = [e for e in await snapshot(queue, settings, tenant) if e.state == status][offset : offset + limit]
     if not page:
         return []
-    k = queue.keys
-    fields = [f for e in page for f in (e.job_id, field(e.job_id, Field.PRIORITY), field(e.job_id, Field.RETRY_OF))]
-    state = await queue.redis.hmget(k.jobs, fields)  # type: ignore[misc]
+    state_of: dict[str, list[bytes | None]] = {}
+    for shard, ids in queue.keys.by_shard([e.job_id for e in page], str):
+        fields = [f for j in ids for f in (j, field(j, Field.PRIORITY), field(j, Field.RETRY_OF))]
+        got = await queue.redis.hmget(shard.jobs, fields)  # type: ignore[misc]
+        state_of.update((j, got[3 * n : 3 * n + 3]) for n, j in enumerate(ids))
     found = []
-    for n, entry in enumerate(page):
-        record, priority, retry_of = state[3 * n : 3 * n + 3]
+    for entry in page:
+        record, priority, retry_of = state_of[entry.job_id]
         if record is not None:
             found.append(_unfinished(entry.job_id, record, entry.state, priority, retry_of))
     return found

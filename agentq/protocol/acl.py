@@ -47,16 +47,20 @@ def _glob(text: str) -> str:
 
 def producer_writes(keys: Keys) -> list[str]:
     """The key patterns the producer writes (``lua/enqueue.lua``, ``lua/cancel.lua``, schedules, the API's
-    rate limit): everything of the queue but results, listing figures, progress and finished-job indexes."""
-    tag = _glob(keys.tag)
-    own = (keys.queue, keys.tenants, keys.jobs, keys.index, keys.bell, keys.fence, keys.schedules, keys.ticks)
-    return [
-        *(_glob(k) for k in own),
-        f"{tag}:q:*",  # each tenant's queue
-        f"{tag}:t:*:index",  # each tenant's recent jobs
-        f"{tag}:t:*:enqueued",  # each tenant's quota window
-        f"{_glob(keys.prefix)}:api-rate*",  # the API's rate counts (producer.api.guard)
-    ]
+    rate limit): everything of the queue but results, listing figures, progress and finished-job indexes;
+    of every shard of the queue."""
+    patterns = []
+    for shard in keys.every_shard:
+        tag = _glob(shard.tag)
+        own = (shard.queue, shard.tenants, shard.jobs, shard.index, shard.bell, shard.fence)
+        patterns += [
+            *(_glob(k) for k in own),
+            f"{tag}:q:*",  # each tenant's queue
+            f"{tag}:t:*:index",  # each tenant's recent jobs
+            f"{tag}:t:*:enqueued",  # each tenant's quota window
+        ]
+    schedules = (_glob(keys.schedules), _glob(keys.ticks))  # shard 0's
+    return [*patterns, *schedules, f"{_glob(keys.prefix)}:api-rate*"]  # and the API's rate counts (producer.api.guard)
 
 
 def rules(role: Role, keys: Keys) -> list[str]:
@@ -64,17 +68,17 @@ def rules(role: Role, keys: Keys) -> list[str]:
     prefix = _glob(keys.prefix)
     if role == "admin":
         return ["allkeys", "allchannels", "+@all"]
-    channels = f"&{_glob(keys.tag)}:*"  # the done and cancel channels
+    channels = [f"&{_glob(shard.tag)}:*" for shard in keys.every_shard]  # the done and cancel channels
     # A script gets the job's queue again for a key it does not need (an absent tenant index). "~"
     # alone: the key '' that versions before passed instead, kept while they may still run.
     if role == "worker":
-        return ["resetkeys", "resetchannels", f"~{prefix}:*", "~", channels, "-@all", *USED, *NOT_ADMIN]
+        return ["resetkeys", "resetchannels", f"~{prefix}:*", "~", *channels, "-@all", *USED, *NOT_ADMIN]
     reads = f"%R~{prefix}:*"
     writes = [f"~{p}" for p in producer_writes(keys)]
     # It follows every channel of the queue but publishes on the cancel channel only (a selector): a
     # message on a job's done channel is a result, which it may not forge.
     publish = f"(&{_glob(keys.cancel_channel)} +publish)"
-    rules = [*writes, "~", channels, "-@all", *USED, *NOT_ADMIN, *NO_DELETE, "-publish", publish]
+    rules = [*writes, "~", *channels, "-@all", *USED, *NOT_ADMIN, *NO_DELETE, "-publish", publish]
     return ["resetkeys", "resetchannels", reads, *rules]
 
 

@@ -36,13 +36,35 @@ Redis Cluster slot and a script may touch any of them at once. With the defaults
 
 Keys that belong to no queue are shared by every queue of the prefix: each worker's heartbeat
 (``<prefix>:worker:<id>``) and the source policies' state (cache, breaker, latencies, rate limits).
+
+**Shards** (``AGENTQ_QUEUE_SHARDS``). A queue of K > 1 shards is K queues as above, each with a hash
+tag of its own, so that a Redis Cluster spreads them over its primaries: ``{<queue>}`` for shard 0
+(where the queue of one shard was, so its jobs are still found) and ``{<queue>~<i>.<n>}`` for shard
+``i``, ``n`` the first number that puts the tag's slot in the middle of the ``i``-th of K equal
+parts of the 16,384 slots not taken by shard 0 (:func:`shard_tags`). A Cluster whose primaries each
+hold a run of equal size, as ``redis-cli --cluster create`` makes them, so holds K / primaries
+shards each when K is a multiple of the primaries. A job's id ends in ``-<shard>`` (two hex digits:
+:func:`shard_of`), and every key of the job is its shard's: nothing needs to be looked up to find it.
+The schedules and their ticks are shard 0's, and the cancel channel is shard 0's for every shard.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable
 from enum import StrEnum
+from typing import TypeVar
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from agentq import tenants
+
+T = TypeVar("T")
+#: The most shards a queue may have (a job id holds its shard in two hex digits).
+MAX_SHARDS = 256
+SHARD_SEPARATOR = "-"
 
 #: Final statuses that have an index of their own (an ``ok`` job is found through the recent index).
 INDEXED_STATUSES = ("failed", "partial", "cancelled")
@@ -86,13 +108,66 @@ def marker_field(fingerprint: str, tenant: str = tenants.DEFAULT) -> str:
     return f"m:{fingerprint}" if tenant == tenants.DEFAULT else f"m:{tenant}:{fingerprint}"
 
 
-class Keys:
-    """Key names for one key prefix (``AGENTQ_KEY_PREFIX``) and one queue (``AGENTQ_QUEUE_NAME``)."""
+def shard_of(job_id: str) -> int:
+    """The shard a job id names (``<id>-<two hex digits>``); 0 for an id without one (a queue of one
+    shard makes those), or for an id that reads as no job's."""
+    _, sep, tail = job_id.rpartition(SHARD_SEPARATOR)
+    if sep and len(tail) == 2:
+        try:
+            return int(tail, 16)
+        except ValueError:
+            return 0
+    return 0
 
-    def __init__(self, prefix: str, queue: str = "default") -> None:
+
+def shard_for(fingerprint: str | None, shards: int) -> int:
+    """The shard of a request: from its fingerprint (so a question asked twice meets its first job, for
+    deduplication), or any one at random for a request that is not deduplicated."""
+    if shards <= 1:
+        return 0
+    if fingerprint is None:
+        return secrets.randbelow(shards)
+    return int(hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest(), 16) % shards
+
+
+@functools.cache
+def shard_tags(prefix: str, queue: str, shards: int) -> tuple[str, ...]:
+    """The hash tag of each of a queue's ``shards`` (see the module's docstring)."""
+    if shards <= 1:
+        return (queue,)
+    slot_of = functools.partial(_slot, prefix)
+    zero = slot_of(queue)
+    parts = [p for p in range(shards) if p != zero * shards // REDIS_CLUSTER_HASH_SLOTS]  # shard 0's part is taken
+    tags = [queue]
+    for i, part in enumerate(parts, start=1):
+        # the middle half of the part: a Cluster whose runs of slots differ a little from equal parts keeps it
+        low = (4 * part + 1) * REDIS_CLUSTER_HASH_SLOTS // (4 * shards)
+        high = (4 * part + 3) * REDIS_CLUSTER_HASH_SLOTS // (4 * shards)
+        n = 0
+        while not low <= slot_of(f"{queue}~{i}.{n}") < high:
+            n += 1
+        tags.append(f"{queue}~{i}.{n}")
+    return tuple(tags)
+
+
+def _slot(prefix: str, tag: str) -> int:
+    return int(key_slot(f"{prefix}:{{{tag}}}:queue".encode()))
+
+
+class Keys:
+    """Key names for one key prefix (``AGENTQ_KEY_PREFIX``), one queue (``AGENTQ_QUEUE_NAME``) of
+    ``shards`` shards (``AGENTQ_QUEUE_SHARDS``), and one of those shards (``shard``; 0 by default).
+
+    A job's keys (:meth:`result`, :meth:`progress`, :meth:`job_queue`...) are its own shard's
+    whichever shard's ``Keys`` names them; :meth:`of` gives the job's shard's ``Keys`` for the rest.
+    """
+
+    def __init__(self, prefix: str, queue: str = "default", *, shards: int = 1, shard: int = 0) -> None:
         self.prefix, self.queue_name = prefix, queue
-        tag = f"{prefix}:{{{queue}}}"
+        self.shards, self.shard_index = shards, shard
+        tag = f"{prefix}:{{{shard_tags(prefix, queue, shards)[shard]}}}"
         self.tag = tag
+        home = f"{prefix}:{{{queue}}}"  # shard 0's: what one shard's queue has always used
         self.queue = f"{tag}:queue"
         """The default tenant's queue: a sorted set of job ids (:meth:`queue_of` another tenant's)."""
         self.tenants = f"{tag}:tenants"
@@ -105,28 +180,72 @@ class Keys:
         """Every recent job, scored by enqueue ms; capped at ``jobs_index_size``."""
         self.fence = f"{tag}:fence"
         """A counter incremented right before each ``WAIT`` (``agentq.connection.wait_for_replicas``)."""
-        self.schedules = f"{tag}:schedules"
-        """Recurring questions, by name (``agentq.schedules``)."""
-        self.ticks = f"{tag}:ticks"
-        """Each schedule's next tick (epoch ms): what the workers' tickers take, once each."""
-        self.cancel_channel = f"{tag}:cancel"
+        self.schedules = f"{home}:schedules"
+        """Recurring questions, by name (``agentq.schedules``); shard 0's."""
+        self.ticks = f"{home}:ticks"
+        """Each schedule's next tick (epoch ms): what the workers' tickers take, once each; shard 0's."""
+        self.cancel_channel = f"{home}:cancel"
         """Pub/sub channel every worker follows: a message is the id of a running job to cancel."""
+        self._shards: dict[int, Keys] = {shard: self}
 
+    # ------------------------------------------------------------------ shards
+    def shard(self, index: int) -> Keys:
+        """The keys of shard ``index`` of this queue."""
+        found = self._shards.get(index)
+        if found is None:
+            found = self._shards[index] = Keys(self.prefix, self.queue_name, shards=self.shards, shard=index)
+            found._shards = self._shards
+        return found
+
+    @property
+    def every_shard(self) -> list[Keys]:
+        """The keys of each shard of the queue, shard 0 first."""
+        return [self.shard(i) for i in range(self.shards)]
+
+    def of(self, job_id: str) -> Keys:
+        """The keys of the shard ``job_id`` is on (this queue's only one, unsharded)."""
+        if self.shards == 1:
+            return self
+        index = shard_of(job_id)
+        return self.shard(index if index < self.shards else 0)  # an id of another shard count: none of ours
+
+    def by_shard(self, items: Iterable[T], job_id: Callable[[T], str]) -> list[tuple[Keys, list[T]]]:
+        """``items`` grouped by the shard of their job (``job_id`` of each), in the order each shard first
+        appears: one call per shard for a call about several jobs."""
+        groups: dict[int, tuple[Keys, list[T]]] = {}
+        for item in items:
+            k = self.of(job_id(item))
+            groups.setdefault(k.shard_index, (k, []))[1].append(item)
+        return list(groups.values())
+
+    def new_job_id(
+        self, tenant: str = tenants.DEFAULT, *, fingerprint: str | None = None, shard: int | None = None
+    ) -> str:
+        """A fresh id of ``tenant``'s for a job on ``shard`` (default: the request's, :func:`shard_for`).
+
+        Unsharded, ids are as they have always been (``agentq.tenants.new_job_id``); sharded, they end
+        in ``-<shard>``."""
+        if self.shards == 1:
+            return tenants.new_job_id(tenant)
+        index = shard_for(fingerprint, self.shards) if shard is None else shard
+        return tenants.new_job_id(tenant, suffix=f"{SHARD_SEPARATOR}{index:02x}")
+
+    # ------------------------------------------------------------------ a job's keys (on its shard)
     def result(self, job_id: str) -> str:
         """A finished job's result record."""
-        return f"{self.tag}:result:{job_id}"
+        return f"{self.of(job_id).tag}:result:{job_id}"
 
     def progress(self, job_id: str) -> str:
         """A job's progress log: a capped stream of ``ProgressEvent`` JSON (``worker.job.progress``)."""
-        return f"{self.tag}:progress:{job_id}"
+        return f"{self.of(job_id).tag}:progress:{job_id}"
 
     def final(self, job_id: str) -> str:
         """A finished job's listing figures (``agentq.summary``), kept as long as its result."""
-        return f"{self.tag}:final:{job_id}"
+        return f"{self.of(job_id).tag}:final:{job_id}"
 
     def done_channel(self, job_id: str) -> str:
         """Pub/sub channel told (with the stored result record) when a job's result has been stored."""
-        return f"{self.tag}:done:{job_id}"
+        return f"{self.of(job_id).tag}:done:{job_id}"
 
     def by_status(self, status: str) -> str:
         """Recent finished jobs of one indexed final status (:data:`INDEXED_STATUSES`), by finish ms."""
@@ -141,8 +260,8 @@ class Keys:
         return self.queue if tenant == tenants.DEFAULT else f"{self.tag}:q:{tenant}"
 
     def job_queue(self, job_id: str) -> str:
-        """The queue of the job's tenant (``agentq.tenants.of``)."""
-        return self.queue_of(tenants.of(job_id))
+        """The queue of the job's tenant (``agentq.tenants.of``), on the job's shard."""
+        return self.of(job_id).queue_of(tenants.of(job_id))
 
     def tenant_index(self, tenant: str, status: str | None = None) -> str:
         """A tenant's own recent-jobs index (``status`` None), or its index of one final status; ``''``

@@ -50,6 +50,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _quota(value: int | None) -> int | str:
+    """A quota as the enqueue script takes it: ``''`` for none."""
+    return "" if value is None else value
+
+
 @dataclass(frozen=True)
 class Enqueued:
     """What an enqueue did: the job id, and whether it joined an identical job already in flight."""
@@ -133,7 +138,12 @@ class Ending:
 
 
 class Queue:
-    """The scripts of one queue, registered on ``redis`` (each is loaded once, then called by digest)."""
+    """The scripts of one queue, registered on ``redis`` (each is loaded once, then called by digest).
+
+    A sharded queue (``Keys.shards``) is served by the same calls: each call about a job goes to the
+    job's shard (its id names it: ``agentq.protocol.keys.shard_of``), a call about several jobs goes
+    to each of their shards, a claim to the shard it names, and the counts read every shard.
+    """
 
     def __init__(self, redis: Redis, keys: Keys, *, weights: dict[str, float] | None = None) -> None:
         self.redis, self.keys = redis, keys
@@ -141,11 +151,20 @@ class Queue:
         self._enqueued = 0
         self.weights = dict(weights or {})
         """Each tenant's fair-share weight (1 if not named)."""
-        self.served: list[str] = []
-        """The tenants besides the default whose queues a claim reads, as the last claim found them."""
-        self._tenants_read_at = -TENANTS_REFRESH_S
+        self.served_on: dict[int, list[str]] = {}
+        """Per shard, the tenants besides the default whose queues a claim reads, as its last claim found them."""
+        self._tenants_read_at: dict[int, float] = {}
         self.writes_results = True
         """False once this Redis user was refused write on a result (a cancel then leaves it to a worker)."""
+
+    @property
+    def served(self) -> list[str]:
+        """The tenants a claim of shard 0 reads (the only shard of an unsharded queue)."""
+        return self.served_on.get(0, [])
+
+    @served.setter
+    def served(self, tenants_: list[str]) -> None:
+        self.served_on[0] = tenants_
 
     def weight(self, tenant: str) -> float:
         return float(self.weights.get(tenant, 1.0))
@@ -180,18 +199,47 @@ class Queue:
         self._enqueued += 1
         trim = "1" if self._enqueued % TRIM_EVERY == 0 else "0"
         tenant = tenants.of(job_id)
-        args: list[Any] = [job_id, record, repr(score), now or now_ms(), marker or "", repr(index_score)]
-        args += [index_size, trim, priority, retry_of or "", tenant, in_flight or "", per_minute or ""]
-        window = self.keys.enqueue_times(tenant) if per_minute else ""
-        reply = await self.script("enqueue")(keys=self._given([*self._enqueue_keys(tenant), window]), args=args)
+        k = self.keys.of(job_id)
+        now = now or now_ms()
+        quota = (in_flight, per_minute)  # as configured, for the messages
+        frees_in = None  # sharded: when the other shards' part of the per-minute quota frees (ms)
+        if (in_flight or per_minute) and self.keys.shards > 1:
+            in_flight, per_minute, frees_in = await self._quota_left(k, tenant, now, in_flight, per_minute)
+        args: list[Any] = [job_id, record, repr(score), now, marker or "", repr(index_score)]
+        args += [index_size, trim, priority, retry_of or "", tenant, _quota(in_flight), _quota(per_minute)]
+        window = k.enqueue_times(tenant) if per_minute is not None else ""
+        reply = await self.script("enqueue")(keys=self._given([*self._enqueue_keys(k, tenant), window]), args=args)
         refused = int(reply[1])
         if refused in (3, 4):
-            what = f"{in_flight} jobs in flight" if refused == 3 else f"{per_minute} jobs a minute"
+            what = f"{quota[0]} jobs in flight" if refused == 3 else f"{quota[1]} jobs a minute"
+            after_ms = min(int(reply[2]), frees_in) if refused == 4 and frees_in else int(reply[2])
             raise QuotaExceeded(
                 f"tenant {tenant!r} is at its quota of {what}: nothing was queued; ask again later",
-                retry_after_s=int(reply[2]) / 1000,
+                retry_after_s=after_ms / 1000,
             )
         return Enqueued(_text(reply[0]), bool(refused))
+
+    async def _quota_left(
+        self, k: Keys, tenant: str, now: int, in_flight: int | None, per_minute: int | None
+    ) -> tuple[int | None, int | None, int | None]:
+        """A tenant's quotas less what its jobs on the other shards use, for the enqueue on shard ``k``
+        to enforce on its own; and when the other shards' oldest enqueue of the last minute leaves it.
+
+        One pipelined read of every other shard, then the script: two enqueues of one tenant at the
+        same moment on two shards may each see the other's shard before its job, and both pass.
+        """
+        others = [o for o in self.keys.every_shard if o.shard_index != k.shard_index]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.zcard(other.queue_of(tenant))
+                pipe.zrangebyscore(other.enqueue_times(tenant), now - 60_000, "+inf", start=0, num=1, withscores=True)
+                pipe.zcount(other.enqueue_times(tenant), now - 60_000, "+inf")
+            found = await pipe.execute()
+        flying, oldest, recent = sum(found[0::3]), [e for got in found[1::3] for e in got], sum(found[2::3])
+        left_in_flight = None if in_flight is None else max(0, in_flight - flying)
+        left_per_minute = None if per_minute is None else max(0, per_minute - recent)
+        frees_in = max(1, round(min(s for _, s in oldest) + 60_000 - now)) if oldest else None
+        return left_in_flight, left_per_minute, frees_in
 
     async def enqueue_tick(
         self,
@@ -209,12 +257,13 @@ class Queue:
         """Write ``schedule``'s job and move its tick to ``next_tick_ms``, if its tick is still ``tick_ms``
         (no other worker took it); whether this call wrote it. The job's index score is ``index_ms``, the
         tick it answers."""
-        k = self.keys
+        k = self.keys.of(job_id)  # shard 0, where the ticks are (``Keys.new_job_id(shard=0)``)
         now = now_ms()
         tenant = tenants.of(job_id)
         args: list[Any] = [job_id, record, repr(score), now, "", index_ms, index_size, "0", priority, "", tenant]
         args += ["", "", schedule, tick_ms, next_tick_ms]  # a schedule's ticks are the operator's: no quota
-        reply = await self.script("enqueue")(keys=self._given([*self._enqueue_keys(tenant), "", k.ticks]), args=args)
+        keys = self._given([*self._enqueue_keys(k, tenant), "", self.keys.ticks])
+        reply = await self.script("enqueue")(keys=keys, args=args)
         return int(reply[1]) != 2
 
     @staticmethod
@@ -225,8 +274,8 @@ class Queue:
         queue holds jobs: a slot being migrated splits fewer calls than a key that never exists would."""
         return [key or keys[0] for key in keys]
 
-    def _enqueue_keys(self, tenant: str) -> list[str]:
-        k = self.keys
+    @staticmethod
+    def _enqueue_keys(k: Keys, tenant: str) -> list[str]:
         served = k.tenants if tenant != tenants.DEFAULT else ""  # the default tenant's queue is always served
         return [k.queue_of(tenant), k.jobs, k.index, k.bell, k.tenant_index(tenant), served]
 
@@ -248,7 +297,7 @@ class Queue:
         it is marked and comes due at once, and the next worker to take it stores its result.
         ``queued_only``: a job a worker holds is left alone (``running``) instead of told to stop.
         """
-        k = self.keys
+        k = self.keys.of(job_id)
         keys: list[str] = [k.job_queue(job_id), k.jobs, k.bell]
         args: list[Any] = [job_id, k.cancel_channel, now_ms(), "1" if queued_only else "0"]
         reply = None
@@ -273,7 +322,7 @@ class Queue:
 
     async def record(self, job_id: str) -> bytes | None:
         """The job record of an unfinished job (None once it has finished, or if there is none)."""
-        raw: bytes | None = await self.redis.hget(self.keys.jobs, job_id)  # type: ignore[misc]
+        raw: bytes | None = await self.redis.hget(self.keys.of(job_id).jobs, job_id)  # type: ignore[misc]
         return raw
 
     async def state(self, job_id: str) -> JobState:
@@ -284,7 +333,7 @@ class Queue:
         so a job that finishes between two reads is seen finished, never lost between. One that goes
         back in line between them (a requeue) may be seen ``deferred`` for that moment.
         """
-        k = self.keys
+        k = self.keys.of(job_id)
         async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.zscore(k.job_queue(job_id), job_id)
             pipe.hexists(k.jobs, f"{job_id}:{Field.HOLDER}")
@@ -292,18 +341,29 @@ class Queue:
             score, held, has_result = await pipe.execute()
         return job_state(bool(has_result), bool(held), score, time.time() * 1000)
 
-    async def queues(self) -> list[str]:
-        """Every tenant's queue that may hold jobs: the default tenant's, and those of the tenants served."""
-        names = await self.redis.zrange(self.keys.tenants, 0, -1)
-        found = {_text(n) for n in names} - {"~", tenants.DEFAULT}
-        return [self.keys.queue, *(self.keys.queue_of(t) for t in sorted(found))]
+    async def queues(self) -> list[tuple[Keys, str]]:
+        """Every tenant's queue that may hold jobs, on every shard: the default tenant's, and those of the
+        tenants served; each with its shard's keys."""
+        shards = self.keys.every_shard
+        if len(shards) == 1:
+            names = [await self.redis.zrange(shards[0].tenants, 0, -1)]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for k in shards:
+                    pipe.zrange(k.tenants, 0, -1)
+                names = await pipe.execute()
+        queues = []
+        for k, found in zip(shards, names, strict=True):
+            others = {_text(n) for n in found} - {"~", tenants.DEFAULT}
+            queues += [(k, k.queue), *((k, k.queue_of(t)) for t in sorted(others))]
+        return queues
 
     async def counts(self) -> tuple[int, int, int]:
         """Jobs in the queues (queued, deferred and running), those deferred or running (score in the future)."""
         queues = await self.queues()
         later_than = f"({time.time() * 1000}"
         async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
+            for _, queue in queues:
                 pipe.zcard(queue)
                 pipe.zcount(queue, later_than, "+inf")
             found = await pipe.execute()
@@ -312,9 +372,17 @@ class Queue:
 
     # ------------------------------------------------------------------ the worker's side
     async def claim(
-        self, worker_id: str, *, want: int, lease_ms: int, idle: bool, unsure: bool = False, unasked: bool = False
+        self,
+        worker_id: str,
+        *,
+        want: int,
+        lease_ms: int,
+        idle: bool,
+        unsure: bool = False,
+        unasked: bool = False,
+        shard: int = 0,
     ) -> Claim:
-        """Claim up to ``want`` due jobs from the heads of the tenants' queues (``lua/claim.lua``).
+        """Claim up to ``want`` due jobs from the heads of the tenants' queues of ``shard`` (``lua/claim.lua``).
 
         ``unsure``: this worker lost Redis itself within the last lease, so another worker's lapsed
         lease may be that outage rather than a death: it is spared (pushed back), not taken.
@@ -322,23 +390,24 @@ class Queue:
         leaves the tenants unread, unless it has not read them for :data:`TENANTS_REFRESH_S` (a new
         tenant's enqueue rings the bell, and a busy worker reads them at every claim).
         """
-        k = self.keys
+        k = self.keys.shard(shard)
+        served_before = self.served_on.get(shard, [])
         args: list[Any] = [now_ms(), want, lease_ms, want + LOOK_BEYOND, worker_id, "1" if idle else "0"]
-        fresh = time.monotonic() - self._tenants_read_at < TENANTS_REFRESH_S
+        fresh = time.monotonic() - self._tenants_read_at.get(shard, -TENANTS_REFRESH_S) < TENANTS_REFRESH_S
         read_tenants = not (unasked and idle and fresh)
         args += ["1" if unsure else "0", repr(self.weight(tenants.DEFAULT)), "1" if read_tenants else "0"]
-        if read_tenants or self.served:
-            self._tenants_read_at = time.monotonic()
-        for tenant in self.served:
+        if read_tenants or served_before:
+            self._tenants_read_at[shard] = time.monotonic()
+        for tenant in served_before:
             args += [tenant, repr(self.weight(tenant))]
-        keys = [k.queue, k.jobs, k.bell, k.tenants, *(k.queue_of(t) for t in self.served)]
+        keys = [k.queue, k.jobs, k.bell, k.tenants, *(k.queue_of(t) for t in served_before)]
         reply = await self.script("claim")(keys=keys, args=args)
         more, next_due, renewed, read_all, held_back, spared, now_served = reply[:7]
         new_tenants = False  # a tenant this claim could not read: claim again at once, with it
         if _text(now_served):
             served = [t for t in _text(now_served).split(",") if t]
-            new_tenants = bool(set(served) - set(self.served))
-            self.served = served
+            new_tenants = bool(set(served) - set(served_before))
+            self.served_on[shard] = served
         jobs = [
             ClaimedJob(
                 job_id=_text(reply[i]),
@@ -362,26 +431,26 @@ class Queue:
 
     async def release(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> None:
         """Give back claimed jobs that will not start here, and ring the bell for another worker."""
-        if not jobs:
-            return
-        k = self.keys
-        args: list[Any] = [now_ms(), worker_id]
-        for job in jobs:
-            args += [job.job_id, job.score]
-        keys = [k.jobs, k.bell, *(k.job_queue(job.job_id) for job in jobs)]
-        await self.script("release")(keys=keys, args=args)
+        for k, on_shard in self.keys.by_shard(jobs, lambda job: job.job_id):
+            args: list[Any] = [now_ms(), worker_id]
+            for job in on_shard:
+                args += [job.job_id, job.score]
+            keys = [k.jobs, k.bell, *(k.job_queue(job.job_id) for job in on_shard)]
+            await self.script("release")(keys=keys, args=args)
 
     async def renew(self, worker_id: str, job_ids: Sequence[str], *, lease_ms: int) -> list[str]:
         """Push back the leases of ``job_ids``; the ids whose lease this worker no longer holds."""
-        k = self.keys
-        keys = [k.jobs, *(k.job_queue(j) for j in job_ids)]
-        lost = await self.script("renew")(keys=keys, args=[lease_ms, now_ms(), worker_id, *job_ids])
-        return [_text(v) for v in lost]
+        lost: list[str] = []
+        for k, on_shard in self.keys.by_shard(job_ids, str):
+            keys = [k.jobs, *(k.job_queue(j) for j in on_shard)]
+            replies = await self.script("renew")(keys=keys, args=[lease_ms, now_ms(), worker_id, *on_shard])
+            lost += [_text(v) for v in replies]
+        return lost
 
     def _finish_call(
         self, worker_id: str, e: Ending, *, progress_ttl_s: int, index_size: int
     ) -> tuple[list[str], list[Any]]:
-        k = self.keys
+        k = self.keys.of(e.job_id)
         indexed = bool(e.final) and e.status in INDEXED_STATUSES
         index = k.by_status(e.status) if indexed else ""
         own = k.tenant_index(tenants.of(e.job_id), e.status) if indexed else ""
@@ -442,7 +511,8 @@ class Queue:
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> list[bool]:
         """Which of these jobs a caller asked to cancel (for a worker that missed the message)."""
-        if not job_ids:
-            return []
-        marks = await self.redis.hmget(self.keys.jobs, [f"{j}:{Field.CANCEL}" for j in job_ids])  # type: ignore[misc]
-        return [bool(m) for m in marks]
+        asked: dict[str, bool] = {}
+        for k, on_shard in self.keys.by_shard(job_ids, str):
+            marks = await self.redis.hmget(k.jobs, [f"{j}:{Field.CANCEL}" for j in on_shard])  # type: ignore[misc]
+            asked.update((j, bool(m)) for j, m in zip(on_shard, marks, strict=True))
+        return [asked[j] for j in job_ids]

@@ -156,6 +156,8 @@ class WorkerInfo(BaseModel):
     pid: int | None = None
     executor: str | None = None
     pool_size: int | None = None
+    shards: list[int] | None = None
+    """The shards of the queue it serves (a queue of one shard: none)."""
     jobs_done: int | None = None
     jobs_in_flight: int | None = None
     started_at: str | None = None

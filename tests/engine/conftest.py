@@ -72,7 +72,7 @@ async def make_worker(fake: Any) -> AsyncIterator[MakeWorker]:
 
     async def make(job: Callable[..., Awaitable[Any]] = blocked, **fields: Any) -> Worker:
         s = worker_settings(**fields)
-        ctx: WorkerContext = {"settings": s, "worker_id": f"w{len(made) + 1}", "keys": KEYS}
+        ctx: WorkerContext = {"settings": s, "worker_id": f"w{len(made) + 1}", "keys": s.keys}
         w = Worker(s, [func(job, name="job")], ctx, redis=fake)  # type: ignore[arg-type]
         await w.start()
         made.append(w)

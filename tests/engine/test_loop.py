@@ -45,9 +45,9 @@ async def test_an_idle_worker_with_nothing_due_waits_on_the_bell_until_the_next_
     await queue_jobs(fake, "later", score=due_in)
     waits: list[float] = []
 
-    async def wait(seconds: float) -> bool:
+    async def wait(seconds: float) -> list[int]:
         waits.append(seconds)
-        return False
+        return []
 
     monkeypatch.setattr(w.doorbell, "wait", wait)
     await w._pass()

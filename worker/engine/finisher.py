@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from agentq.connection import wait_for_replicas
+from agentq.connection import is_cluster, wait_for_replicas
 from agentq.errors import REDIS_DOWN
 
 if TYPE_CHECKING:
@@ -82,11 +82,12 @@ class Finisher:
         replies = await self.queue.finish(
             self.worker_id, endings, progress_ttl_s=s.progress_ttl_s, index_size=s.jobs_index_size
         )
-        if s.redis_wait_replicas and any(r is True for r in replies):
-            await self._replicated(len(batch))
+        stored = [e.job_id for e, r in zip(endings, replies, strict=True) if r is True]
+        if s.redis_wait_replicas and stored:
+            await self._replicated(stored)
         return replies
 
-    async def _replicated(self, stored: int) -> None:
+    async def _replicated(self, stored: list[str]) -> None:
         """With ``redis_wait_replicas``, wait until that many replicas hold the results just written.
 
         Without it a failover can take back a result a caller has already read (the job, still
@@ -94,10 +95,14 @@ class Finisher:
         time is logged, not raised: the results are on the primary, and no job is lost either way.
         """
         s = self.settings
+        keys = self.queue.keys
+        # On one Redis one WAIT covers every write made before it; on a Cluster, one per shard written,
+        # behind its fence, on its primary.
+        shards = keys.by_shard(stored, str) if is_cluster(self.queue.redis) else [(keys, stored)]
         try:
-            acked = await wait_for_replicas(self.queue.redis, s, self.queue.keys.fence)
+            acked = min([await wait_for_replicas(self.queue.redis, s, k.fence) for k, _ in shards], key=_fewest)
         except REDIS_DOWN as exc:
-            log.warning("could not wait for replicas to hold %d results: %s", stored, exc)
+            log.warning("could not wait for replicas to hold %d results: %s", len(stored), exc)
             return
         if acked is not None and acked < s.redis_wait_replicas:
             log.warning(
@@ -106,3 +111,7 @@ class Finisher:
                 s.redis_wait_replicas,
                 s.redis_wait_timeout_s,
             )
+
+
+def _fewest(acked: int | None) -> float:
+    return float("inf") if acked is None else acked

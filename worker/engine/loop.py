@@ -13,6 +13,13 @@ writes). One pass of the loop:
    was nothing to take (``worker.engine.doorbell``), a job of its own ending when it was full, room
    on the pool when admission said no, nothing when the claim left due jobs behind it.
 
+**Shards** (``AGENTQ_QUEUE_SHARDS``). A worker serves every shard of the queue, or those of
+``AGENTQ_WORKER_SHARDS``, in turn: a pass claims from the shards that may hold due jobs (their bell
+rang, their last claim left due jobs, their next job has come due, or the fallback poll is due),
+starting after the shard it last took from, and goes on to the next while it has room. So while
+every shard has a backlog each gets its turn, and a shard with nothing due costs nothing but its
+share of the idle wait (``worker.engine.doorbell``).
+
 A job that must run alone (its last run died in company: ``lua/claim.lua``) is claimed only when
 nothing runs here, and nothing else is claimed until it ends. For a lease after Redis failed this
 worker, its claims spare other workers' lapsed leases instead of judging them deaths
@@ -34,6 +41,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -92,7 +100,9 @@ class Worker:
         self.worker_id: str = ctx["worker_id"]
         self.keys = ctx["keys"]
         self.redis: Redis | None = redis
-        self.doorbell = Doorbell(settings, self.keys.bell, redis)  # a connection of its own, unless one is given
+        self.shards: list[int] = settings.served_shards
+        # A connection of its own, unless one is given.
+        self.doorbell = Doorbell(settings, {i: self.keys.shard(i).bell for i in self.shards}, redis)
         self.admission = Admission(settings) if settings.admission else None
         ctx["admission"] = self.admission
         self.outage = OutageBudget(settings.redis_outage_s)
@@ -104,6 +114,10 @@ class Worker:
         self._nudge = asyncio.Event()  # a job or a pool task ended, or a stop was asked for
         self._waiting: asyncio.Task[Any] | None = None
         self._unasked = False  # the last wait was the bell's, and it ran out unrung (Queue.claim: unasked)
+        self._look_at: dict[int, float] = dict.fromkeys(self.shards, 0.0)
+        """Per shard, when (epoch ms) to claim from it next: 0 at once, ``inf`` when its bell rings."""
+        self._turn = 0  # where in ``shards`` the next pass starts
+        self._rang: set[int] = set()  # the shards whose bell the last wait heard
         self._refused: Shape | None = None  # the shape of the job admission last gave back
         self._grace: asyncio.Task[None] | None = None
         self._queue: Queue | None = None
@@ -274,7 +288,7 @@ class Worker:
             # attempt that hangs in a name lookup or in redis-py's retries fails in time.
             async with asyncio.timeout(self.outage.allowance() + self.settings.poll_delay_s):
                 claim, after = await self._pickup()
-                await self._wait(after, claim)
+                await self._wait(after)
         except REDIS_DOWN as exc:
             await asyncio.sleep(self.outage.failed(exc, since=started))
             return False
@@ -282,13 +296,36 @@ class Worker:
         return after is Next.BELL and (claim is None or not claim.jobs)
 
     async def _pickup(self) -> tuple[Claim | None, Next]:
-        """Claim as many due jobs as there is room for, admit them in queue order, start them."""
-        room = self.settings.max_jobs - len(self.tasks)
-        if self.stopping or room <= 0 or self.alone is not None:
+        """Claim as many due jobs as there is room for, shard after shard, admit them in queue order,
+        start them; the last claim made, and what to wait for."""
+        if self.stopping or self.settings.max_jobs <= len(self.tasks) or self.alone is not None:
             return None, Next.SLOT
         admission = self.admission
         if admission is not None and self._refused is not None and not admission.fits(self._refused):
             return None, Next.CAPACITY  # nothing has changed enough: no need to ask Redis
+        now = time.time() * 1000
+        order = self.shards[self._turn :] + self.shards[: self._turn]
+        if len(order) > 1:  # one shard is always looked at, as an unsharded queue always was
+            order = [shard for shard in order if self._look_at[shard] <= now]
+        claim, after = None, Next.BELL
+        for shard in order:
+            if self.settings.max_jobs <= len(self.tasks) or self.alone is not None:
+                return claim, Next.SLOT  # the shards left are looked at once there is room
+            self._turn = (self.shards.index(shard) + 1) % len(self.shards)
+            claim, then = await self._pickup_from(shard)
+            if then in (Next.SLOT, Next.CAPACITY):
+                return claim, then
+            self._look_at[shard] = 0.0 if then is Next.MORE else (claim.next_due_ms or math.inf)
+            if then is Next.MORE:
+                after = Next.MORE
+        if self.settings.max_jobs <= len(self.tasks):
+            return claim, Next.SLOT  # full: a ring it heard now would be one an idle worker missed
+        return claim, after
+
+    async def _pickup_from(self, shard: int) -> tuple[Claim, Next]:
+        """Claim as many due jobs of ``shard`` as there is room for, admit them in queue order, start them."""
+        room = self.settings.max_jobs - len(self.tasks)
+        admission = self.admission
         lease_s = self.settings.lease_s
         claim = await self.queue.claim(
             self.worker_id,
@@ -296,7 +333,8 @@ class Worker:
             lease_ms=max(1, round(lease_s * 1000)),
             idle=not self.tasks,
             unsure=self.outage.within(lease_s),  # just cut off itself: a lapsed lease may be no death
-            unasked=self._unasked,
+            unasked=self._unasked and shard not in self._rang,
+            shard=shard,
         )
         if claim.spared:
             log.info(
@@ -324,11 +362,13 @@ class Worker:
         if refused:
             assert admission is not None
             admission.refused += len(refused)
+            self._look_at[shard] = 0.0  # they wait there still
             await self.queue.release(self.worker_id, refused)
             return claim, Next.CAPACITY
         if claim.learnt and self.alone is None and len(self.tasks) < self.settings.max_jobs:
             return claim, Next.MORE  # tenants it had not read: their queues may hold due jobs
         if claim.more or claim.held_back or self.alone is not None:
+            self._look_at[shard] = 0.0 if claim.more or claim.held_back else self._look_at[shard]
             return claim, Next.SLOT
         if claim.read_all and (claim.jobs or claim.spared):
             return claim, Next.MORE
@@ -365,19 +405,25 @@ class Worker:
             self.admission.ended(job_id)
         self._nudge.set()
 
-    async def _wait(self, after: Next, claim: Claim | None) -> None:
+    async def _wait(self, after: Next) -> None:
         """Wait for a reason to look at the queue again, never longer than ``poll_delay_s``."""
-        self._unasked = False
+        self._unasked, self._rang = False, set()
         if after is Next.MORE or self.stopping:
             return
-        longest = self.settings.poll_delay_s
-        if after is Next.BELL and claim is not None and claim.next_due_ms is not None:
-            longest = min(longest, max(0.0, claim.next_due_ms / 1000 - time.time()))
+        poll = longest = self.settings.poll_delay_s
+        if after is Next.BELL:  # no longer than until a shard's next job comes due
+            longest = min(longest, max(0.0, min(self._look_at.values()) / 1000 - time.time()))
         wait: Awaitable[Any] = self.doorbell.wait(longest) if after is Next.BELL else self._nudged(longest)
         self._waiting = asyncio.ensure_future(wait)
         try:
             rang = await self._waiting
-            self._unasked = after is Next.BELL and rang is False  # the bell's wait ran out: no one rang
+            if after is Next.BELL:
+                self._rang = set(rang)
+                self._unasked = not rang  # the bell's wait ran out: no one rang
+                for shard in rang:
+                    self._look_at[shard] = 0.0
+                if not rang and longest >= poll:  # the fallback poll: every shard is looked at, unasked
+                    self._look_at = dict.fromkeys(self.shards, 0.0)
         except asyncio.CancelledError:
             if not self.stopping:  # the loop itself is being cancelled, not just its wait
                 raise

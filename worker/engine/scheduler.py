@@ -13,7 +13,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from agentq import tenants
 from agentq.contract import JOB_FUNCTION
 from agentq.errors import REDIS_DOWN, StartupError
 from agentq.protocol.queue import PRIORITY_RANK, now_ms
@@ -83,7 +82,7 @@ async def _take(queue: Queue, settings: Settings, name: str, tick: int, now: int
         await queue.redis.zadd(queue.keys.ticks, {name: now + UNREADABLE_RETRY_MS}, xx=True)
         return
     due = schedule.latest_due(tick, now)  # the one job a catch-up runs, when ticks were missed
-    job_id = tenants.new_job_id(schedule.tenant)
+    job_id = queue.keys.new_job_id(schedule.tenant, shard=0)  # on shard 0, with the ticks
     won = await queue.enqueue_tick(
         job_id,
         encode_job(JOB_FUNCTION, (schedule.request,), {}, now),

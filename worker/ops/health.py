@@ -36,6 +36,7 @@ def record(ctx: WorkerContext) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "queue": ctx["settings"].queue_name,
+        "shards": ctx["settings"].served_shards if ctx["settings"].queue_shards > 1 else None,
         "max_jobs": ctx["settings"].max_jobs,
         "executor": pool.kind,
         "pool_size": pool.size,

@@ -55,6 +55,7 @@ if given(KEYS[7]) then
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 60000)
   if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[13]) then
     local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+    if #oldest == 0 then return {'', 4, 1000} end  -- a sharded queue's other shards hold the minute's quota
     return {'', 4, math.max(1, tonumber(oldest[2]) + 60000 - now)}
   end
   redis.call('ZADD', KEYS[7], now, id)
