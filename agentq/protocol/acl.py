@@ -35,9 +35,10 @@ ROLES: tuple[Role, ...] = ("producer", "worker", "admin")
 NOT_ADMIN = ("-@admin", "-@dangerous")
 #: What the producer may not run besides: deleting or moving whole keys.
 NO_DELETE = ("-del", "-unlink", "-rename", "-renamenx", "-move", "-copy", "-restore", "-migrate")
-#: Commands a producer and a worker use: data, scripts, pub/sub, the connection, MULTI, and TIME
-#: (``lua/breaker.lua``).
-USED = ("+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "+@transaction", "+time")
+#: Commands a producer and a worker use: data, scripts, pub/sub, the connection, MULTI, TIME
+#: (``lua/breaker.lua``), and CLUSTER SLOTS, where a Redis Cluster client learns which node serves which
+#: slot (in no category but ``@slow``; a Redis without cluster mode answers it with an error).
+USED = ("+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "+@transaction", "+time", "+cluster|slots")
 
 
 def _glob(text: str) -> str:

@@ -135,6 +135,9 @@ async def test_each_redis_user_does_its_roles_work_and_nothing_more(
         for command in ADMIN_ONLY:
             with pytest.raises(NoPermissionError):
                 worker.execute_command(*command)
+        for user in (producer, worker):  # a Cluster client's discovery: allowed (this server has no cluster)
+            with pytest.raises(ResponseError, match="cluster support disabled"):
+                user.execute_command("CLUSTER", "SLOTS")
         # The worker's scripts run whole: the breaker's (which asks Redis the TIME) among them.
         async with redis.asyncio.Redis.from_url(urls["worker"]) as as_worker:
             breaker = scripts.register(as_worker, "breaker")

@@ -118,6 +118,12 @@ class Stack:
         """From now on, add these compose files (after the test override) to every command."""
         self.extra_files += [f for f in files if f not in self.extra_files]
 
+    async def switch_to(self, *files: Path) -> None:
+        """Take the project down (containers and volumes), then add only these compose files from now on:
+        a variant whose services differ from the running ones (a Redis Cluster's) starts afresh."""
+        await self.compose("--profile", "cli", "down", "-v", "--remove-orphans", "-t", "0", timeout=300)
+        self.extra_files = list(files)
+
     def command(self, *args: str) -> list[str]:
         files = ["-f", str(ROOT / "docker-compose.yml")]
         for extra in self.extra_files:

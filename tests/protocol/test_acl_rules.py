@@ -34,6 +34,13 @@ def test_the_worker_has_the_prefix_and_no_admin_command_and_admin_has_all() -> N
     assert acl.rules("admin", KEYS) == ["allkeys", "allchannels", "+@all"]
 
 
+def test_the_producer_and_the_worker_may_ask_a_cluster_where_the_slots_are() -> None:
+    """CLUSTER SLOTS (a Redis Cluster client's discovery), not another CLUSTER subcommand."""
+    for role in ("producer", "worker"):
+        rules = acl.rules(role, KEYS)
+        assert [r for r in rules if r.startswith("+cluster")] == ["+cluster|slots"]
+
+
 def test_producer_acl_prints_a_line_and_its_password_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     """The line on stdout holds the password's sha256 only; the password goes to stderr; with
     --password-env it is that variable's and stderr stays empty; bad input exits 2 with one line."""
