@@ -83,6 +83,11 @@ class Waiters:
 
     async def _unsubscribe_ended(self) -> None:
         ended, self._ended = list(self._ended), set()
+        if not self._boxes and ended:
+            # One channel stays subscribed. With none, redis-py's next SUBSCRIBE first checks the
+            # connection's health with a PING whose reply it reads itself, while the reader task reads
+            # the same connection: "read() called while another coroutine is already waiting".
+            self._ended.add(ended.pop())
         if self._pubsub is not None and ended:
             with contextlib.suppress(*REDIS_DOWN):
                 await self._pubsub.unsubscribe(*ended)

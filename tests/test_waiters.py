@@ -34,6 +34,29 @@ async def test_every_wait_on_a_channel_gets_its_message_on_one_connection() -> N
     await redis.aclose()
 
 
+async def test_a_channel_stays_subscribed_when_the_last_wait_ends_a_batch() -> None:
+    """A batch of ended waits unsubscribed with no wait left keeps one channel: a SUBSCRIBE on a pub/sub with
+    none would first read a health-check PING's reply itself, beside the reader task (a RuntimeError)."""
+    redis = fakeredis.FakeAsyncRedis()
+    waiters = Waiters(redis)
+    for i in range(UNSUBSCRIBE_BATCH):
+        async with waiters.watch(f"done:{i}"):
+            pass
+    pubsub = waiters._pubsub
+    assert pubsub is not None
+
+    async def unsubscribed() -> bool:  # the reader has read every UNSUBSCRIBE's reply
+        return not pubsub.pending_unsubscribe_channels
+
+    await eventually(unsubscribed, timeout=5)
+    assert len(pubsub.channels) == 1 and pubsub.subscribed
+    async with waiters.watch("done:next") as box:
+        await redis.publish("done:next", b"r")
+        assert await box.get(1.0) == b"r"
+    await waiters.aclose()
+    await redis.aclose()
+
+
 @pytest.fixture
 async def fake_client(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A client on fakeredis."""
