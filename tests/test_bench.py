@@ -41,7 +41,7 @@ def test_quick_bench_writes_summary_tables_and_charts(redis_url: str, tmp_path: 
     assert {"sources", "burst", "laws"} <= set(summary["growth"])
     assert set(summary["peers"]["by_workers"]) == {"1", "2"} and "ours" in summary["peers"]["by_workers"]["1"]
     assert summary["peers"]["environment"] is None  # --quick leaves the peers out unless asked
-    assert [row["workers"] for row in summary["redis"]["rows"]] == [1, 2]
+    assert [(row["workers"], row["shards"]) for row in summary["redis"]["rows"]] == [(1, 1), (2, 1), (2, 6)]
     assert {run["config"] for run in summary["bursts"]["runs"].values()} == {"admission", "max_jobs_1", "max_jobs_4"}
     assert summary["figures"]
     for figure in summary["figures"]:

@@ -208,7 +208,7 @@ def _peers(plt: Any, s: dict[str, Any]) -> Any:
 
 def _redis_load(plt: Any, s: dict[str, Any]) -> Any:
     r = s["redis"]
-    rows = r["rows"]
+    rows = [row for row in r["rows"] if row.get("shards", 1) == 1]  # the sharded row is in the table only
     n = [row["workers"] for row in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     ours = [row["commands_per_s_per_worker"] * row["workers"] for row in rows]

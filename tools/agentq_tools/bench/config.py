@@ -45,6 +45,9 @@ class BenchConfig:
     idle_worker_counts: tuple[int, ...] = (1, 4, 16)
     idle_s: float = 20.0
     wake_jobs: int = 200
+    #: ... and idle_sharded_workers workers of a queue of idle_shards shards (AGENTQ_QUEUE_SHARDS).
+    idle_shards: int = 6
+    idle_sharded_workers: int = 4
     #: 8. bursts of reference jobs (workload_time_scale, a deadline of burst_deadline_s), sized in
     #: multiples of what the cores can serve within one deadline; burst_headline is the one the targets use.
     burst_multiples: tuple[float, ...] = (1.0, 3.0, 6.0, 10.0)
@@ -84,6 +87,7 @@ class BenchConfig:
             run_peers=peers,
             peer_rounds=1,
             idle_worker_counts=(1, 2),
+            idle_sharded_workers=2,
             idle_s=2.0,
             wake_jobs=20,
             burst_multiples=(1.0, 3.0),

@@ -4,7 +4,9 @@ For 1, 4 and 16 idle workers (each with a pool of one, the default heartbeat, ga
 cadences): the commands Redis runs per second per worker, from ``INFO commandstats`` over
 ``idle_s``; then zero-work jobs one at a time (``Client.ask``), each timed from the caller's clock
 before enqueueing to the worker's ``started_at``. Beside them, arq itself with a 10 ms poll (the
-side environment's, ``bench.peers``), which is what the workers did before the doorbell.
+side environment's, ``bench.peers``), which is what the workers did before the doorbell. Then the
+same for 4 workers of a queue of 6 shards (``AGENTQ_QUEUE_SHARDS``): each waits on the 6 bells at
+once, and the commands are counted per shard it watches; the jobs' questions fall on every shard.
 """
 
 from __future__ import annotations
@@ -60,15 +62,20 @@ def run(cfg: BenchConfig, redis_url: str, log_dir: Path, venv: Path | None) -> t
     settings = client_settings(redis_url)
     rows = []
     arq_10ms = next(s for s in PEER_SYSTEMS if s.key == "arq_10ms")
-    for workers in cfg.idle_worker_counts:
+    sizes = [(workers, 1) for workers in cfg.idle_worker_counts] + [(cfg.idle_sharded_workers, cfg.idle_shards)]
+    for workers, shards in sizes:
         _flush(redis_url)
-        with Cluster(redis_url, log_dir, pool_size=1, time_scale=1.0, inference_units=1) as cluster:
+        fields = {"pool_size": 1, "time_scale": 1.0, "inference_units": 1, "queue_shards": shards}
+        with Cluster(redis_url, log_dir, **fields) as cluster:
             cluster.add(workers, timeout=300)
             time.sleep(SETTLE_S)
-            rate, by_command = _idle_rate(redis_url, cfg.idle_s, workers)
-            wake = asyncio.run(_wake(settings, cfg.wake_jobs))
+            rate, by_command = _idle_rate(redis_url, cfg.idle_s, workers * shards)
+            wake = asyncio.run(_wake(client_settings(redis_url, queue_shards=shards), cfg.wake_jobs))
         row: dict[str, Any] = {"workers": workers, "commands_per_s_per_worker": rate, "by_command": by_command}
-        row["enqueue_to_start_ms"] = wake
+        row |= {"shards": shards, "enqueue_to_start_ms": wake}
+        if shards > 1:
+            rows.append(row)  # no arq beside it: arq has no shards
+            continue
         if venv is not None:
             _flush(redis_url)
             peers = PeerWorkers(arq_10ms, venv, peer_env(redis_url, arq_10ms, 0, 1, 1.0), log_dir)
@@ -93,12 +100,15 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
     figs = []
     for row in r["rows"]:
         n, wake = row["workers"], row["enqueue_to_start_ms"]
+        k = row.get("shards", 1)
+        of = f" of {k} shards" if k > 1 else ""
+        per = " per shard" if k > 1 else ""
         top = ", ".join(f"{name} {v:.2f}" for name, v in list(row["by_command"].items())[:5])
         arq = row.get("arq_10ms_commands_per_s_per_worker")
         figs += [
             Figure(
                 "redis",
-                f"{n} idle worker(s): Redis commands/s per worker",
+                f"{n} idle worker(s){of}: Redis commands/s per worker{per}",
                 row["commands_per_s_per_worker"],
                 "/s",
                 f"≤ {MAX_IDLE_COMMANDS_PER_S:g}" + (f" (arq, 10 ms poll: {arq:.0f})" if arq is not None else ""),
@@ -107,7 +117,7 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
             ),
             Figure(
                 "redis",
-                f"{n} idle worker(s): enqueue→start p50",
+                f"{n} idle worker(s){of}: enqueue→start p50",
                 wake["p50"],
                 "ms",
                 f"≤ {MAX_WAKE_P50_MS:g} ms",
@@ -116,7 +126,7 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
             ),
             Figure(
                 "redis",
-                f"{n} idle worker(s): enqueue→start p99",
+                f"{n} idle worker(s){of}: enqueue→start p99",
                 wake["p99"],
                 "ms",
                 f"≤ {MAX_WAKE_P99_MS:g} ms",
