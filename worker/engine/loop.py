@@ -115,7 +115,8 @@ class Worker:
         self._waiting: asyncio.Task[Any] | None = None
         self._unasked = False  # the last wait was the bell's, and it ran out unrung (Queue.claim: unasked)
         self._look_at: dict[int, float] = dict.fromkeys(self.shards, 0.0)
-        """Per shard, when (epoch ms) to claim from it next: 0 at once, ``inf`` when its bell rings."""
+        """Per shard, when (epoch ms) to claim from it next: 0 at once (its bell rang, its last claim left due
+        jobs), its next job's due time, or ``inf``: not before its bell rings (or the fallback poll)."""
         self._turn = 0  # where in ``shards`` the next pass starts
         self._rang: set[int] = set()  # the shards whose bell the last wait heard
         self._refused: Shape | None = None  # the shape of the job admission last gave back
