@@ -14,7 +14,9 @@ import pytest
 import redis
 
 from agentq.contract import QuestionRequest, request_fingerprint
+from agentq.protocol import acl
 from agentq.protocol.keys import shard_for, shard_of
+from agentq.settings import Settings
 from producer.client import Client
 from tests.helpers import eventually, progress_reached
 from tests.test_doorbell import blocked_on_the_bell, commands_since_reset
@@ -139,3 +141,33 @@ async def test_workers_of_a_subset_of_shards_answer_only_theirs(
     results = await asyncio.gather(*(client.result(j, timeout=60) for j in ids))
     served = Counter((shard_of(r.job_id) == 0, r.worker_id == owner[zero.pid]["id"]) for r in results)
     assert served == Counter({(True, True): 2, (False, False): 4}), served
+
+
+async def test_the_redis_users_of_a_sharded_queue_do_their_work_on_every_shard(
+    client: Client, redis_url: str, start_worker_processes: StartWorkers
+) -> None:
+    """The producer's and the worker's Redis users (``producer acl``'s rules for 3 shards) enqueue, run,
+    list and cancel on every shard; the producer still may not forge a result on any shard."""
+    keys = client.keys
+    users = {role: f"{role}-sharded" for role in ("producer", "worker")}
+    with redis.Redis.from_url(redis_url) as admin:
+        for role, name in users.items():
+            admin.execute_command("ACL", "SETUSER", name, "on", ">pw", *acl.rules(role, keys))  # type: ignore[arg-type]
+    try:
+        as_user = {role: redis_url.replace("redis://", f"redis://{name}:pw@") for role, name in users.items()}
+        start_worker_processes(1, AGENTQ_REDIS_URL=as_user["worker"])
+        async with Client(Settings(redis_url=as_user["producer"])) as producer:  # the rest from the environment
+            placed = questions_per_shard(producer, 1, sources=["weather"])
+            results = [await producer.ask(requests[0], timeout=30) for requests in placed.values()]
+            assert [(shard_of(r.job_id), r.status) for r in results] == [(0, "ok"), (1, "ok"), (2, "ok")]
+            assert len(await producer.jobs(limit=10)) == 3
+            deferred = await producer.submit("Later?", sources=["weather"], not_before=time.time() + 600)
+            assert await producer.cancel(deferred.job_id) == "cancelled"
+            with redis.Redis.from_url(as_user["producer"]) as raw:
+                for job in results:
+                    with pytest.raises(redis.exceptions.NoPermissionError):
+                        raw.set(keys.result(job.job_id), "{}")
+    finally:
+        with redis.Redis.from_url(redis_url) as admin:
+            for name in users.values():
+                admin.execute_command("ACL", "DELUSER", name)
