@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from redis.exceptions import NoPermissionError, NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from agentq import tenants
 from agentq.connection import is_cluster
@@ -26,7 +26,6 @@ from agentq.protocol.records import JobState, job_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
 #: How many ``priority_step_s`` a job's queue score is moved ahead of its enqueue time.
 PRIORITY_RANK: dict[str, int] = {"high": 2, "normal": 1, "low": 0}
@@ -147,7 +146,7 @@ class Queue:
 
     def __init__(self, redis: Redis, keys: Keys, *, weights: dict[str, float] | None = None) -> None:
         self.redis, self.keys = redis, keys
-        self._scripts: dict[scripts.ScriptName, AsyncScript] = {}
+        self._scripts: dict[scripts.ScriptName, scripts.Script] = {}
         self._enqueued = 0
         self.weights = dict(weights or {})
         """Each tenant's fair-share weight (1 if not named)."""
@@ -169,7 +168,7 @@ class Queue:
     def weight(self, tenant: str) -> float:
         return float(self.weights.get(tenant, 1.0))
 
-    def script(self, name: scripts.ScriptName) -> AsyncScript:
+    def script(self, name: scripts.ScriptName) -> scripts.Script:
         found = self._scripts.get(name)
         if found is None:
             found = self._scripts[name] = scripts.register(self.redis, name)
@@ -485,15 +484,17 @@ class Queue:
         (or the error its script met)."""
         calls = [self._finish_call(worker_id, e, progress_ttl_s=progress_ttl_s, index_size=index_size) for e in endings]
         script = self.script("finish")
-        if len(calls) == 1:  # redis-py's script call loads the script itself if Redis lost it
+        if len(calls) == 1:  # a Redis that lost the script gets its text (scripts.Script)
             keys, args = calls[0]
             return [bool(await script(keys=keys, args=args))]
         replies = await self._pipelined(script.sha, calls)
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if lost:  # a restarted Redis forgot the script (nothing ran for those): load it, send them again
-            await self.redis.script_load(scripts.source("finish"))
-            for i, reply in zip(lost, await self._pipelined(script.sha, [calls[i] for i in lost]), strict=True):
-                replies[i] = reply
+        for i in lost:  # a Redis without the script (nothing ran for those): each again, with its text
+            keys, args = calls[i]
+            try:
+                replies[i] = await script.text_call(keys=keys, args=args)
+            except ResponseError as exc:  # as a pipeline's reply: this run's error, not the batch's
+                replies[i] = exc
         return [r if isinstance(r, BaseException) else bool(r) for r in replies]
 
     async def _pipelined(self, sha: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:

@@ -559,3 +559,18 @@ async def test_a_tenants_quota_refuses_a_new_job_past_it_and_writes_nothing(queu
     assert late.value.retry_after_s == pytest.approx(58.0)
     assert await r.zscore(KEYS.queue_of("beta"), "beta_2") is None
     assert (await put(queue, "beta_3", per_minute=2, now=t + 60_001)).deduplicated is False  # the first left it
+
+
+# ------------------------------------------------------------------------------------------ a Redis without the scripts
+async def test_a_redis_that_lost_the_scripts_runs_them_from_their_text(queue: Queue, r: Any) -> None:
+    """After ``SCRIPT FLUSH`` (a restarted Redis, or a replica just promoted: a script cache is not replicated)
+    each call, and each run of a batch of finishes, is sent again with the script's text, and runs."""
+    for job_id in ("a", "b", "c"):
+        await put(queue, job_id)
+    await r.script_flush()
+    claim = await queue.claim("w1", want=3, lease_ms=LEASE_MS, idle=True)
+    assert sorted(j.job_id for j in claim.jobs) == ["a", "b", "c"]
+    await r.script_flush()
+    endings = [Ending(job_id=j, mode="finish", result=b"r", result_px=60_000) for j in ("a", "b")]
+    assert await queue.finish("w1", endings, progress_ttl_s=60, index_size=100) == [True, True]
+    assert await r.get(KEYS.result("a")) == b"r" and await r.get(KEYS.result("b")) == b"r"
