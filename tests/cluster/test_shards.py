@@ -11,7 +11,8 @@ from subprocess import Popen
 
 import pytest
 
-from agentq.protocol.keys import shard_of
+from agentq.contract import QuestionRequest, request_fingerprint
+from agentq.protocol.keys import shard_for, shard_of
 from agentq.settings import Settings
 from agentq_tools.cluster import LocalCluster, Node
 from producer.client import Client
@@ -30,6 +31,20 @@ def settings_env(cluster_env: dict[str, str]) -> dict[str, str]:
     return {**cluster_env, "AGENTQ_QUEUE_SHARDS": str(SHARDS)}
 
 
+def even_questions(client: Client) -> list[QuestionRequest]:
+    """``JOBS`` distinct questions, as many on each shard (a question's shard is its fingerprint's): the
+    primaries' shares of the work differ by the commands, not by the luck of the questions."""
+    per_shard: dict[int, list[QuestionRequest]] = {shard: [] for shard in range(SHARDS)}
+    n = 0
+    while any(len(found) < JOBS // SHARDS for found in per_shard.values()):
+        request = client.validate(f"Question {n}: will it rain in Paris?", sources=["weather", "news"])
+        found = per_shard[shard_for(request_fingerprint(request), SHARDS)]
+        if len(found) < JOBS // SHARDS:
+            found.append(request)
+        n += 1
+    return [request for found in per_shard.values() for request in found]
+
+
 def commands(node: Node) -> int:
     """Commands the node has run since its statistics were reset, its upkeep left out."""
     stats = node.info("commandstats")
@@ -39,8 +54,8 @@ def commands(node: Node) -> int:
 async def test_six_shards_put_jobs_and_commands_on_every_primary_evenly(
     cluster: LocalCluster, client: Client, settings: Settings, start_worker_processes: StartWorkers
 ) -> None:
-    """240 distinct questions from three workers: every shard and every primary answers some, and each
-    primary runs within 25 % of the mean number of commands (figures printed).
+    """240 distinct questions, 40 of each shard, from three workers: every shard and every primary answers
+    some, and each primary runs within 25 % of the mean number of commands (figures printed).
 
     The breaker and the latency window are off: each is one key per source, shared by every worker (a
     hot key by design, on whichever primary holds its slot), so with two sources they alone would
@@ -53,9 +68,7 @@ async def test_six_shards_put_jobs_and_commands_on_every_primary_evenly(
         with node.client() as c:
             c.config_resetstat()
     started = time.monotonic()
-    ids = await asyncio.gather(
-        *(client.enqueue(f"Question {n}: will it rain in Paris?", sources=["weather", "news"]) for n in range(JOBS))
-    )
+    ids = [e.job_id for e in await asyncio.gather(*(client.submit_request(r) for r in even_questions(client)))]
     results = await asyncio.gather(*(client.result(j, timeout=120) for j in ids))
     took = time.monotonic() - started
     assert [r.status for r in results] == ["ok"] * JOBS
