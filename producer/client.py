@@ -362,9 +362,8 @@ class Client:
     def _new_id(self, tenant: str, request: QuestionRequest, *, dedup: bool) -> str:
         """A new job's id. On a sharded queue it names the shard of the request's fingerprint, where an
         identical question in flight is (deduplication), or any shard for a job of its own."""
-        if self.keys.shards == 1:
-            return tenants.new_job_id(tenant)
-        return self.keys.new_job_id(tenant, fingerprint=request_fingerprint(request) if dedup else None)
+        sharded = self.keys.shards > 1  # the fingerprint is computed only where it places the job
+        return self.keys.new_job_id(tenant, fingerprint=request_fingerprint(request) if dedup and sharded else None)
 
     # ---------------------------------------------------------------------------- results
     async def status(self, job_id: str) -> Status:
@@ -548,14 +547,13 @@ class Client:
     async def failed_since(self, seconds: float) -> list[str]:
         """The ids of the jobs that ended ``failed`` within the last ``seconds``, oldest first (their results kept)."""
         since = time.time() * 1000 - seconds * 1000
-        found: list[tuple[float, str]] = []
         with self._redis_errors():
-            for k in self.keys.every_shard:
-                index = (k.tenant_index(self.sees, "failed") if self.sees else "") or k.by_status("failed")
-                found += [
-                    (score, i.decode())
-                    for i, score in await self.redis.zrangebyscore(index, since, "+inf", withscores=True)
-                ]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for k in self.keys.every_shard:
+                    index = (k.tenant_index(self.sees, "failed") if self.sees else "") or k.by_status("failed")
+                    pipe.zrangebyscore(index, since, "+inf", withscores=True)
+                pages = await pipe.execute()
+        found = [(score, i.decode()) for page in pages for i, score in page]
         return [i for _, i in sorted(found) if self.sees is None or tenants.of(i) == self.sees]
 
     async def retry(self, job_id: str, *, priority: Priority | None = None) -> Enqueued:

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agentq.contract import JOB_FUNCTION, ProgressEvent, ProgressKind
+from agentq.contract import JOB_FUNCTION, ProgressEvent, ProgressKind, QuestionRequest, request_fingerprint
 from agentq.errors import WaitTimeout
-from agentq.protocol.keys import Field, field
+from agentq.protocol.keys import Field, field, shard_for
 from agentq.protocol.records import encode_job
 from producer.client import Client
 
@@ -85,3 +85,18 @@ async def progress_reached(
     except WaitTimeout:
         pass
     pytest.fail(f"job {job_id} logged {count} x {event} neither before it ended nor within {timeout:g}s: {seen}")
+
+
+def questions_per_shard(client: Client, count: int, *, sources: list[str]) -> dict[int, list[QuestionRequest]]:
+    """``count`` distinct requests on each shard of the client's queue (a request's shard is its
+    fingerprint's), chosen among numbered questions."""
+    shards = client.keys.shards
+    found: dict[int, list[QuestionRequest]] = {shard: [] for shard in range(shards)}
+    n = 0
+    while any(len(requests) < count for requests in found.values()):
+        request = client.validate(f"Question {n}: will it rain in Paris?", sources=sources)
+        on_shard = found[shard_for(request_fingerprint(request), shards)]
+        if len(on_shard) < count:
+            on_shard.append(request)
+        n += 1
+    return found

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,12 +33,27 @@ class DownRedis:
     async def set(self, *args: Any, **kwargs: Any) -> None:
         self._call()
 
-    async def zcard(self, *args: Any) -> int:
-        self._call()
-        return 0
+    def pipeline(self, *args: Any, **kwargs: Any) -> DownPipeline:
+        return DownPipeline(self)
 
-    async def zrange(self, *args: Any, **kwargs: Any) -> list[bytes]:
-        self._call()
+
+class DownPipeline:
+    """A pipeline of ``DownRedis``: it takes any command; running them fails as every command does."""
+
+    def __init__(self, redis: DownRedis) -> None:
+        self.redis = redis
+
+    async def __aenter__(self) -> DownPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, command: str) -> Callable[..., DownPipeline]:
+        return lambda *args, **kwargs: self
+
+    async def execute(self) -> list[Any]:
+        self.redis._call()
         return []
 
 

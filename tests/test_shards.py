@@ -13,12 +13,11 @@ from subprocess import Popen
 import pytest
 import redis
 
-from agentq.contract import QuestionRequest, request_fingerprint
 from agentq.protocol import acl
-from agentq.protocol.keys import shard_for, shard_of
+from agentq.protocol.keys import shard_of
 from agentq.settings import Settings
 from producer.client import Client
-from tests.helpers import eventually, progress_reached
+from tests.helpers import eventually, progress_reached, questions_per_shard
 from tests.test_doorbell import blocked_on_the_bell, commands_since_reset
 
 pytestmark = pytest.mark.e2e
@@ -39,21 +38,6 @@ def settings_env(redis_url: str) -> dict[str, str]:
     }
 
 
-def questions_per_shard(
-    client: Client, count: int, *, sources: list[str] = SOURCES
-) -> dict[int, list[QuestionRequest]]:
-    """``count`` distinct requests of each shard (a request's shard is its fingerprint's)."""
-    found: dict[int, list[QuestionRequest]] = {shard: [] for shard in range(SHARDS)}
-    n = 0
-    while any(len(requests) < count for requests in found.values()):
-        request = client.validate(f"Question {n}: will it rain in Paris?", sources=sources)
-        shard = shard_for(request_fingerprint(request), SHARDS)
-        if len(found[shard]) < count:
-            found[shard].append(request)
-        n += 1
-    return found
-
-
 async def test_jobs_spread_over_the_shards_and_are_joined_followed_cancelled_and_listed(
     client: Client, start_worker_processes: StartWorkers
 ) -> None:
@@ -62,7 +46,7 @@ async def test_jobs_spread_over_the_shards_and_are_joined_followed_cancelled_and
     and the workers' view span every shard."""
     # knowledge_base takes 4 s (200 x 0.02), for the job that is cancelled while it runs
     start_worker_processes(2, AGENTQ_SOURCE_LATENCY_S='{"knowledge_base": 200}', AGENTQ_SOURCE_RETRIES="0")
-    placed = questions_per_shard(client, 3)
+    placed = questions_per_shard(client, 3, sources=SOURCES)
     submitted = {shard: [await client.submit_request(r) for r in requests] for shard, requests in placed.items()}
     for shard, jobs in submitted.items():
         assert {shard_of(e.job_id) for e in jobs} == {shard} and not any(e.deduplicated for e in jobs)

@@ -344,13 +344,10 @@ class Queue:
         """Every tenant's queue that may hold jobs, on every shard: the default tenant's, and those of the
         tenants served; each with its shard's keys."""
         shards = self.keys.every_shard
-        if len(shards) == 1:
-            names = [await self.redis.zrange(shards[0].tenants, 0, -1)]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for k in shards:
-                    pipe.zrange(k.tenants, 0, -1)
-                names = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in shards:
+                pipe.zrange(k.tenants, 0, -1)
+            names = await pipe.execute()
         queues = []
         for k, found in zip(shards, names, strict=True):
             others = {_text(n) for n in found} - {"~", tenants.DEFAULT}

@@ -11,11 +11,11 @@ from subprocess import Popen
 
 import pytest
 
-from agentq.contract import QuestionRequest, request_fingerprint
-from agentq.protocol.keys import shard_for, shard_of
+from agentq.protocol.keys import shard_of
 from agentq.settings import Settings
 from agentq_tools.cluster import LocalCluster, Node
 from producer.client import Client
+from tests.helpers import questions_per_shard
 
 pytestmark = [pytest.mark.cluster]
 StartWorkers = Callable[..., list[Popen[bytes]]]
@@ -29,20 +29,6 @@ UPKEEP = ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_cluster|", "cmdst
 def settings_env(cluster_env: dict[str, str]) -> dict[str, str]:
     """The cluster's settings (``tests/cluster/conftest.py``), with a queue of six shards."""
     return {**cluster_env, "AGENTQ_QUEUE_SHARDS": str(SHARDS)}
-
-
-def even_questions(client: Client) -> list[QuestionRequest]:
-    """``JOBS`` distinct questions, as many on each shard (a question's shard is its fingerprint's): the
-    primaries' shares of the work differ by the commands, not by the luck of the questions."""
-    per_shard: dict[int, list[QuestionRequest]] = {shard: [] for shard in range(SHARDS)}
-    n = 0
-    while any(len(found) < JOBS // SHARDS for found in per_shard.values()):
-        request = client.validate(f"Question {n}: will it rain in Paris?", sources=["weather", "news"])
-        found = per_shard[shard_for(request_fingerprint(request), SHARDS)]
-        if len(found) < JOBS // SHARDS:
-            found.append(request)
-        n += 1
-    return [request for found in per_shard.values() for request in found]
 
 
 def commands(node: Node) -> int:
@@ -68,7 +54,10 @@ async def test_six_shards_put_jobs_and_commands_on_every_primary_evenly(
         with node.client() as c:
             c.config_resetstat()
     started = time.monotonic()
-    ids = [e.job_id for e in await asyncio.gather(*(client.submit_request(r) for r in even_questions(client)))]
+    # as many questions on each shard: the primaries' shares differ by their commands, not by the questions' luck
+    placed = questions_per_shard(client, JOBS // SHARDS, sources=["weather", "news"])
+    requests = [request for on_shard in placed.values() for request in on_shard]
+    ids = [e.job_id for e in await asyncio.gather(*(client.submit_request(r) for r in requests))]
     results = await asyncio.gather(*(client.result(j, timeout=120) for j in ids))
     took = time.monotonic() - started
     assert [r.status for r in results] == ["ok"] * JOBS

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from agentq.settings import Settings
-
-log = logging.getLogger(__name__)
 
 #: How far below the socket timeout a wait must end, so an answer always arrives before it.
 SOCKET_MARGIN_S = 1.0

@@ -100,10 +100,11 @@ class Finisher:
         # behind its fence, on its primary.
         shards = keys.by_shard(stored, str) if is_cluster(self.queue.redis) else [(keys, stored)]
         try:
-            acked = min([await wait_for_replicas(self.queue.redis, s, k.fence) for k, _ in shards], key=_fewest)
+            confirmed = [await wait_for_replicas(self.queue.redis, s, k.fence) for k, _ in shards]
         except REDIS_DOWN as exc:
             log.warning("could not wait for replicas to hold %d results: %s", len(stored), exc)
             return
+        acked = min((n for n in confirmed if n is not None), default=None)  # None: nothing was asked
         if acked is not None and acked < s.redis_wait_replicas:
             log.warning(
                 "results confirmed by %d of %d replicas within %gs",
@@ -111,7 +112,3 @@ class Finisher:
                 s.redis_wait_replicas,
                 s.redis_wait_timeout_s,
             )
-
-
-def _fewest(acked: int | None) -> float:
-    return float("inf") if acked is None else acked
